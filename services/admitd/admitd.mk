@@ -1,0 +1,1 @@
+# services/admitd — fragment (filled in by its component).

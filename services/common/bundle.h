@@ -1,0 +1,64 @@
+/* bundle — what a model bundle means: config.json (the model), bursar.json
+ * (training overrides) and data/. One parser, used by consoled to validate an
+ * upload, by admitd to price it and by bursar-train to build the model, so all
+ * three agree on every key. Unknown keys that would change the maths are
+ * errors that name the key, never silently ignored. */
+#pragma once
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BUNDLE_MAX_CONFIG (1u << 20) /* config.json / bursar.json size cap */
+
+struct model_config {
+	char model_type[16]; /* "gpt2" */
+	int n_layer;
+	int n_head;
+	int n_embd;
+	int n_positions;
+	int vocab_size;
+	double layer_norm_epsilon;
+	double dropout; /* the largest *_pdrop key; recorded, not applied */
+};
+
+struct train_params {
+	long steps;        /* optimizer steps */
+	int batch;         /* global batch in sequences, split across ranks */
+	int seq_len;       /* tokens per sequence */
+	double lr;         /* peak learning rate */
+	int warmup;        /* warmup steps */
+	char schedule[16]; /* cosine | linear | constant */
+	double weight_decay;
+	double grad_clip;
+	uint64_t seed;
+	int ranks;         /* 0 = "auto": admission chooses */
+	double budget;     /* dollars; 0 = none */
+	double deadline_s; /* seconds from submission; 0 = none */
+	int priority;
+};
+
+/* Parses a Hugging Face config.json. err receives a sentence naming the problem. */
+int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errlen);
+/* Trainable parameters (weights tied between wte and lm_head, as GPT-2). */
+uint64_t modelcfg_n_params(const struct model_config *m);
+/* Training FLOPs per token: 6N plus attention (6·L·T·C: QK^T and AV, fwd+bwd). */
+double modelcfg_flops_per_token(const struct model_config *m, int seq_len);
+json_t *modelcfg_to_json(const struct model_config *m);
+
+void trainparams_defaults(const struct model_config *m, struct train_params *p);
+/* Applies bursar.json (or API overrides) on top of p. */
+int trainparams_apply(json_t *o, const struct model_config *m, struct train_params *p, char *err,
+		      size_t errlen);
+json_t *trainparams_to_json(const struct train_params *p);
+
+struct bundle_info {
+	struct model_config model;
+	struct train_params params;
+	uint64_t data_bytes; /* text bytes in data/ */
+	int data_files;
+	int has_weights; /* model.safetensors present */
+};
+
+/* Checks an extracted bundle directory: config.json, optional bursar.json,
+ * at least one non-empty data/ *.txt or *.jsonl file. */
+int bundle_check(const char *dir, struct bundle_info *out, char *err, size_t errlen);

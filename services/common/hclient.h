@@ -1,0 +1,24 @@
+/* hclient — blocking HTTP+JSON client on libcurl for daemon-to-daemon and
+ * CLI calls. Every call has a deadline and a response size cap. A base is
+ * "unix:/path/x.sock" or "http://host:port". */
+#pragma once
+#include <jansson.h>
+
+#define HCLIENT_MAX_RESPONSE (16u << 20)
+
+/* Sends body (borrowed, may be NULL) as JSON and parses a JSON reply.
+ * Returns 0 when any HTTP status came back (*status set, *resp the parsed
+ * body or NULL), a negative errno when the peer could not be reached
+ * (-ECONNREFUSED, -ENOENT for a missing socket, -ETIMEDOUT, -EMSGSIZE...). */
+int hclient_json(const char *base, const char *method, const char *path, const char *token,
+		 json_t *body, int timeout_ms, long *status, json_t **resp);
+/* Streams a file as the request body (uploads). */
+int hclient_upload(const char *base, const char *method, const char *path, const char *token,
+		   const char *file, const char *content_type, int timeout_ms, long *status,
+		   json_t **resp);
+/* Writes the response body into dest (created/truncated); on non-2xx returns
+ * the status and the body parsed as JSON in *resp when it is JSON. */
+int hclient_download(const char *base, const char *path, const char *token, const char *dest,
+		     int timeout_ms, long *status, json_t **resp);
+/* A short description of an hclient error for messages. */
+const char *hclient_strerror(int r);

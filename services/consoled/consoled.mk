@@ -1,0 +1,1 @@
+# services/consoled — fragment (filled in by its component).

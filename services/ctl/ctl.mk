@@ -1,0 +1,1 @@
+# services/ctl — fragment (filled in by its component).

@@ -1,0 +1,1 @@
+# services/ledgerd — fragment (filled in by its component).

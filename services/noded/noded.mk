@@ -1,0 +1,1 @@
+# services/noded — fragment (filled in by its component).

@@ -1,0 +1,1 @@
+# services/trainer — fragment (filled in by its component).
