@@ -22,7 +22,7 @@ PKGS := libsystemd sqlite3 libmicrohttpd jansson libarchive libcurl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -MMD -MP \
+CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -MMD -MP \
 	  -D_GNU_SOURCE -fno-strict-aliasing -Iservices/common -Icollectives $(PKG_CFLAGS)
 LDFLAGS :=
 LDLIBS := $(PKG_LIBS) -lm -lpthread
@@ -71,7 +71,7 @@ $(LIBDIR)/%.a:
 # Debian packages the build, the tests and the demo need. Quick when present.
 DEB_PKGS := gcc make pkg-config libsystemd-dev libsqlite3-dev sqlite3 libmicrohttpd-dev \
 	libjansson-dev libarchive-dev libcurl4-openssl-dev libssl-dev libopenblas-dev \
-	libzstd-dev zstd python3-numpy chromium nodejs npm curl procps
+	libzstd-dev zstd python3-numpy chromium nodejs npm curl jq procps
 deps:
 	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(DEB_PKGS) 2>/dev/null \
 		| awk '$$1=="ii"{print $$2}' | sort > /tmp/.bursar-have; \
