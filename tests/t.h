@@ -29,8 +29,11 @@ static const char *t_case_name;
 		(long long)(got), (long long)(want))
 
 #define T_EQ_STR(got, want)                                                                        \
-	T_CHECK((got) && !strcmp((got), (want)), "%s: got \"%s\", want \"%s\"", #got,              \
-		(got) ? (got) : "(null)", (want))
+	do {                                                                                       \
+		const char *t_g_ = (got);                                                          \
+		T_CHECK(t_g_ && !strcmp(t_g_, (want)), "%s: got \"%s\", want \"%s\"", #got,         \
+			t_g_ ? t_g_ : "(null)", (want));                                           \
+	} while (0)
 
 /* Runs one case; a case may call t_skip() to report itself skipped. */
 static int t_skipped;

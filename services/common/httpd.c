@@ -156,7 +156,7 @@ void httpd_reply_data(struct httpd_req *req, unsigned status, const char *conten
 
 void httpd_reply_json(struct httpd_req *req, unsigned status, json_t *body)
 {
-	char *s = json_dumps(body, JSON_COMPACT);
+	char *s = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
 
 	json_decref(body);
 	if (!s) {
