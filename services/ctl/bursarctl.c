@@ -129,7 +129,7 @@ int main(int argc, char **argv)
 			continue;
 		argc -= optind;
 		argv += optind;
-		optind = 1;
+		optind = 0; /* 0: a full rescan (GNU getopt keeps state otherwise) */
 		r = commands[i].fn(&c, argc, argv);
 		curl_global_cleanup();
 		return r == -EINVAL ? 2 : r < 0 ? 1 : r;

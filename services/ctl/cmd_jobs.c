@@ -158,7 +158,7 @@ int cmd_submit(struct ctl *c, int argc, char **argv)
 		watch_argv[0] = "watch";
 		watch_argv[1] = (char *)json_string_value(json_object_get(job, "id"));
 		watch_argv[2] = NULL;
-		optind = 1;
+		optind = 0; /* 0: a full rescan (GNU getopt keeps state otherwise) */
 		r = cmd_watch(c, 2, watch_argv);
 	}
 out_decref:
