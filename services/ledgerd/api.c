@@ -1,0 +1,188 @@
+/* api — ledgerd's HTTP routes (services/README.md, "ledgerd"): maps requests
+ * to the chain, ingest and query functions and their errors to statuses.
+ *
+ * Handlers run on the event loop and reply exactly once. Query parameters are
+ * parsed strictly and capped here; nothing in this file touches SQL.
+ */
+#include "ledger.h"
+#include "httpd.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* 10000 records of a few hundred bytes each fit well inside this. */
+#define LEDGER_MAX_BODY (16u << 20)
+
+static void reply_db_error(struct httpd_req *req, int r, const char *what)
+{
+	if (r == -EBUSY) {
+		httpd_reply_error(req, 503, "%s: the ledger database is busy; retry", what);
+		return;
+	}
+	log_err("%s %s: %s: %s", httpd_req_method(req), httpd_req_path(req), what, strerror(-r));
+	httpd_reply_error(req, 500, "%s: %s", what, strerror(-r));
+}
+
+static void do_ingest(struct httpd_req *req, void *ud, int estimates)
+{
+	struct ledger *l = ud;
+	json_t *body = httpd_req_json(req), *reply = NULL;
+	char err[512] = "";
+	int r;
+
+	if (!body)
+		return;
+	r = ledger_ingest(l, body, estimates, &reply, err, sizeof(err));
+	json_decref(body);
+	if (r == -EINVAL)
+		httpd_reply_error(req, 400, "%s", err);
+	else if (r == -E2BIG)
+		httpd_reply_error(req, 413, "%s", err);
+	else if (r < 0)
+		reply_db_error(req, r, err[0] ? err : "cannot ingest records");
+	else
+		httpd_reply_json(req, 200, reply);
+}
+
+static void on_ingest(struct httpd_req *req, void *ud)
+{
+	do_ingest(req, ud, 0);
+}
+
+static void on_estimates(struct httpd_req *req, void *ud)
+{
+	do_ingest(req, ud, 1);
+}
+
+static void on_rates(struct httpd_req *req, void *ud)
+{
+	httpd_reply_json(req, 200, ledger_rates_json(ud));
+}
+
+static void on_bill(struct httpd_req *req, void *ud)
+{
+	const char *job = httpd_req_arg(req, 0);
+	json_t *bill;
+	int r;
+
+	if (!job || strlen(job) > LEDGER_MAX_STR) {
+		httpd_reply_error(req, 400, "job id is too long (limit %d characters)",
+				  LEDGER_MAX_STR);
+		return;
+	}
+	r = ledger_bill(ud, job, &bill);
+	if (r == -ENOENT)
+		httpd_reply_error(req, 404, "no ledger entries or estimate for job '%s'", job);
+	else if (r < 0)
+		reply_db_error(req, r, "cannot compute the bill");
+	else
+		httpd_reply_json(req, 200, bill);
+}
+
+/* Parses a decimal query parameter in min..max; dflt when absent. */
+static int query_int(struct httpd_req *req, const char *name, int64_t min, int64_t max,
+		     int64_t dflt, int64_t *out)
+{
+	const char *s = httpd_req_query(req, name);
+	char *end;
+	long long v;
+
+	if (!s) {
+		*out = dflt;
+		return 0;
+	}
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (!*s || *end || errno || v < min || v > max) {
+		httpd_reply_error(req, 400, "query parameter %s='%.64s' must be an integer in %lld..%lld",
+				  name, s, (long long)min, (long long)max);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+static int query_str(struct httpd_req *req, const char *name, const char **out)
+{
+	const char *s = httpd_req_query(req, name);
+
+	if (s && strlen(s) > LEDGER_MAX_STR) {
+		httpd_reply_error(req, 400, "query parameter %s is too long (%zu > limit %d)", name,
+				  strlen(s), LEDGER_MAX_STR);
+		return -EINVAL;
+	}
+	*out = s && *s ? s : NULL;
+	return 0;
+}
+
+static void on_entries(struct httpd_req *req, void *ud)
+{
+	struct ledger_query q = {0};
+	const char *fmt = httpd_req_query(req, "format");
+	int64_t after, limit;
+	json_t *out;
+	char *csv;
+	size_t len;
+	int r;
+
+	if (query_str(req, "job", &q.job) < 0 || query_str(req, "tenant", &q.tenant) < 0 ||
+	    query_int(req, "after", 0, INT64_MAX, 0, &after) < 0 ||
+	    query_int(req, "limit", 1, LEDGER_MAX_ROWS, LEDGER_DEFAULT_ROWS, &limit) < 0)
+		return;
+	q.after = after;
+	q.limit = (int)limit;
+	if (fmt && *fmt && strcmp(fmt, "json") && strcmp(fmt, "csv")) {
+		httpd_reply_error(req, 400, "format='%.32s' is not supported; use json or csv", fmt);
+		return;
+	}
+	if (fmt && !strcmp(fmt, "csv")) {
+		r = ledger_entries_csv(ud, &q, &csv, &len);
+		if (r < 0) {
+			reply_db_error(req, r, "cannot list entries");
+			return;
+		}
+		httpd_reply_data(req, 200, "text/csv; charset=utf-8", csv, len);
+		free(csv);
+		return;
+	}
+	r = ledger_entries_json(ud, &q, &out);
+	if (r < 0)
+		reply_db_error(req, r, "cannot list entries");
+	else
+		httpd_reply_json(req, 200, out);
+}
+
+static void on_verify(struct httpd_req *req, void *ud)
+{
+	struct ledger *l = ud;
+	struct ledger_verify v;
+	int r;
+
+	r = ledger_verify(l->db, l->head_id, l->head_hash, &v);
+	if (r < 0) {
+		reply_db_error(req, r, "cannot verify the ledger");
+		return;
+	}
+	if (!v.ok)
+		log_err("ledger verify failed at entry %lld: %s", (long long)v.first_bad_id,
+			v.reason);
+	httpd_reply_json(req, 200, ledger_verify_json(&v));
+}
+
+static void on_health(struct httpd_req *req, void *ud)
+{
+	httpd_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+const struct httpd_route ledger_routes[] = {
+	{"POST", "/v1/ingest", on_ingest, 0, LEDGER_MAX_BODY},
+	{"POST", "/v1/estimates", on_estimates, 0, LEDGER_MAX_BODY},
+	{"GET", "/v1/rates", on_rates, 0, 0},
+	{"GET", "/v1/jobs/{}/bill", on_bill, 0, 0},
+	{"GET", "/v1/entries", on_entries, 0, 0},
+	{"GET", "/v1/verify", on_verify, 0, 0},
+	{"GET", "/v1/health", on_health, 0, 0},
+};
+const size_t ledger_n_routes = sizeof(ledger_routes) / sizeof(ledger_routes[0]);

@@ -1,0 +1,490 @@
+/* chain — the ledger's storage: schema, rates, the hash chain and verify.
+ *
+ * Entries are append-only: each one carries the SHA-256 of its canonical
+ * serialization (every field plus the previous entry's hash), ids are dense
+ * from 1, and SQLite triggers refuse UPDATE and DELETE. The triggers are a
+ * guard, not the proof: verify recomputes the chain, so an edit made with the
+ * triggers dropped is still named. Appends happen inside the caller's
+ * transaction, so a crash leaves either the whole batch or none of it. This
+ * file must never update or delete an entry.
+ */
+#include "ledger.h"
+#include "db.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const ledger_migrations[] = {
+	"CREATE TABLE entries ("
+	" id INTEGER PRIMARY KEY, source TEXT NOT NULL, seq INTEGER NOT NULL,"
+	" job TEXT NOT NULL, tenant TEXT NOT NULL, user TEXT NOT NULL, rank INTEGER NOT NULL,"
+	" kind TEXT NOT NULL, quantity REAL NOT NULL, unit TEXT NOT NULL,"
+	" rate_version INTEGER NOT NULL, amount_micro INTEGER NOT NULL,"
+	" start_us INTEGER NOT NULL, end_us INTEGER NOT NULL, ts_us INTEGER NOT NULL,"
+	" prev_hash TEXT NOT NULL, hash TEXT NOT NULL, UNIQUE(source, seq));"
+	"CREATE INDEX entries_job ON entries(job, id);"
+	"CREATE INDEX entries_tenant ON entries(tenant, id);"
+	"CREATE TABLE estimates ("
+	" id INTEGER PRIMARY KEY, source TEXT NOT NULL, seq INTEGER NOT NULL,"
+	" job TEXT NOT NULL, tenant TEXT NOT NULL, user TEXT NOT NULL, ranks INTEGER NOT NULL,"
+	" seconds REAL NOT NULL, amount_micro INTEGER NOT NULL, explain TEXT NOT NULL,"
+	" ts_us INTEGER NOT NULL, UNIQUE(source, seq));"
+	"CREATE INDEX estimates_job ON estimates(job, id);"
+	"CREATE TABLE rates ("
+	" version INTEGER PRIMARY KEY, rank_hour_micro INTEGER NOT NULL,"
+	" rank_second_micro REAL NOT NULL, currency TEXT NOT NULL, effective_us INTEGER NOT NULL);"
+	"CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries"
+	" BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;"
+	"CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries"
+	" BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;"
+	"CREATE TRIGGER estimates_no_update BEFORE UPDATE ON estimates"
+	" BEGIN SELECT RAISE(ABORT, 'ledger estimates are append-only'); END;"
+	"CREATE TRIGGER estimates_no_delete BEFORE DELETE ON estimates"
+	" BEGIN SELECT RAISE(ABORT, 'ledger estimates are append-only'); END;"
+	"CREATE TRIGGER rates_no_update BEFORE UPDATE ON rates"
+	" BEGIN SELECT RAISE(ABORT, 'ledger rates are versioned, never edited'); END;"
+	"CREATE TRIGGER rates_no_delete BEFORE DELETE ON rates"
+	" BEGIN SELECT RAISE(ABORT, 'ledger rates are versioned, never edited'); END;",
+};
+
+#define ENTRY_COLS                                                                                 \
+	"id, source, seq, job, tenant, user, rank, kind, quantity, unit, rate_version, "           \
+	"amount_micro, start_us, end_us, ts_us, prev_hash, hash"
+
+int ledger_entry_canon(const struct ledger_entry *e, char *buf, size_t size)
+{
+	int n;
+
+	/* Strings are length-prefixed so no choice of content can forge a field
+	 * boundary; %.17g round-trips every double. */
+	n = snprintf(buf, size,
+		     "bursar-ledger-entry-v1\nid=%" PRId64 "\nsource=%zu:%s\nseq=%" PRId64
+		     "\njob=%zu:%s\ntenant=%zu:%s\nuser=%zu:%s\nrank=%" PRId64
+		     "\nkind=%zu:%s\nquantity=%.17g\nunit=%zu:%s\nrate_version=%" PRId64
+		     "\namount_micro=%" PRId64 "\nstart_us=%" PRId64 "\nend_us=%" PRId64
+		     "\nts_us=%" PRId64 "\nprev_hash=%s\n",
+		     e->id, strlen(e->source), e->source, e->seq, strlen(e->job), e->job,
+		     strlen(e->tenant), e->tenant, strlen(e->user), e->user, e->rank,
+		     strlen(e->kind), e->kind, e->quantity, strlen(e->unit), e->unit,
+		     e->rate_version, e->amount_micro, e->start_us, e->end_us, e->ts_us,
+		     e->prev_hash);
+	if (n < 0 || (size_t)n >= size)
+		return -E2BIG;
+	return n;
+}
+
+int ledger_entry_hash(const struct ledger_entry *e, char out[65])
+{
+	char buf[2048];
+	int n = ledger_entry_canon(e, buf, sizeof(buf));
+
+	if (n < 0)
+		return n;
+	util_sha256_hex(buf, n, out);
+	return 0;
+}
+
+void ledger_price(const struct ledger *l, struct ledger_entry *e)
+{
+	e->rate_version = l->rate.version;
+	e->amount_micro = llround(e->quantity * ((double)l->rate.rank_hour_micro / 3600.0));
+}
+
+/* Copies column i as text into buf; -E2BIG when it does not fit (edited). */
+static int col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
+{
+	const unsigned char *s = sqlite3_column_text(st, i);
+	int n = sqlite3_column_bytes(st, i);
+
+	if (!s) {
+		buf[0] = 0;
+		return 0;
+	}
+	if ((size_t)n >= size || memchr(s, 0, n))
+		return -E2BIG;
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	return 0;
+}
+
+/* Reads one row of ENTRY_COLS; -E2BIG when a text field is over its limit. */
+static int entry_from_row(sqlite3_stmt *st, struct ledger_entry *e)
+{
+	int r = 0;
+
+	e->id = sqlite3_column_int64(st, 0);
+	r |= col_text(st, 1, e->source, sizeof(e->source));
+	e->seq = sqlite3_column_int64(st, 2);
+	r |= col_text(st, 3, e->job, sizeof(e->job));
+	r |= col_text(st, 4, e->tenant, sizeof(e->tenant));
+	r |= col_text(st, 5, e->user, sizeof(e->user));
+	e->rank = sqlite3_column_int64(st, 6);
+	r |= col_text(st, 7, e->kind, sizeof(e->kind));
+	e->quantity = sqlite3_column_double(st, 8);
+	r |= col_text(st, 9, e->unit, sizeof(e->unit));
+	e->rate_version = sqlite3_column_int64(st, 10);
+	e->amount_micro = sqlite3_column_int64(st, 11);
+	e->start_us = sqlite3_column_int64(st, 12);
+	e->end_us = sqlite3_column_int64(st, 13);
+	e->ts_us = sqlite3_column_int64(st, 14);
+	r |= col_text(st, 15, e->prev_hash, sizeof(e->prev_hash));
+	r |= col_text(st, 16, e->hash, sizeof(e->hash));
+	return r ? -E2BIG : 0;
+}
+
+static int load_head(struct ledger *l)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = db_prepare(l->db, "SELECT id, hash FROM entries ORDER BY id DESC LIMIT 1", &st);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	l->head_id = 0;
+	strcpy(l->head_hash, LEDGER_ZERO_HASH);
+	if (rc == SQLITE_ROW) {
+		l->head_id = sqlite3_column_int64(st, 0);
+		if (col_text(st, 1, l->head_hash, sizeof(l->head_hash)) < 0)
+			r = -EBADMSG;
+	} else if (rc != SQLITE_DONE) {
+		r = db_errno(rc);
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int load_rate(struct ledger *l)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = db_prepare(l->db,
+		       "SELECT version, rank_hour_micro, effective_us FROM rates"
+		       " ORDER BY version DESC LIMIT 1",
+		       &st);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	memset(&l->rate, 0, sizeof(l->rate));
+	if (rc == SQLITE_ROW) {
+		l->rate.version = sqlite3_column_int64(st, 0);
+		l->rate.rank_hour_micro = sqlite3_column_int64(st, 1);
+		l->rate.effective_us = sqlite3_column_int64(st, 2);
+	} else if (rc != SQLITE_DONE) {
+		r = db_errno(rc);
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+int ledger_set_rate(struct ledger *l, int64_t rank_hour_micro)
+{
+	struct ledger_rate nr = {l->rate.version + 1, rank_hour_micro, (int64_t)util_wall_us()};
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if (rank_hour_micro < 0)
+		return -EINVAL;
+	if (l->rate.version > 0 && l->rate.rank_hour_micro == rank_hour_micro)
+		return 0;
+	r = db_prepare(l->db,
+		       "INSERT INTO rates (version, rank_hour_micro, rank_second_micro, currency,"
+		       " effective_us) VALUES (?, ?, ?, 'USD', ?)",
+		       &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, nr.version);
+	sqlite3_bind_int64(st, 2, nr.rank_hour_micro);
+	sqlite3_bind_double(st, 3, (double)nr.rank_hour_micro / 3600.0);
+	sqlite3_bind_int64(st, 4, nr.effective_us);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return db_errno(rc);
+	l->rate = nr;
+	return 0;
+}
+
+void ledger_free(struct ledger *l)
+{
+	if (!l)
+		return;
+	sqlite3_finalize(l->st_find);
+	sqlite3_finalize(l->st_insert);
+	sqlite3_finalize(l->st_est_find);
+	sqlite3_finalize(l->st_est_insert);
+	db_close(l->db);
+	free(l);
+}
+
+int ledger_open(const char *path, struct ledger **out)
+{
+	struct ledger *l = calloc(1, sizeof(*l));
+	int r;
+
+	if (!l)
+		return -ENOMEM;
+	r = db_open(path, 1, &l->db);
+	if (r < 0)
+		goto out_free;
+	r = db_migrate(l->db, ledger_migrations, (int)(sizeof(ledger_migrations) /
+						       sizeof(ledger_migrations[0])));
+	if (r < 0)
+		goto out_free;
+	r = db_prepare(l->db, "SELECT id FROM entries WHERE source = ? AND seq = ?", &l->st_find);
+	if (r < 0)
+		goto out_free;
+	r = db_prepare(l->db, "INSERT INTO entries (" ENTRY_COLS ") VALUES"
+			      " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       &l->st_insert);
+	if (r < 0)
+		goto out_free;
+	r = db_prepare(l->db, "SELECT id FROM estimates WHERE source = ? AND seq = ?",
+		       &l->st_est_find);
+	if (r < 0)
+		goto out_free;
+	r = db_prepare(l->db,
+		       "INSERT INTO estimates (source, seq, job, tenant, user, ranks, seconds,"
+		       " amount_micro, explain, ts_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       &l->st_est_insert);
+	if (r < 0)
+		goto out_free;
+	r = load_head(l);
+	if (r < 0)
+		goto out_free;
+	r = load_rate(l);
+	if (r < 0)
+		goto out_free;
+	*out = l;
+	return 0;
+out_free:
+	ledger_free(l);
+	return r;
+}
+
+int ledger_batch_begin(struct ledger *l)
+{
+	int r = db_begin(l->db);
+
+	if (r < 0)
+		return r;
+	l->saved_head_id = l->head_id;
+	memcpy(l->saved_head_hash, l->head_hash, sizeof(l->head_hash));
+	return 0;
+}
+
+void ledger_batch_rollback(struct ledger *l)
+{
+	db_rollback(l->db);
+	l->head_id = l->saved_head_id;
+	memcpy(l->head_hash, l->saved_head_hash, sizeof(l->head_hash));
+}
+
+int ledger_batch_commit(struct ledger *l)
+{
+	int r = db_commit(l->db);
+
+	if (r < 0)
+		ledger_batch_rollback(l);
+	return r;
+}
+
+/* Looks (source, seq) up with a prepared statement; 1 when present. */
+static int exists(sqlite3_stmt *st, const char *source, int64_t seq)
+{
+	int rc;
+
+	sqlite3_reset(st);
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, seq);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : db_errno(rc);
+}
+
+int ledger_append(struct ledger *l, struct ledger_entry *e, int *dup)
+{
+	sqlite3_stmt *st = l->st_insert;
+	int r, rc;
+
+	r = exists(l->st_find, e->source, e->seq);
+	if (r < 0)
+		return r;
+	*dup = r;
+	if (r)
+		return 0;
+	e->id = l->head_id + 1;
+	if (!e->ts_us)
+		e->ts_us = (int64_t)util_wall_us();
+	memcpy(e->prev_hash, l->head_hash, sizeof(e->prev_hash));
+	r = ledger_entry_hash(e, e->hash);
+	if (r < 0)
+		return r;
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, e->id);
+	sqlite3_bind_text(st, 2, e->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, e->seq);
+	sqlite3_bind_text(st, 4, e->job, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, e->tenant, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, e->user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, e->rank);
+	sqlite3_bind_text(st, 8, e->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_double(st, 9, e->quantity);
+	sqlite3_bind_text(st, 10, e->unit, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 11, e->rate_version);
+	sqlite3_bind_int64(st, 12, e->amount_micro);
+	sqlite3_bind_int64(st, 13, e->start_us);
+	sqlite3_bind_int64(st, 14, e->end_us);
+	sqlite3_bind_int64(st, 15, e->ts_us);
+	sqlite3_bind_text(st, 16, e->prev_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 17, e->hash, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_errno(rc);
+	l->head_id = e->id;
+	memcpy(l->head_hash, e->hash, sizeof(l->head_hash));
+	return 0;
+}
+
+int ledger_append_estimate(struct ledger *l, const struct ledger_estimate *e, int *dup)
+{
+	sqlite3_stmt *st = l->st_est_insert;
+	int r, rc;
+
+	r = exists(l->st_est_find, e->source, e->seq);
+	if (r < 0)
+		return r;
+	*dup = r;
+	if (r)
+		return 0;
+	sqlite3_reset(st);
+	sqlite3_bind_text(st, 1, e->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, e->seq);
+	sqlite3_bind_text(st, 3, e->job, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, e->tenant, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, e->user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, e->ranks);
+	sqlite3_bind_double(st, 7, e->seconds);
+	sqlite3_bind_int64(st, 8, e->amount_micro);
+	sqlite3_bind_text(st, 9, e->explain, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 10, (int64_t)util_wall_us());
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : db_errno(rc);
+}
+
+/* Marks v bad at id with a reason; returns 0 so callers can `return bad(...)`. */
+static int __attribute__((format(printf, 3, 4)))
+bad(struct ledger_verify *v, int64_t id, const char *fmt, ...)
+{
+	va_list ap;
+
+	v->ok = 0;
+	v->first_bad_id = id;
+	va_start(ap, fmt);
+	vsnprintf(v->reason, sizeof(v->reason), fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+/* Checks one stored entry against the chain so far (prev_id, prev_hash). */
+static int check_entry(struct ledger_verify *v, const struct ledger_entry *e, int64_t prev_id,
+		       const char *prev_hash)
+{
+	char h[65];
+
+	if (e->id != prev_id + 1) {
+		if (e->id <= prev_id) /* cannot happen with INTEGER PRIMARY KEY order */
+			return bad(v, e->id, "entry %" PRId64 " is out of order", e->id);
+		if (e->id == prev_id + 2)
+			return bad(v, prev_id + 1,
+				   "entry %" PRId64 " is missing (entry %" PRId64
+				   " follows entry %" PRId64 "): it was deleted",
+				   prev_id + 1, e->id, prev_id);
+		return bad(v, prev_id + 1,
+			   "entries %" PRId64 "..%" PRId64 " are missing (entry %" PRId64
+			   " follows entry %" PRId64 "): they were deleted",
+			   prev_id + 1, e->id - 1, e->id, prev_id);
+	}
+	if (strcmp(e->prev_hash, prev_hash))
+		return bad(v, e->id,
+			   "entry %" PRId64 " does not link to entry %" PRId64
+			   " (prev_hash %.12s... != %.12s...): entries were deleted, inserted or "
+			   "reordered",
+			   e->id, prev_id, e->prev_hash, prev_hash);
+	if (ledger_entry_hash(e, h) < 0 || strcmp(h, e->hash))
+		return bad(v, e->id,
+			   "entry %" PRId64 " was edited: its stored hash %.12s... does not match "
+			   "its contents (%.12s...)",
+			   e->id, e->hash, h);
+	return 1;
+}
+
+int ledger_verify(sqlite3 *db, int64_t expect_id, const char *expect_hash,
+		  struct ledger_verify *out)
+{
+	struct ledger_verify v = {.ok = 1};
+	struct ledger_entry e;
+	char prev[65] = LEDGER_ZERO_HASH;
+	int64_t prev_id = 0;
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = db_prepare(db, "SELECT " ENTRY_COLS " FROM entries ORDER BY id", &st);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		v.entries++;
+		if (!v.ok)
+			continue; /* keep counting */
+		if (entry_from_row(st, &e) < 0) {
+			bad(&v, e.id, "entry %" PRId64 " has a field over %d characters: it was edited",
+			    e.id, LEDGER_MAX_STR);
+			continue;
+		}
+		if (check_entry(&v, &e, prev_id, prev) <= 0)
+			continue;
+		prev_id = e.id;
+		memcpy(prev, e.hash, sizeof(prev));
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return db_errno(rc);
+	if (v.ok && expect_id > prev_id)
+		bad(&v, prev_id + 1,
+		    "the chain ends at entry %" PRId64 " but the ledger's head is entry %" PRId64
+		    ": entries after %" PRId64 " were deleted",
+		    prev_id, expect_id, prev_id);
+	else if (v.ok && expect_hash && expect_id < prev_id)
+		bad(&v, expect_id + 1,
+		    "entry %" PRId64 " was added behind the ledger's back (the ledger appended up "
+		    "to entry %" PRId64 ")",
+		    expect_id + 1, expect_id);
+	else if (v.ok && expect_hash && expect_id == prev_id && strcmp(expect_hash, prev))
+		bad(&v, prev_id,
+		    "entry %" PRId64 " is not the head the ledger appended (hash %.12s... != "
+		    "%.12s...): it was replaced",
+		    prev_id, prev, expect_hash);
+	memcpy(v.head, prev, sizeof(v.head));
+	*out = v;
+	return 0;
+}
+
+json_t *ledger_verify_json(const struct ledger_verify *v)
+{
+	if (v->ok)
+		return json_pack("{s:b, s:I, s:s}", "ok", 1, "entries", (json_int_t)v->entries,
+				 "head", v->head);
+	return json_pack("{s:b, s:I, s:I, s:s}", "ok", 0, "entries", (json_int_t)v->entries,
+			 "first_bad_id", (json_int_t)v->first_bad_id, "reason", v->reason);
+}
