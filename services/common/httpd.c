@@ -378,6 +378,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 					  cl, (unsigned long long)req->cap);
 			return MHD_YES;
 		}
+		if (req->route->pre) {
+			req->route->pre(req, h->cfg.userdata);
+			if (req->replied)
+				return MHD_YES;
+		}
 		if (req->route->body_to_file) {
 			int r = open_body_file(req);
 			if (r < 0) {

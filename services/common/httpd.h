@@ -19,6 +19,9 @@ struct httpd_route {
 	httpd_handler_fn fn;
 	int body_to_file;  /* stream the body into a temp file (uploads) */
 	uint64_t max_body; /* per-route cap; 0 = the server's default */
+	/* Runs when the headers are in, before any body byte is read (auth on
+	 * uploads); when it replies, the body is discarded unread and fn never runs. */
+	httpd_handler_fn pre;
 };
 
 struct httpd_config {
