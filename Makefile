@@ -22,7 +22,7 @@ PKGS := libsystemd sqlite3 libmicrohttpd jansson libarchive libcurl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -MMD -MP \
+CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter -Wno-format-truncation -Wno-missing-field-initializers -MMD -MP \
 	  -D_GNU_SOURCE -fno-strict-aliasing -Iservices/common -Icollectives $(PKG_CFLAGS)
 LDFLAGS :=
 LDLIBS := $(PKG_LIBS) -lm -lpthread
