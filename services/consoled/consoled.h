@@ -1,0 +1,82 @@
+/* consoled.h — internal interfaces of bursar-consoled: the daemon context,
+ * users and tokens (auth.c), bundle extraction (upload.c), bundle records
+ * (bundles.c), the REST routes (api.c) and file serving (files.c). Never
+ * installed; nothing outside services/consoled includes it. */
+#pragma once
+#include "bundle.h"
+#include "httpd.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONSOLE_MAX_LISTEN 4
+#define CONSOLE_NAME_MAX 64	     /* tenant, user and bundle names */
+#define CONSOLE_TOKEN_MIN 16	     /* shortest token adduser accepts */
+#define CONSOLE_TOKEN_MAX 256
+#define CONSOLE_MAX_BUNDLES 1000     /* bundles per tenant (and rows a list returns) */
+#define CONSOLE_MAX_JOBS 500	     /* rows a job list returns */
+#define CONSOLE_PEER_TIMEOUT_MS 5000 /* every call to admitd/ledgerd */
+
+struct console {
+	sqlite3 *db;
+	const char *state;	 /* state directory as given */
+	char state_abs[4096];	 /* the same, absolute */
+	char bundles_dir[4096];	 /* state/bundles, absolute (admitd and noded read it) */
+	char uploads_dir[4096];	 /* state/uploads: request bodies, proxied downloads */
+	const char *admitd;	 /* hclient base of admitd */
+	const char *ledgerd;	 /* hclient base of ledgerd */
+	const char *www;	 /* folder of index.html, app.js, style.css */
+	uint64_t max_upload;	 /* bytes of one uploaded archive */
+	uint64_t max_bundle;	 /* extracted bytes of one bundle */
+	uint64_t max_files;	 /* entries of one bundle */
+};
+
+/* The caller of an /api request, from its bearer token. */
+struct console_user {
+	char user[CONSOLE_NAME_MAX + 1];
+	char tenant[CONSOLE_NAME_MAX + 1];
+	char role[16]; /* "user" | "operator" */
+};
+
+/* auth.c: the database (schema of users and bundles) and tokens. */
+int auth_db_open(const char *state, sqlite3 **out);
+int auth_add_user(sqlite3 *db, const char *tenant, const char *user, const char *role,
+		  const char *token, char *err, size_t errlen);
+/* 0 and *out on a known token; -EACCES on an unknown one. */
+int auth_lookup(sqlite3 *db, const char *token, struct console_user *out);
+/* Constant-time comparison of two equal-length strings. */
+int auth_equal(const char *a, const char *b, size_t n);
+
+/* upload.c: turning an archive into a directory, safely. */
+struct upload_limits {
+	uint64_t max_files;
+	uint64_t max_bytes;
+};
+#define UPLOAD_MAX_DEPTH 16
+#define UPLOAD_MAX_COMPONENT 255
+#define UPLOAD_MAX_PATH 1024
+
+/* Normalises an archive entry path into out ("./a//b/" -> "a/b"); fails with
+ * a sentence on absolute paths, "..", too deep or too long paths. */
+int upload_clean_path(const char *path, char *out, size_t outlen, char *err, size_t errlen);
+/* Extracts archive (tar, tar.gz, tar.zst) into the empty directory dest,
+ * stripping one common top-level directory. Returns -EPROTONOSUPPORT when the
+ * file is not a tar archive at all, other negative errnos with err set. */
+int upload_extract(const char *archive, const char *dest, const struct upload_limits *lim,
+		   uint64_t *files, uint64_t *bytes, char *err, size_t errlen);
+
+/* bundles.c: upload handling and bundle records. */
+void bundles_upload(struct console *c, struct httpd_req *req, const struct console_user *u);
+void bundles_list(struct console *c, struct httpd_req *req, const struct console_user *u);
+/* Loads the caller's bundle; 0, -ENOENT (not found or another tenant's). */
+int bundles_get(struct console *c, const char *tenant, const char *id, json_t **out);
+
+/* api.c: fills routes (at most max) for c; returns how many. */
+size_t api_routes(struct console *c, struct httpd_route *routes, size_t max);
+#define API_MAX_ROUTES 24
+
+/* files.c: the web page and job outputs. */
+void files_static(struct console *c, struct httpd_req *req, const char *name);
+void files_job_output(struct console *c, struct httpd_req *req, json_t *job, const char *name);
