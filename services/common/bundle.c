@@ -36,6 +36,7 @@ static const char *const gpt2_inert_keys[] = {
 	"summary_first_dropout", "_name_or_path", "id2label", "label2id", "output_past",
 	"gradient_checkpointing", "n_ctx", "reorder_and_upcast_attn", "return_dict",
 	"output_hidden_states", "output_attentions", "model_type", "prefix", "tokenizer_class",
+	"n_params", /* written by modelcfg_to_json */
 };
 
 static int is_inert(const char *k)
@@ -271,7 +272,8 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 				q.ranks = 0;
 				continue;
 			}
-			r = apply_int(v, k, 1, 1024, &d, err, errlen);
+			/* 0 is "auto" too, as trainparams_to_json writes it. */
+			r = apply_int(v, k, 0, 1024, &d, err, errlen);
 			q.ranks = (int)d;
 		} else if (!strcmp(k, "budget")) {
 			r = get_num(v, k, 0, 1e9, &q.budget, err, errlen);

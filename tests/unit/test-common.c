@@ -74,6 +74,7 @@ static void test_trainparams(void)
 		{"{\"lr\":\"fast\"}", -EINVAL, 0},
 		{"{\"schedule\":\"step\"}", -EINVAL, 0},
 		{"{\"ranks\":\"auto\", \"budget\": 12.5}", 0, 100},
+		{"{\"ranks\":0}", 0, 100}, /* what trainparams_to_json writes for auto */
 	};
 	struct model_config m = {.n_layer = 1, .n_head = 1, .n_embd = 8, .n_positions = 128,
 				 .vocab_size = 256};

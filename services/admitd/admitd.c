@@ -1,0 +1,220 @@
+/* bursar-admitd — job admission: pricing, FIFO queue, placement, node
+ * heartbeats and rendezvous, with all state in $STATE/admitd.db.
+ *
+ * This file only parses arguments, opens the database and the listeners, and
+ * runs the loop with a one-second tick (node liveness, scheduling, rates,
+ * the estimate outbox to ledgerd). The logic lives in pricing.c, queue.c,
+ * nodes.c, rdv.c, api.c and store.c. admitd never calls noded.
+ */
+#include "admitd.h"
+#include "db.h"
+#include "hclient.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_US 1000000ull
+#define FLUSH_MAX_BACKOFF_US (60 * 1000000ull)
+#define RDV_MAX_AGE_US (24 * 3600 * 1000000ull)
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bursar-admitd --state DIR [--listen ADDR]... [--ledgerd ADDR]\n"
+		   "                     [--rdv ADDR] [--efficiency F] [--node-timeout S]\n"
+		   "  --state DIR        state directory (database DIR/admitd.db)\n"
+		   "  --listen ADDR      unix:PATH or HOST:PORT (repeatable; default\n"
+		   "                     unix:DIR/run/admitd.sock)\n"
+		   "  --ledgerd ADDR     ledgerd base (unix:PATH or http://HOST:PORT)\n"
+		   "  --rdv ADDR         base ranks use for rendezvous (default: the first\n"
+		   "                     unix listen address)\n"
+		   "  --efficiency F     fraction of probed FLOP/s a step achieves (default 0.3)\n"
+		   "  --node-timeout S   seconds of silence before a node is down (default 10)\n");
+}
+
+/* Sends queued estimates to ledgerd; backs off while it is unreachable. */
+static void flush_estimates(struct admitd *a, uint64_t now)
+{
+	int r;
+
+	if (!a->ledgerd || now < a->flush_next_us || outbox_pending(a->estimates) <= 0)
+		return;
+	r = outbox_flush(a->estimates, a->ledgerd, "/v1/estimates", "admitd", 100, 2000);
+	if (r < 0) {
+		if (!a->flush_backoff_us)
+			log_warn("cannot send estimates to ledgerd %s: %s; %lld kept in the outbox, "
+				 "retrying with backoff", a->ledgerd, hclient_strerror(r),
+				 (long long)outbox_pending(a->estimates));
+		a->flush_backoff_us = a->flush_backoff_us ? a->flush_backoff_us * 2 : TICK_US;
+		if (a->flush_backoff_us > FLUSH_MAX_BACKOFF_US)
+			a->flush_backoff_us = FLUSH_MAX_BACKOFF_US;
+		a->flush_next_us = now + a->flush_backoff_us;
+		return;
+	}
+	if (a->flush_backoff_us)
+		log_info("estimates reach ledgerd %s again", a->ledgerd);
+	a->flush_backoff_us = 0;
+	a->flush_next_us = 0;
+}
+
+static void on_tick(void *ud)
+{
+	static uint64_t last_rdv_sweep;
+	struct admitd *a = ud;
+	uint64_t now = util_now_us();
+
+	nodes_check_timeouts(a);
+	queue_refresh_rate(a, 0);
+	queue_schedule(a);
+	flush_estimates(a, now);
+	if (now - last_rdv_sweep > 60 * TICK_US) {
+		store_run(a->db, "DELETE FROM rdv WHERE ts_us < ?", "i",
+			  (int64_t)(util_wall_us() - RDV_MAX_AGE_US));
+		last_rdv_sweep = now;
+	}
+}
+
+static int parse_double(const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*end || end == s || !isfinite(v) || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"state", required_argument, NULL, 's'},   {"listen", required_argument, NULL, 'l'},
+		{"ledgerd", required_argument, NULL, 'L'}, {"rdv", required_argument, NULL, 'r'},
+		{"efficiency", required_argument, NULL, 'e'},
+		{"node-timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+	};
+	const char *state = NULL, *listen[HTTPD_MAX_LISTEN], *rdv = NULL;
+	char path[4096], dflt_listen[4200];
+	struct admitd a = {.efficiency = 0.3, .node_timeout_us = 10 * 1000000ull};
+	struct httpd_config hc = {0};
+	double timeout_s = 10;
+	int n_listen = 0, c, r;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			state = optarg;
+			break;
+		case 'l':
+			if (n_listen == HTTPD_MAX_LISTEN) {
+				fprintf(stderr, "bursar-admitd: at most %d --listen addresses\n",
+					HTTPD_MAX_LISTEN);
+				return 2;
+			}
+			listen[n_listen++] = optarg;
+			break;
+		case 'L':
+			a.ledgerd = optarg;
+			break;
+		case 'r':
+			rdv = optarg;
+			break;
+		case 'e':
+			if (parse_double(optarg, 0.001, 1, &a.efficiency) < 0) {
+				fprintf(stderr, "bursar-admitd: --efficiency '%s' must be a number "
+					"in [0.001, 1]\n", optarg);
+				return 2;
+			}
+			break;
+		case 't':
+			if (parse_double(optarg, 0.1, 86400, &timeout_s) < 0) {
+				fprintf(stderr, "bursar-admitd: --node-timeout '%s' must be seconds "
+					"in [0.1, 86400]\n", optarg);
+				return 2;
+			}
+			a.node_timeout_us = (uint64_t)(timeout_s * 1e6);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!state || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	r = svc_setup(&a.svc, "bursar-admitd");
+	if (r < 0) {
+		fprintf(stderr, "bursar-admitd: cannot set up the event loop: %s\n", strerror(-r));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/run", state);
+	r = util_mkdir_p(path);
+	if (r < 0) {
+		log_err_errno(r, "cannot create state directory '%s'", path);
+		goto out_teardown;
+	}
+	if (n_listen == 0) {
+		snprintf(dflt_listen, sizeof(dflt_listen), "unix:%s/run/admitd.sock", state);
+		listen[n_listen++] = dflt_listen;
+	}
+	for (int i = 0; !rdv && i < n_listen; i++)
+		if (!strncmp(listen[i], "unix:", 5))
+			rdv = listen[i];
+	if (!rdv) {
+		log_err("no unix listen address to default --rdv to; pass --rdv ADDR");
+		r = -EINVAL;
+		goto out_teardown;
+	}
+	snprintf(a.rdv, sizeof(a.rdv), "%s", rdv);
+	snprintf(path, sizeof(path), "%s/admitd.db", state);
+	r = store_open(path, &a.db);
+	if (r < 0) {
+		log_err_errno(r, "cannot open database '%s'", path);
+		goto out_teardown;
+	}
+	r = outbox_open(a.db, "estimate_outbox", ADMIT_OUTBOX_MAX, &a.estimates);
+	if (r < 0) {
+		log_err_errno(r, "cannot open the estimate outbox in '%s'", path);
+		goto out_close_db;
+	}
+	hc.routes = admit_routes;
+	hc.n_routes = admit_n_routes;
+	hc.userdata = &a;
+	hc.max_body = 1 << 20;
+	r = httpd_new(a.svc.ev, &hc, &a.httpd);
+	if (r < 0)
+		goto out_free_outbox;
+	for (int i = 0; i < n_listen; i++) {
+		r = httpd_listen(a.httpd, listen[i]);
+		if (r < 0) {
+			log_err_errno(r, "cannot listen on '%s'", listen[i]);
+			goto out_free_httpd;
+		}
+	}
+	a.start_us = util_wall_us();
+	queue_refresh_rate(&a, 1);
+	queue_schedule(&a);
+	r = svc_periodic(&a.svc, TICK_US, on_tick, &a);
+	if (r < 0)
+		goto out_free_httpd;
+	r = svc_run(&a.svc, "admitd ready");
+out_free_httpd:
+	httpd_free(a.httpd);
+out_free_outbox:
+	outbox_free(a.estimates);
+out_close_db:
+	db_close(a.db);
+out_teardown:
+	svc_teardown(&a.svc);
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,134 @@
+/* admitd.h — internal interfaces of bursar-admitd (job admission, pricing,
+ * queue, placement, node heartbeats and rendezvous). Not a public header: only
+ * files in services/admitd include it. All job state lives in SQLite; the
+ * in-memory struct admitd holds configuration and caches that can always be
+ * rebuilt after a restart.
+ */
+#pragma once
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include "bundle.h"
+#include "httpd.h"
+#include "outbox.h"
+#include "svc.h"
+
+#define ADMIT_MAX_STR 128          /* tenant, user, name, ids, node names */
+#define ADMIT_MAX_PATH 1024        /* bundle_dir, output_dir */
+#define ADMIT_MAX_ERROR 512        /* a reported error sentence */
+#define ADMIT_MAX_ACTIVE 1000      /* unfinished jobs per tenant */
+#define ADMIT_MAX_LIST 1000        /* rows in one job list */
+#define ADMIT_MAX_RANKS 1024       /* ranks of one job, rendezvous size */
+#define ADMIT_MAX_NODES 1024       /* registered nodes */
+#define ADMIT_MAX_NODE_SLOTS 1024  /* slots one node may offer */
+#define ADMIT_MAX_HB_JOBS 1024     /* job reports in one heartbeat */
+#define ADMIT_MAX_RDV_ROWS 100000  /* rendezvous entries in all */
+#define ADMIT_MAX_ADDR 63          /* host:port of a rank */
+#define ADMIT_OUTBOX_MAX 100000    /* estimates waiting for ledgerd */
+#define ADMIT_DEFAULT_RATE 0.0002  /* $/rank-second when ledgerd is unreachable */
+
+/* ---- pricing.c: pure functions, no I/O ---- */
+
+struct price_cluster {
+	int total_slots;       /* slots of the nodes that are up */
+	double flops_per_slot; /* probed matmul FLOP/s of one slot (slowest node) */
+	double efficiency;     /* fraction of flops_per_slot a training step achieves */
+	double rate;           /* $ per rank-second */
+	int rate_is_default;   /* rate is ADMIT_DEFAULT_RATE because ledgerd is unreachable */
+};
+
+struct price_option {
+	int ranks;
+	double compute_s, comm_s, seconds, amount;
+};
+
+struct price_result {
+	struct price_option chosen;
+	double flops_per_token, tokens, node_flops;
+	char explain[512];
+};
+
+/* Time and cost of running (m, p) on r ranks of cluster c. */
+void pricing_option(const struct model_config *m, const struct train_params *p,
+		    const struct price_cluster *c, int r, struct price_option *out);
+/* Chooses the allocation for (m, p): -E2BIG when p->ranks exceeds the cluster,
+ * -EDQUOT when even the cheapest allocation exceeds p->budget, -ENODEV with no
+ * slots. err receives the sentence ("needs 8 ranks, the cluster has 2"). */
+int pricing_choose(const struct model_config *m, const struct train_params *p,
+		   const struct price_cluster *c, struct price_result *out, char *err,
+		   size_t errlen);
+/* Re-parses a job's model and params JSON (defence in depth). */
+int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
+		       struct train_params *p, char *err, size_t errlen);
+/* "1 m 10 s", "$0.0300" */
+void pricing_fmt_duration(double s, char *buf, size_t len);
+void pricing_fmt_money(double amount, char *buf, size_t len);
+json_t *pricing_estimate_json(const struct price_result *r);
+
+/* ---- the daemon ---- */
+
+struct admitd {
+	struct svc svc;
+	sqlite3 *db;
+	struct httpd *httpd;
+	struct outbox *estimates;
+	const char *ledgerd; /* NULL: no ledgerd configured */
+	char rdv[256];       /* base address ranks use for rendezvous */
+	double efficiency;
+	uint64_t node_timeout_us;
+	uint64_t start_us; /* wall clock at start: nodes get a grace period */
+	/* rate cache (GET /v1/rates) */
+	double rate;
+	int rate_known;
+	uint64_t rate_next_us;
+	/* estimate outbox backoff */
+	uint64_t flush_next_us, flush_backoff_us;
+};
+
+/* ---- store.c: schema and row helpers ---- */
+
+int store_open(const char *path, sqlite3 **out);
+/* Prepares sql and binds args by types: 's' text (NULL binds NULL), 'i'
+ * int64, 'd' double. */
+int store_prep(sqlite3 *db, const char *sql, const char *types, sqlite3_stmt **out, ...);
+/* Runs a statement that returns no rows. */
+int store_run(sqlite3 *db, const char *sql, const char *types, ...);
+int store_job_get(sqlite3 *db, const char *id, json_t **out);
+int store_job_list(sqlite3 *db, const char *tenant, int limit, json_t **out);
+/* Moves a job to state with a reason; records an event when the state changes. */
+int store_set_state(sqlite3 *db, const char *id, const char *state, const char *reason);
+/* Replaces the reason when it differs (no event). */
+int store_set_reason(sqlite3 *db, const char *id, const char *reason);
+int store_job_final(const char *state);
+/* Removes rendezvous keys of a job ("ID.*"). */
+int store_rdv_cleanup(sqlite3 *db, const char *id);
+
+/* ---- nodes.c ---- */
+
+int nodes_cluster(struct admitd *a, struct price_cluster *c);
+void nodes_heartbeat(struct httpd_req *req, struct admitd *a);
+/* Marks silent nodes down and fails their jobs. */
+int nodes_check_timeouts(struct admitd *a);
+/* Settles a running job from its assignments (succeeded, failed, cancelled). */
+int nodes_settle_job(sqlite3 *db, const char *id);
+
+/* ---- queue.c ---- */
+
+/* Prices submitted jobs and admits queued ones in FIFO order. */
+int queue_schedule(struct admitd *a);
+/* Cancels a job; *status receives the HTTP status to answer with. */
+int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, size_t errlen);
+/* Refreshes the cached ledgerd rate when due. */
+void queue_refresh_rate(struct admitd *a, int force);
+
+/* ---- rdv.c ---- */
+
+void rdv_post(struct httpd_req *req, struct admitd *a);
+void rdv_get(struct httpd_req *req, struct admitd *a);
+
+/* ---- api.c ---- */
+
+extern const struct httpd_route admit_routes[];
+extern const size_t admit_n_routes;

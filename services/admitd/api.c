@@ -1,0 +1,313 @@
+/* api — admitd's HTTP routes (services/README.md, "admitd"): request
+ * validation, JSON in and out. Owns no state of its own: jobs are written
+ * through store.c and moved through their states by queue.c and nodes.c.
+ * Every user-controlled string, list and count is capped here before it
+ * reaches the database.
+ */
+#include "admitd.h"
+#include "db.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define API_DEFAULT_LIST 100
+
+/* A printable string of 1..max chars (names shown to people). */
+static int valid_text(const char *s, size_t max)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > max)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
+static int valid_path(const char *s)
+{
+	return valid_text(s, ADMIT_MAX_PATH) && s[0] == '/' && !strstr(s, "/../") &&
+	       (strlen(s) < 3 || strcmp(s + strlen(s) - 3, "/.."));
+}
+
+/* Reads a required name field; replies 400 itself when it is missing or bad. */
+static const char *need_name(struct httpd_req *req, json_t *b, const char *k)
+{
+	const char *s = json_string_value(json_object_get(b, k));
+
+	if (!s || !util_valid_name(s, ADMIT_MAX_STR)) {
+		httpd_reply_error(req, 400, "'%s' must be a name of 1-%d chars [A-Za-z0-9_.-]%s%.60s%s",
+				  k, ADMIT_MAX_STR, s ? ", got '" : "", s ? s : "", s ? "'" : "");
+		return NULL;
+	}
+	return s;
+}
+
+static void reply_job(struct httpd_req *req, struct admitd *a, unsigned status, const char *id)
+{
+	json_t *j;
+	int r = store_job_get(a->db, id, &j);
+
+	if (r == -ENOENT)
+		httpd_reply_error(req, 404, "no such job: %s", id);
+	else if (r < 0)
+		httpd_reply_error(req, 500, "cannot read job %s: %s", id, strerror(-r));
+	else
+		httpd_reply_json(req, status, j);
+}
+
+/* Inserts the job row as "submitted"; -EDQUOT when the tenant is at its cap. */
+static int insert_job(struct admitd *a, const char *id, json_t *b, const char *name,
+		      json_t *model, json_t *params, int have_nodes)
+{
+	const char *tenant = json_string_value(json_object_get(b, "tenant"));
+	const char *reason = have_nodes ? "submitted: waiting to be priced"
+					: "waiting for a node to register (nothing to price against)";
+	char *ms = json_dumps(model, JSON_COMPACT), *ps = json_dumps(params, JSON_COMPACT);
+	int64_t now = (int64_t)util_wall_us(), active = 0;
+	sqlite3_stmt *st;
+	int r = -ENOMEM;
+
+	if (!ms || !ps)
+		goto out_free;
+	r = db_begin(a->db);
+	if (r < 0)
+		goto out_free;
+	r = store_prep(a->db, "SELECT count(*) FROM jobs WHERE tenant = ? AND state NOT IN"
+		       " ('succeeded', 'failed', 'cancelled')", "s", &st, tenant);
+	if (r < 0)
+		goto out_rollback;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		active = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (active >= ADMIT_MAX_ACTIVE) {
+		r = -EDQUOT;
+		goto out_rollback;
+	}
+	r = store_run(a->db, "INSERT INTO jobs (id, tenant, user, bundle_id, bundle_dir, name, state,"
+		      " reason, model, params, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?,"
+		      " 'submitted', ?, ?, ?, ?, ?)", "sssssssssii", id, tenant,
+		      json_string_value(json_object_get(b, "user")),
+		      json_string_value(json_object_get(b, "bundle_id")),
+		      json_string_value(json_object_get(b, "bundle_dir")), name, reason, ms, ps, now,
+		      now);
+	if (r == 0)
+		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
+			      " (?, ?, 'submitted', ?)", "sis", id, now, reason);
+	if (r == 0)
+		r = db_commit(a->db);
+	if (r < 0)
+		goto out_rollback;
+	log_info("job %s: submitted by %s/%s", id, tenant,
+		 json_string_value(json_object_get(b, "user")));
+	goto out_free;
+out_rollback:
+	db_rollback(a->db);
+out_free:
+	free(ms);
+	free(ps);
+	return r;
+}
+
+static void post_job(struct httpd_req *req, void *ud)
+{
+	struct admitd *a = ud;
+	json_t *b = httpd_req_json(req), *mj = NULL, *pj = NULL;
+	const char *name, *dir;
+	struct price_cluster c;
+	struct model_config m;
+	struct train_params p;
+	char err[512], hex[13], id[16];
+	int r;
+
+	if (!b)
+		return;
+	if (!need_name(req, b, "tenant") || !need_name(req, b, "user") ||
+	    !need_name(req, b, "bundle_id"))
+		goto out;
+	dir = json_string_value(json_object_get(b, "bundle_dir"));
+	if (!valid_path(dir)) {
+		httpd_reply_error(req, 400, "'bundle_dir' must be an absolute path of at most %d "
+				  "chars without '..'", ADMIT_MAX_PATH);
+		goto out;
+	}
+	name = json_string_value(json_object_get(b, "name"));
+	if (json_object_get(b, "name") && !json_is_null(json_object_get(b, "name")) &&
+	    !valid_text(name, ADMIT_MAX_STR)) {
+		httpd_reply_error(req, 400, "'name' must be 1-%d printable chars", ADMIT_MAX_STR);
+		goto out;
+	}
+	if (!name)
+		name = json_string_value(json_object_get(b, "bundle_id"));
+	r = pricing_parse_spec(json_object_get(b, "model"), json_object_get(b, "params"), &m, &p,
+			       err, sizeof(err));
+	if (r < 0) {
+		httpd_reply_error(req, 400, "%s", err);
+		goto out;
+	}
+	r = nodes_cluster(a, &c);
+	if (r == 0 && c.total_slots > 0 && p.ranks > c.total_slots) {
+		httpd_reply_error(req, 400, "needs %d ranks, the cluster has %d", p.ranks,
+				  c.total_slots);
+		goto out;
+	}
+	mj = modelcfg_to_json(&m);
+	pj = trainparams_to_json(&p);
+	util_random_hex(hex, 6);
+	snprintf(id, sizeof(id), "j-%s", hex);
+	r = insert_job(a, id, b, name, mj, pj, c.total_slots > 0);
+	if (r == -EDQUOT) {
+		httpd_reply_error(req, 429, "tenant '%s' has %d unfinished jobs (limit %d); wait for "
+				  "some to finish or cancel them",
+				  json_string_value(json_object_get(b, "tenant")), ADMIT_MAX_ACTIVE,
+				  ADMIT_MAX_ACTIVE);
+		goto out;
+	}
+	if (r < 0) {
+		log_err_errno(r, "cannot store job %s", id);
+		httpd_reply_error(req, 500, "cannot store job: %s", strerror(-r));
+		goto out;
+	}
+	queue_schedule(a);
+	reply_job(req, a, 201, id);
+out:
+	json_decref(mj);
+	json_decref(pj);
+	json_decref(b);
+}
+
+static void list_jobs(struct httpd_req *req, void *ud)
+{
+	struct admitd *a = ud;
+	const char *tenant = httpd_req_query(req, "tenant");
+	const char *ls = httpd_req_query(req, "limit");
+	long limit = API_DEFAULT_LIST;
+	json_t *jobs;
+	char *end;
+	int r;
+
+	if (tenant && !util_valid_name(tenant, ADMIT_MAX_STR)) {
+		httpd_reply_error(req, 400, "'tenant' must be a name of 1-%d chars [A-Za-z0-9_.-]",
+				  ADMIT_MAX_STR);
+		return;
+	}
+	if (ls) {
+		limit = strtol(ls, &end, 10);
+		if (*end || end == ls || limit < 1 || limit > ADMIT_MAX_LIST) {
+			httpd_reply_error(req, 400, "'limit' must be an integer in [1, %d], got '%.20s'",
+					  ADMIT_MAX_LIST, ls);
+			return;
+		}
+	}
+	r = store_job_list(a->db, tenant, (int)limit, &jobs);
+	if (r < 0) {
+		httpd_reply_error(req, 500, "cannot list jobs: %s", strerror(-r));
+		return;
+	}
+	httpd_reply_json(req, 200, json_pack("{s:o}", "jobs", jobs));
+}
+
+static void get_job(struct httpd_req *req, void *ud)
+{
+	reply_job(req, ud, 200, httpd_req_arg(req, 0));
+}
+
+static void cancel_job(struct httpd_req *req, void *ud)
+{
+	struct admitd *a = ud;
+	const char *id = httpd_req_arg(req, 0);
+	unsigned status = 500;
+	char err[256] = "";
+	int r;
+
+	r = queue_cancel(a, id, &status, err, sizeof(err));
+	if (r < 0) {
+		httpd_reply_error(req, 500, "cannot cancel job %s: %s", id, strerror(-r));
+		return;
+	}
+	if (status != 200) {
+		httpd_reply_error(req, status, "%s", err);
+		return;
+	}
+	queue_schedule(a); /* the next job may now be at the head of the queue */
+	reply_job(req, a, 200, id);
+}
+
+static void post_estimate(struct httpd_req *req, void *ud)
+{
+	struct admitd *a = ud;
+	json_t *b = httpd_req_json(req), *est;
+	struct price_result pr;
+	struct price_cluster c;
+	struct model_config m;
+	struct train_params p;
+	char err[512];
+	int r;
+
+	if (!b)
+		return;
+	r = pricing_parse_spec(json_object_get(b, "model"), json_object_get(b, "params"), &m, &p,
+			       err, sizeof(err));
+	if (r < 0) {
+		httpd_reply_error(req, 400, "%s", err);
+		goto out;
+	}
+	r = nodes_cluster(a, &c);
+	if (r < 0) {
+		httpd_reply_error(req, 500, "cannot read nodes: %s", strerror(-r));
+		goto out;
+	}
+	r = pricing_choose(&m, &p, &c, &pr, err, sizeof(err));
+	if (r == -ENODEV)
+		httpd_reply_error(req, 409, "%s", err);
+	else if (r == -E2BIG)
+		httpd_reply_error(req, 400, "%s", err);
+	else if (r < 0 && r != -EDQUOT)
+		httpd_reply_error(req, 500, "cannot price: %s", strerror(-r));
+	if (r < 0 && r != -EDQUOT)
+		goto out;
+	est = pricing_estimate_json(&pr);
+	if (r == -EDQUOT) /* the price of the cheapest, and why a job would be refused */
+		json_object_set_new(est, "rejected", json_string(err));
+	httpd_reply_json(req, 200, est);
+out:
+	json_decref(b);
+}
+
+static void heartbeat(struct httpd_req *req, void *ud)
+{
+	nodes_heartbeat(req, ud);
+}
+
+static void rdv_post_route(struct httpd_req *req, void *ud)
+{
+	rdv_post(req, ud);
+}
+
+static void rdv_get_route(struct httpd_req *req, void *ud)
+{
+	rdv_get(req, ud);
+}
+
+static void health(struct httpd_req *req, void *ud)
+{
+	httpd_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+const struct httpd_route admit_routes[] = {
+	{"POST", "/v1/jobs", post_job, 0, 0},
+	{"GET", "/v1/jobs", list_jobs, 0, 0},
+	{"GET", "/v1/jobs/{}", get_job, 0, 0},
+	{"POST", "/v1/jobs/{}/cancel", cancel_job, 0, 0},
+	{"POST", "/v1/estimate", post_estimate, 0, 0},
+	{"POST", "/v1/nodes/heartbeat", heartbeat, 0, 0},
+	{"POST", "/v1/rdv/{}", rdv_post_route, 0, 0},
+	{"GET", "/v1/rdv/{}", rdv_get_route, 0, 0},
+	{"GET", "/v1/health", health, 0, 0},
+};
+const size_t admit_n_routes = ARRAY_SIZE(admit_routes);

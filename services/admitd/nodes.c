@@ -1,0 +1,475 @@
+/* nodes — the node side of admission: heartbeats from noded and node liveness.
+ *
+ * A heartbeat upserts the node, applies what it reports about its jobs
+ * (idempotently: a repeated report changes nothing), and is answered with the
+ * launches assigned to that node that it has not reported yet and the jobs it
+ * must kill. A node silent for --node-timeout is down: its running jobs fail
+ * and its slots are not used until it speaks again. admitd never calls a node;
+ * a slow node can only delay its own heartbeat.
+ */
+#include "admitd.h"
+#include "db.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+struct hb_report {
+	const char *job, *state, *error, *output_dir;
+	json_t *progress;
+};
+
+int nodes_cluster(struct admitd *a, struct price_cluster *c)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	memset(c, 0, sizeof(*c));
+	r = store_prep(a->db, "SELECT coalesce(sum(slots), 0), min(flops_per_slot) FROM nodes"
+		       " WHERE down = 0 AND slots > 0", "", &st);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		c->total_slots = sqlite3_column_int(st, 0);
+		c->flops_per_slot = sqlite3_column_double(st, 1);
+	}
+	sqlite3_finalize(st);
+	c->efficiency = a->efficiency;
+	c->rate = a->rate_known ? a->rate : ADMIT_DEFAULT_RATE;
+	c->rate_is_default = !a->rate_known;
+	return 0;
+}
+
+int nodes_settle_job(sqlite3 *db, const char *id)
+{
+	char reason[ADMIT_MAX_ERROR + 128] = "", err[ADMIT_MAX_ERROR + 1] = "";
+	char stray[ADMIT_MAX_STR + 1] = "";
+	int n = 0, n_final = 0, n_ok = 0, failed = 0, cancel_req = 0, r;
+	int64_t started = 0;
+	sqlite3_stmt *st;
+
+	r = store_prep(db, "SELECT j.state, j.cancel_requested, coalesce(j.started_us, 0), x.node,"
+		       " x.state, x.error FROM assign x JOIN jobs j ON j.id = x.job WHERE x.job = ?"
+		       " ORDER BY x.first_rank", "s", &st, id);
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *js = (const char *)sqlite3_column_text(st, 0);
+		const char *node = (const char *)sqlite3_column_text(st, 3);
+		const char *as = (const char *)sqlite3_column_text(st, 4);
+		const char *e = (const char *)sqlite3_column_text(st, 5);
+
+		if (strcmp(js, "running"))
+			goto out_finalize; /* already settled */
+		cancel_req = sqlite3_column_int(st, 1);
+		started = sqlite3_column_int64(st, 2);
+		n++;
+		if (!as || !strcmp(as, "running"))
+			continue;
+		n_final++;
+		n_ok += !strcmp(as, "succeeded");
+		if (!failed && (!strcmp(as, "failed") || !strcmp(as, "lost"))) {
+			failed = 1;
+			snprintf(err, sizeof(err), "%s", e && *e ? e : "");
+			if (!err[0])
+				snprintf(err, sizeof(err), "a rank on node %s failed", node);
+		}
+		if (!strcmp(as, "cancelled") && !stray[0])
+			snprintf(stray, sizeof(stray), "%s", node);
+	}
+	if (n == 0)
+		goto out_finalize;
+	if (failed) {
+		snprintf(reason, sizeof(reason), "failed: %s", err);
+		r = store_run(db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", err, id);
+		if (r == 0)
+			r = store_set_state(db, id, "failed", reason);
+	} else if (n_final == n && n_ok == n) {
+		char d[32];
+
+		pricing_fmt_duration(started ? (util_wall_us() - started) / 1e6 : 0, d, sizeof(d));
+		snprintf(reason, sizeof(reason), "succeeded in %s", d);
+		r = store_set_state(db, id, "succeeded", reason);
+	} else if (n_final == n && cancel_req) {
+		r = store_set_state(db, id, "cancelled", "cancelled by request while running");
+	} else if (n_final == n) {
+		snprintf(err, sizeof(err), "node %s stopped the ranks without being asked", stray);
+		snprintf(reason, sizeof(reason), "failed: %s", err);
+		r = store_run(db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", err, id);
+		if (r == 0)
+			r = store_set_state(db, id, "failed", reason);
+	}
+out_finalize:
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Stores a rank-0 progress report with the derived ETA. */
+static int store_progress(sqlite3 *db, const char *id, json_t *in)
+{
+	static const char *const keys[] = {"step", "steps", "loss", "first_loss", "tokens_per_s",
+					   "elapsed_s"};
+	json_t *p = json_object(), *step, *steps, *el;
+	char *s;
+	int r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		json_t *v = json_object_get(in, keys[i]);
+
+		if (json_is_number(v) && isfinite(json_number_value(v)))
+			json_object_set(p, keys[i], v);
+	}
+	step = json_object_get(p, "step");
+	steps = json_object_get(p, "steps");
+	el = json_object_get(p, "elapsed_s");
+	if (step && steps && el && json_number_value(step) > 0)
+		json_object_set_new(p, "eta_s", json_real(json_number_value(el) *
+			(json_number_value(steps) - json_number_value(step)) / json_number_value(step)));
+	else
+		json_object_set_new(p, "eta_s", json_null());
+	json_object_set_new(p, "updated_us", json_integer((json_int_t)util_wall_us()));
+	s = json_dumps(p, JSON_COMPACT);
+	json_decref(p);
+	if (!s)
+		return -ENOMEM;
+	r = store_run(db, "UPDATE jobs SET progress = ? WHERE id = ?", "ss", s, id);
+	free(s);
+	return r;
+}
+
+static void add_kill(json_t *kill, const char *job)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(kill, i, v)
+		if (!strcmp(json_string_value(v), job))
+			return;
+	json_array_append_new(kill, json_string(job));
+}
+
+/* Applies one job report of node; adds jobs the node must stop to kill. */
+static int apply_report(sqlite3 *db, const char *node, const struct hb_report *rep, json_t *kill)
+{
+	int running = !strcmp(rep->state, "running"), first_rank = -1, r = 0;
+	char as[16] = "";
+	sqlite3_stmt *st;
+
+	r = store_prep(db, "SELECT coalesce(state, ''), first_rank FROM assign WHERE job = ? AND"
+		       " node = ?", "ss", &st, rep->job, node);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(as, sizeof(as), "%s", (const char *)sqlite3_column_text(st, 0));
+		first_rank = sqlite3_column_int(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (first_rank < 0 || (as[0] && strcmp(as, "running"))) {
+		if (running) /* unknown here, or already settled: stop it */
+			add_kill(kill, rep->job);
+		return 0;
+	}
+	if (first_rank == 0 && rep->progress)
+		r = store_progress(db, rep->job, rep->progress);
+	if (r == 0 && running)
+		r = store_run(db, "UPDATE assign SET state = 'running' WHERE job = ? AND node = ?",
+			      "ss", rep->job, node);
+	if (r == 0 && running)
+		r = store_run(db, "UPDATE jobs SET started_us = coalesce(started_us, ?) WHERE id = ?",
+			      "is", (int64_t)util_wall_us(), rep->job);
+	if (r < 0 || running)
+		return r;
+	r = store_run(db, "UPDATE assign SET state = ?, error = ? WHERE job = ? AND node = ?",
+		      "ssss", rep->state, rep->error, rep->job, node);
+	if (r == 0 && first_rank == 0 && rep->output_dir)
+		r = store_run(db, "UPDATE jobs SET output_dir = ? WHERE id = ?", "ss",
+			      rep->output_dir, rep->job);
+	if (r == 0)
+		r = nodes_settle_job(db, rep->job);
+	return r;
+}
+
+/* Assignments on node it has not reported although their job is being
+ * cancelled or has ended: the node does not run them, so they end here. */
+static int drop_unreported(sqlite3 *db, const char *node)
+{
+	char ids[64][ADMIT_MAX_STR + 1];
+	sqlite3_stmt *st;
+	int n, r = 0;
+
+	/* batches: each dropped assignment leaves the selection */
+	do {
+		n = 0;
+		r = store_prep(db, "SELECT x.job FROM assign x JOIN jobs j ON j.id = x.job WHERE"
+			       " x.node = ? AND x.state IS NULL AND (j.cancel_requested = 1 OR"
+			       " j.state != 'running') LIMIT 64", "s", &st, node);
+		if (r < 0)
+			return r;
+		while (sqlite3_step(st) == SQLITE_ROW)
+			snprintf(ids[n++], sizeof(ids[0]), "%s",
+				 (const char *)sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+		for (int i = 0; r == 0 && i < n; i++) {
+			r = store_run(db, "UPDATE assign SET state = 'cancelled' WHERE job = ? AND"
+				      " node = ?", "ss", ids[i], node);
+			if (r == 0)
+				r = nodes_settle_job(db, ids[i]);
+		}
+	} while (r == 0 && n > 0);
+	return r;
+}
+
+/* Validates a heartbeat body into reps; replies 400 itself on a bad one. */
+static int parse_heartbeat(struct httpd_req *req, json_t *b, struct hb_report *reps, int *n)
+{
+	static const char *const states[] = {"running", "succeeded", "failed", "cancelled"};
+	json_t *jobs = json_object_get(b, "jobs"), *v;
+	const char *node = json_string_value(json_object_get(b, "node"));
+	const char *addr = json_string_value(json_object_get(b, "addr"));
+	json_t *slots = json_object_get(b, "slots"), *fl = json_object_get(b, "flops_per_slot");
+	size_t i;
+
+	if (!node || !util_valid_name(node, ADMIT_MAX_STR))
+		goto bad_node;
+	if (json_object_get(b, "addr") && (!addr || strlen(addr) > ADMIT_MAX_ADDR))
+		return httpd_reply_error(req, 400, "'addr' must be a string of at most %d chars",
+					 ADMIT_MAX_ADDR), -EINVAL;
+	if (!json_is_integer(slots) || json_integer_value(slots) < 0 ||
+	    json_integer_value(slots) > ADMIT_MAX_NODE_SLOTS)
+		return httpd_reply_error(req, 400, "'slots' must be an integer in [0, %d]",
+					 ADMIT_MAX_NODE_SLOTS), -EINVAL;
+	if (!json_is_number(fl) || !(json_number_value(fl) > 0) || json_number_value(fl) > 1e18)
+		return httpd_reply_error(req, 400, "'flops_per_slot' must be a number in (0, 1e18]"),
+		       -EINVAL;
+	if (jobs && !json_is_array(jobs))
+		return httpd_reply_error(req, 400, "'jobs' must be an array"), -EINVAL;
+	if (json_array_size(jobs) > ADMIT_MAX_HB_JOBS)
+		return httpd_reply_error(req, 400, "too many job reports (%zu > limit %d)",
+					 json_array_size(jobs), ADMIT_MAX_HB_JOBS), -E2BIG;
+	*n = 0;
+	json_array_foreach(jobs, i, v) {
+		struct hb_report *p = &reps[(*n)++];
+		size_t k;
+
+		p->job = json_string_value(json_object_get(v, "job"));
+		p->state = json_string_value(json_object_get(v, "state"));
+		p->error = json_string_value(json_object_get(v, "error"));
+		p->output_dir = json_string_value(json_object_get(v, "output_dir"));
+		p->progress = json_object_get(v, "progress");
+		if (!p->job || !util_valid_name(p->job, ADMIT_MAX_STR))
+			return httpd_reply_error(req, 400, "jobs[%zu]: 'job' must be a job id", i),
+			       -EINVAL;
+		for (k = 0; p->state && k < ARRAY_SIZE(states) && strcmp(p->state, states[k]); k++)
+			;
+		if (!p->state || k == ARRAY_SIZE(states))
+			return httpd_reply_error(req, 400, "jobs[%zu]: 'state' must be running, "
+						 "succeeded, failed or cancelled", i), -EINVAL;
+		if ((p->error && strlen(p->error) > ADMIT_MAX_ERROR) ||
+		    (p->output_dir && strlen(p->output_dir) > ADMIT_MAX_PATH))
+			return httpd_reply_error(req, 400, "jobs[%zu]: 'error' or 'output_dir' is "
+						 "too long (limits %d and %d chars)", i,
+						 ADMIT_MAX_ERROR, ADMIT_MAX_PATH), -E2BIG;
+		if (p->progress && !json_is_object(p->progress))
+			return httpd_reply_error(req, 400, "jobs[%zu]: 'progress' must be an object",
+						 i), -EINVAL;
+	}
+	return 0;
+bad_node:
+	httpd_reply_error(req, 400, "'node' must be a name of 1-%d chars [A-Za-z0-9_.-]",
+			  ADMIT_MAX_STR);
+	return -EINVAL;
+}
+
+/* Records the node and its reports in one transaction. */
+static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, int n,
+			   json_t *kill, unsigned *status)
+{
+	const char *node = json_string_value(json_object_get(b, "node"));
+	const char *addr = json_string_value(json_object_get(b, "addr"));
+	int64_t down = -1, count = 0;
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_begin(a->db);
+	if (r < 0)
+		return r;
+	r = store_prep(a->db, "SELECT down, (SELECT count(*) FROM nodes) FROM nodes WHERE id = ?",
+		       "s", &st, node);
+	if (r < 0)
+		goto out_rollback;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		down = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (down < 0) {
+		db_query_int(a->db, "SELECT count(*) FROM nodes", 0, &count);
+		if (count >= ADMIT_MAX_NODES) {
+			*status = 507;
+			r = -ENOSPC;
+			goto out_rollback;
+		}
+		log_info("node %s registered: %lld slots of %.3g FLOP/s", node,
+			 (long long)json_integer_value(json_object_get(b, "slots")),
+			 json_number_value(json_object_get(b, "flops_per_slot")));
+	} else if (down) {
+		log_info("node %s is back", node);
+	}
+	r = store_run(a->db, "INSERT INTO nodes (id, addr, slots, flops_per_slot, last_seen_us, down)"
+		      " VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET addr = excluded.addr,"
+		      " slots = excluded.slots, flops_per_slot = excluded.flops_per_slot,"
+		      " last_seen_us = excluded.last_seen_us, down = 0", "ssidi", node,
+		      addr ? addr : "", (int64_t)json_integer_value(json_object_get(b, "slots")),
+		      json_number_value(json_object_get(b, "flops_per_slot")),
+		      (int64_t)util_wall_us());
+	for (int i = 0; r == 0 && i < n; i++)
+		r = apply_report(a->db, node, &reps[i], kill);
+	if (r == 0)
+		r = drop_unreported(a->db, node);
+	if (r == 0)
+		r = db_commit(a->db);
+	if (r < 0)
+		goto out_rollback;
+	return 0;
+out_rollback:
+	db_rollback(a->db);
+	return r;
+}
+
+/* The launches and kills for node. */
+static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, json_t *kill)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	r = store_prep(a->db, "SELECT j.id, j.tenant, j.user, j.bundle_dir, j.model, j.params,"
+		       " j.ranks, j.attempt, x.first_rank, x.n FROM assign x JOIN jobs j ON"
+		       " j.id = x.job WHERE x.node = ? AND x.state IS NULL AND j.state = 'running'"
+		       " AND j.cancel_requested = 0 ORDER BY j.seq", "s", &st, node);
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *id = (const char *)sqlite3_column_text(st, 0);
+		json_t *params = json_loads((const char *)sqlite3_column_text(st, 5), 0, NULL);
+		json_t *ranks = json_array();
+		int first = sqlite3_column_int(st, 8), n = sqlite3_column_int(st, 9);
+		char key[ADMIT_MAX_STR + 24];
+
+		for (int k = 0; k < n; k++)
+			json_array_append_new(ranks, json_integer(first + k));
+		if (params) /* the trainer reads the chosen rank count here */
+			json_object_set_new(params, "ranks", json_integer(sqlite3_column_int(st, 6)));
+		snprintf(key, sizeof(key), "%s.%d", id, sqlite3_column_int(st, 7));
+		json_array_append_new(launch, json_pack(
+			"{s:s, s:s, s:s, s:s, s:o, s:o, s:i, s:o, s:s, s:s}", "job", id, "tenant",
+			sqlite3_column_text(st, 1), "user", sqlite3_column_text(st, 2), "bundle_dir",
+			sqlite3_column_text(st, 3), "model",
+			json_loads((const char *)sqlite3_column_text(st, 4), 0, NULL), "params",
+			params ? params : json_null(), "size", sqlite3_column_int(st, 6), "ranks",
+			ranks, "rdv", a->rdv, "rdv_key", key));
+	}
+	sqlite3_finalize(st);
+	r = store_prep(a->db, "SELECT x.job FROM assign x JOIN jobs j ON j.id = x.job WHERE"
+		       " x.node = ? AND x.state = 'running' AND (j.cancel_requested = 1 OR"
+		       " j.state != 'running')", "s", &st, node);
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		add_kill(kill, (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	return 0;
+}
+
+void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
+{
+	static struct hb_report reps[ADMIT_MAX_HB_JOBS];
+	json_t *b = httpd_req_json(req), *launch, *kill;
+	unsigned status = 500;
+	int n = 0, r;
+
+	if (!b)
+		return;
+	if (parse_heartbeat(req, b, reps, &n) < 0)
+		goto out_decref;
+	kill = json_array();
+	r = heartbeat_store(a, b, reps, n, kill, &status);
+	if (r < 0) {
+		json_decref(kill);
+		if (r == -ENOSPC)
+			httpd_reply_error(req, 507, "too many nodes registered (limit %d)",
+					  ADMIT_MAX_NODES);
+		else
+			httpd_reply_error(req, status, "cannot record heartbeat: %s", strerror(-r));
+		goto out_decref;
+	}
+	queue_schedule(a); /* freed slots or a new node may start queued jobs */
+	launch = json_array();
+	r = heartbeat_reply(a, json_string_value(json_object_get(b, "node")), launch, kill);
+	if (r < 0) {
+		json_decref(launch);
+		json_decref(kill);
+		httpd_reply_error(req, 500, "cannot read launches: %s", strerror(-r));
+		goto out_decref;
+	}
+	httpd_reply_json(req, 200, json_pack("{s:o, s:o}", "launch", launch, "kill", kill));
+out_decref:
+	json_decref(b);
+}
+
+int nodes_check_timeouts(struct admitd *a)
+{
+	uint64_t now = util_wall_us();
+	char ids[16][ADMIT_MAX_STR + 1], jobs[64][ADMIT_MAX_STR + 1], err[ADMIT_MAX_STR + 64];
+	sqlite3_stmt *st;
+	int n = 0, changed = 0, r;
+
+	if (now < a->start_us + a->node_timeout_us)
+		return 0; /* grace after a restart: nodes have not had a chance to speak */
+	r = store_prep(a->db, "SELECT id FROM nodes WHERE down = 0 AND last_seen_us < ? LIMIT 16",
+		       "i", &st, (int64_t)(now - a->node_timeout_us));
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	for (int i = 0; i < n; i++) {
+		log_warn("node %s stopped responding (no heartbeat for %.0f s); its jobs fail and "
+			 "its slots are not used", ids[i], a->node_timeout_us / 1e6);
+		snprintf(err, sizeof(err), "node %s stopped responding", ids[i]);
+		r = db_begin(a->db);
+		if (r < 0)
+			return r;
+		r = store_run(a->db, "UPDATE nodes SET down = 1 WHERE id = ?", "s", ids[i]);
+		if (r == 0)
+			r = store_run(a->db, "UPDATE assign SET state = 'lost', error = ? WHERE"
+				      " node = ? AND (state IS NULL OR state = 'running')", "ss", err,
+				      ids[i]);
+		/* settle in batches: each settled job leaves the 'running' set */
+		while (r == 0) {
+			int nj = 0;
+
+			r = store_prep(a->db, "SELECT x.job FROM assign x JOIN jobs j ON j.id = x.job"
+				       " WHERE x.node = ? AND x.state = 'lost' AND j.state = 'running'"
+				       " LIMIT 64", "s", &st, ids[i]);
+			if (r < 0)
+				break;
+			while (sqlite3_step(st) == SQLITE_ROW)
+				snprintf(jobs[nj++], sizeof(jobs[0]), "%s",
+					 (const char *)sqlite3_column_text(st, 0));
+			sqlite3_finalize(st);
+			if (nj == 0)
+				break;
+			for (int k = 0; r == 0 && k < nj; k++)
+				r = nodes_settle_job(a->db, jobs[k]);
+		}
+		if (r == 0)
+			r = db_commit(a->db);
+		if (r < 0) {
+			db_rollback(a->db);
+			return log_err_errno(r, "cannot mark node %s down", ids[i]);
+		}
+		changed = 1;
+	}
+	return changed;
+}

@@ -1,0 +1,228 @@
+/* pricing — what a job costs and how many ranks it gets.
+ *
+ * Pure functions over a model, its training parameters and a summary of the
+ * cluster: FLOPs per token × tokens ÷ (ranks × FLOP/s per slot × efficiency)
+ * plus ring-allreduce time of the fp32 gradients (α-β model) plus a fixed
+ * startup, priced at the ledger's rate per rank-second. Never does I/O, never
+ * logs, so the unit tests exercise exactly what the daemon runs.
+ */
+#include "admitd.h"
+#include "util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PRICE_ALPHA_S 50e-6   /* latency per ring step */
+#define PRICE_BETA_BPS 2e9    /* link bandwidth, bytes/s */
+#define PRICE_STARTUP_S 2.0   /* process start, rendezvous, data load */
+
+/* Ring allreduce of bytes over r ranks: 2(r-1)·α + 2(r-1)/r · bytes/β. */
+static double allreduce_s(double bytes, int r)
+{
+	if (r <= 1)
+		return 0;
+	return 2.0 * (r - 1) * PRICE_ALPHA_S + 2.0 * (r - 1) / r * bytes / PRICE_BETA_BPS;
+}
+
+void pricing_option(const struct model_config *m, const struct train_params *p,
+		    const struct price_cluster *c, int r, struct price_option *out)
+{
+	double fpt = modelcfg_flops_per_token(m, p->seq_len);
+	double tokens = (double)p->steps * p->batch * p->seq_len;
+	double bytes = 4.0 * (double)modelcfg_n_params(m);
+
+	out->ranks = r;
+	out->compute_s = fpt * tokens / (r * c->flops_per_slot * c->efficiency);
+	out->comm_s = (double)p->steps * allreduce_s(bytes, r);
+	out->seconds = out->compute_s + out->comm_s + PRICE_STARTUP_S;
+	out->amount = out->seconds * r * c->rate;
+}
+
+void pricing_fmt_duration(double s, char *buf, size_t len)
+{
+	if (s < 60)
+		snprintf(buf, len, "%.1f s", s);
+	else if (s < 3600)
+		snprintf(buf, len, "%d m %02d s", (int)(s / 60), (int)fmod(s, 60));
+	else if (s < 86400)
+		snprintf(buf, len, "%d h %02d m", (int)(s / 3600), (int)fmod(s / 60, 60));
+	else
+		snprintf(buf, len, "%.0f d %02d h", floor(s / 86400), (int)fmod(s / 3600, 24));
+}
+
+void pricing_fmt_money(double amount, char *buf, size_t len)
+{
+	snprintf(buf, len, amount >= 1 ? "$%.2f" : "$%.4f", amount);
+}
+
+/* "2 ranks: 1 m 10 s, $0.0300" */
+static void fmt_option(const struct price_option *o, char *buf, size_t len)
+{
+	char d[32], m[32];
+
+	pricing_fmt_duration(o->seconds, d, sizeof(d));
+	pricing_fmt_money(o->amount, m, sizeof(m));
+	snprintf(buf, len, "%d rank%s: %s, %s", o->ranks, o->ranks == 1 ? "" : "s", d, m);
+}
+
+/* Fills out->explain: the choice, why, and one alternative for comparison. */
+static void explain(struct price_result *out, const char *why, const struct price_option *alt,
+		    const struct price_cluster *c)
+{
+	char ch[96], al[96] = "";
+	char *e = out->explain;
+	size_t n = sizeof(out->explain);
+	int k;
+
+	fmt_option(&out->chosen, ch, sizeof(ch));
+	k = snprintf(e, n, "%s (%s)", ch, why);
+	if (alt && alt->ranks != out->chosen.ranks) {
+		char d[32], m[32];
+
+		pricing_fmt_duration(alt->seconds, d, sizeof(d));
+		pricing_fmt_money(alt->amount, m, sizeof(m));
+		snprintf(al, sizeof(al), "; %d rank%s would be %s, %s", alt->ranks,
+			 alt->ranks == 1 ? "" : "s", d, m);
+		k += snprintf(e + k, n - k, "%s", al);
+	}
+	if (c->rate_is_default && (size_t)k < n)
+		snprintf(e + k, n - k, "; priced at the default rate $%g/rank-s because ledgerd "
+			 "is unreachable", c->rate);
+}
+
+int pricing_choose(const struct model_config *m, const struct train_params *p,
+		   const struct price_cluster *c, struct price_result *out, char *err,
+		   size_t errlen)
+{
+	struct price_option o, fastest = {0}, cheapest = {0}, best_budget = {0},
+			       best_deadline = {0};
+	int lo = 1, hi = c->total_slots, have_budget = 0, have_deadline = 0;
+	char why[96], a[32], b[32];
+
+	if (c->total_slots <= 0 || c->flops_per_slot <= 0 || c->efficiency <= 0) {
+		snprintf(err, errlen, "no node has registered yet (nothing to price against)");
+		return -ENODEV;
+	}
+	if (p->ranks > 0) {
+		if (p->ranks > c->total_slots) {
+			snprintf(err, errlen, "needs %d ranks, the cluster has %d", p->ranks,
+				 c->total_slots);
+			return -E2BIG;
+		}
+		lo = hi = p->ranks;
+	}
+	if (hi > ADMIT_MAX_RANKS)
+		hi = ADMIT_MAX_RANKS;
+	memset(out, 0, sizeof(*out));
+	for (int r = lo; r <= hi; r++) {
+		if (p->batch % r)
+			continue;
+		pricing_option(m, p, c, r, &o);
+		if (!fastest.ranks || o.seconds < fastest.seconds)
+			fastest = o;
+		if (!cheapest.ranks || o.amount < cheapest.amount)
+			cheapest = o;
+		if (p->budget > 0 && o.amount <= p->budget &&
+		    (!have_budget || o.seconds < best_budget.seconds)) {
+			best_budget = o;
+			have_budget = 1;
+		}
+		if (p->deadline_s > 0 && o.seconds <= p->deadline_s &&
+		    (p->budget <= 0 || o.amount <= p->budget) &&
+		    (!have_deadline || o.amount < best_deadline.amount)) {
+			best_deadline = o;
+			have_deadline = 1;
+		}
+	}
+	out->flops_per_token = modelcfg_flops_per_token(m, p->seq_len);
+	out->tokens = (double)p->steps * p->batch * p->seq_len;
+	out->node_flops = c->flops_per_slot;
+	if (p->budget > 0 && cheapest.amount > p->budget) {
+		pricing_fmt_money(cheapest.amount, a, sizeof(a));
+		pricing_fmt_money(p->budget, b, sizeof(b));
+		snprintf(err, errlen, "rejected: needs %s, budget %s", a, b);
+		out->chosen = cheapest;
+		return -EDQUOT;
+	}
+	if (p->ranks > 0) {
+		out->chosen = fastest;
+		explain(out, "as requested", NULL, c);
+	} else if (p->deadline_s > 0 && have_deadline) {
+		out->chosen = best_deadline;
+		pricing_fmt_duration(p->deadline_s, a, sizeof(a));
+		snprintf(why, sizeof(why), "cheapest that meets the %s deadline", a);
+		explain(out, why, &fastest, c);
+	} else if (p->deadline_s > 0) {
+		out->chosen = have_budget ? best_budget : fastest;
+		pricing_fmt_duration(p->deadline_s, a, sizeof(a));
+		snprintf(why, sizeof(why), "fastest%s; nothing meets the %s deadline",
+			 have_budget ? " within budget" : "", a);
+		explain(out, why, &cheapest, c);
+	} else if (p->budget > 0) {
+		out->chosen = best_budget;
+		pricing_fmt_money(p->budget, a, sizeof(a));
+		snprintf(why, sizeof(why), "fastest within the %s budget", a);
+		explain(out, why, &fastest, c);
+	} else {
+		out->chosen = fastest;
+		explain(out, "fastest", &cheapest, c);
+	}
+	return 0;
+}
+
+int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
+		       struct train_params *p, char *err, size_t errlen)
+{
+	struct model_config mc;
+	struct train_params tp;
+	json_t *mcopy, *pcopy, *rk;
+	int r;
+
+	if (!json_is_object(model)) {
+		snprintf(err, errlen, "'model' must be a JSON object (the model's config.json)");
+		return -EINVAL;
+	}
+	if (params && !json_is_object(params)) {
+		snprintf(err, errlen, "'params' must be a JSON object (training parameters)");
+		return -EINVAL;
+	}
+	/* modelcfg_to_json adds n_params, which modelcfg_parse does not accept. */
+	mcopy = json_copy(model);
+	if (!mcopy)
+		return -ENOMEM;
+	json_object_del(mcopy, "n_params");
+	r = modelcfg_parse(mcopy, &mc, err, errlen);
+	json_decref(mcopy);
+	if (r < 0)
+		return r;
+	trainparams_defaults(&mc, &tp);
+	if (params) {
+		/* trainparams_to_json writes "ranks": 0 for auto; apply wants "auto". */
+		pcopy = json_copy(params);
+		if (!pcopy)
+			return -ENOMEM;
+		rk = json_object_get(pcopy, "ranks");
+		if (json_is_integer(rk) && json_integer_value(rk) == 0)
+			json_object_set_new(pcopy, "ranks", json_string("auto"));
+		r = trainparams_apply(pcopy, &mc, &tp, err, errlen);
+		json_decref(pcopy);
+		if (r < 0)
+			return r;
+	}
+	*m = mc;
+	*p = tp;
+	return 0;
+}
+
+json_t *pricing_estimate_json(const struct price_result *r)
+{
+	return json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:s}",
+			 "ranks", r->chosen.ranks, "seconds", r->chosen.seconds,
+			 "amount", r->chosen.amount, "amount_micro",
+			 (json_int_t)llround(r->chosen.amount * 1e6), "flops_per_token",
+			 r->flops_per_token, "tokens", r->tokens, "node_flops", r->node_flops,
+			 "compute_s", r->chosen.compute_s, "comm_s", r->chosen.comm_s,
+			 "explain", r->explain);
+}

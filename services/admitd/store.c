@@ -1,0 +1,309 @@
+/* store — admitd's SQLite file: schema, migrations and the job rows.
+ *
+ * Owns the tables jobs (one row per job, FIFO order = seq), job_events (every
+ * state change with its reason), nodes, assign (which ranks of a job run on
+ * which node, and what that node last reported) and rdv (rendezvous). The
+ * estimate outbox lives in the same file (common/outbox.h). Everything that
+ * must survive kill -9 is written here before a reply leaves the daemon.
+ */
+#include "admitd.h"
+#include "db.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const store_migrations[] = {
+	"CREATE TABLE jobs ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" id TEXT NOT NULL UNIQUE,"
+	" tenant TEXT NOT NULL, user TEXT NOT NULL, bundle_id TEXT NOT NULL,"
+	" bundle_dir TEXT NOT NULL, name TEXT NOT NULL,"
+	" state TEXT NOT NULL, reason TEXT NOT NULL,"
+	" ranks INTEGER NOT NULL DEFAULT 0,"
+	" model TEXT NOT NULL, params TEXT NOT NULL, estimate TEXT, progress TEXT,"
+	" node TEXT, attempt INTEGER NOT NULL DEFAULT 0,"
+	" cancel_requested INTEGER NOT NULL DEFAULT 0,"
+	" output_dir TEXT, error TEXT,"
+	" created_us INTEGER NOT NULL, started_us INTEGER, finished_us INTEGER,"
+	" updated_us INTEGER NOT NULL);"
+	"CREATE INDEX jobs_state ON jobs(state, seq);"
+	"CREATE INDEX jobs_tenant ON jobs(tenant, seq);"
+	"CREATE TABLE job_events (id INTEGER PRIMARY KEY, job TEXT NOT NULL,"
+	" ts_us INTEGER NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL);"
+	"CREATE INDEX job_events_job ON job_events(job, id);"
+	"CREATE TABLE nodes (id TEXT PRIMARY KEY, addr TEXT NOT NULL, slots INTEGER NOT NULL,"
+	" flops_per_slot REAL NOT NULL, last_seen_us INTEGER NOT NULL,"
+	" down INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE assign (job TEXT NOT NULL, node TEXT NOT NULL,"
+	" first_rank INTEGER NOT NULL, n INTEGER NOT NULL, state TEXT, error TEXT,"
+	" PRIMARY KEY (job, node));"
+	"CREATE INDEX assign_node ON assign(node, state);"
+	"CREATE TABLE rdv (key TEXT NOT NULL, rank INTEGER NOT NULL, size INTEGER NOT NULL,"
+	" addr TEXT NOT NULL, ts_us INTEGER NOT NULL, PRIMARY KEY (key, rank));",
+};
+
+int store_open(const char *path, sqlite3 **out)
+{
+	sqlite3 *db;
+	int r;
+
+	/* durable: a job accepted with 201 must survive a power cut too. */
+	r = db_open(path, 1, &db);
+	if (r < 0)
+		return r;
+	r = db_migrate(db, store_migrations, (int)ARRAY_SIZE(store_migrations));
+	if (r < 0) {
+		db_close(db);
+		return r;
+	}
+	*out = db;
+	return 0;
+}
+
+static int bind_args(sqlite3_stmt *st, const char *types, va_list ap)
+{
+	for (int i = 0; types[i]; i++) {
+		int rc;
+
+		switch (types[i]) {
+		case 's': {
+			const char *s = va_arg(ap, const char *);
+			rc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)
+			       : sqlite3_bind_null(st, i + 1);
+			break;
+		}
+		case 'i':
+			rc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+			break;
+		case 'd':
+			rc = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+			break;
+		default:
+			return -EINVAL;
+		}
+		if (rc != SQLITE_OK)
+			return db_errno(rc);
+	}
+	return 0;
+}
+
+int store_prep(sqlite3 *db, const char *sql, const char *types, sqlite3_stmt **out, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int r;
+
+	r = db_prepare(db, sql, &st);
+	if (r < 0)
+		return r;
+	va_start(ap, out);
+	r = bind_args(st, types, ap);
+	va_end(ap);
+	if (r < 0) {
+		sqlite3_finalize(st);
+		return r;
+	}
+	*out = st;
+	return 0;
+}
+
+int store_run(sqlite3 *db, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	int r, rc;
+
+	r = db_prepare(db, sql, &st);
+	if (r < 0)
+		return r;
+	va_start(ap, types);
+	r = bind_args(st, types, ap);
+	va_end(ap);
+	if (r == 0) {
+		rc = sqlite3_step(st);
+		r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_errno(rc);
+		if (r < 0)
+			log_debug("sqlite: %s (in: %.80s)", sqlite3_errmsg(db), sql);
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+int store_job_final(const char *state)
+{
+	return !strcmp(state, "succeeded") || !strcmp(state, "failed") ||
+	       !strcmp(state, "cancelled");
+}
+
+#define JOB_COLS                                                                                 \
+	"id, tenant, user, bundle_id, name, state, reason, ranks, model, params, estimate,"     \
+	" progress, node, output_dir, error, created_us, started_us, finished_us, bundle_dir,"  \
+	" attempt"
+
+static json_t *col_json(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+	json_t *j = s ? json_loads(s, 0, NULL) : NULL;
+
+	return j ? j : json_null();
+}
+
+static json_t *col_str(sqlite3_stmt *st, int i)
+{
+	const char *s = (const char *)sqlite3_column_text(st, i);
+
+	return s ? json_string(s) : json_null();
+}
+
+static json_t *col_int(sqlite3_stmt *st, int i)
+{
+	return sqlite3_column_type(st, i) == SQLITE_NULL ? json_null()
+							 : json_integer(sqlite3_column_int64(st, i));
+}
+
+/* Builds the API's job object from a row selected with JOB_COLS. */
+static json_t *job_from_row(sqlite3_stmt *st)
+{
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
+			 " s:o, s:o, s:o, s:o, s:o, s:o}",
+			 "id", col_str(st, 0), "tenant", col_str(st, 1), "user", col_str(st, 2),
+			 "bundle_id", col_str(st, 3), "name", col_str(st, 4), "state",
+			 col_str(st, 5), "reason", col_str(st, 6), "ranks", col_int(st, 7), "model",
+			 col_json(st, 8), "params", col_json(st, 9), "estimate", col_json(st, 10),
+			 "progress", col_json(st, 11), "node", col_str(st, 12), "output_dir",
+			 col_str(st, 13), "error", col_str(st, 14), "created_us", col_int(st, 15),
+			 "started_us", col_int(st, 16), "finished_us", col_int(st, 17),
+			 "bundle_dir", col_str(st, 18), "attempt", col_int(st, 19));
+}
+
+/* The job's placement and event history, for GET /v1/jobs/{id}. */
+static int job_add_detail(sqlite3 *db, const char *id, json_t *job)
+{
+	json_t *pl = json_array(), *ev = json_array();
+	sqlite3_stmt *st;
+	int r;
+
+	r = store_prep(db, "SELECT node, first_rank, n, state, error FROM assign WHERE job = ?"
+		       " ORDER BY first_rank", "s", &st, id);
+	if (r < 0)
+		goto out;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		json_t *ranks = json_array();
+		int first = sqlite3_column_int(st, 1), n = sqlite3_column_int(st, 2);
+
+		for (int k = 0; k < n; k++)
+			json_array_append_new(ranks, json_integer(first + k));
+		json_array_append_new(pl, json_pack("{s:o, s:o, s:o, s:o}", "node", col_str(st, 0),
+						    "ranks", ranks, "reported", col_str(st, 3),
+						    "error", col_str(st, 4)));
+	}
+	sqlite3_finalize(st);
+	r = store_prep(db, "SELECT ts_us, state, reason FROM job_events WHERE job = ? ORDER BY id",
+		       "s", &st, id);
+	if (r < 0)
+		goto out;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(ev, json_pack("{s:o, s:o, s:o}", "ts_us", col_int(st, 0),
+						    "state", col_str(st, 1), "reason",
+						    col_str(st, 2)));
+	sqlite3_finalize(st);
+out:
+	json_object_set_new(job, "placement", pl);
+	json_object_set_new(job, "events", ev);
+	return r;
+}
+
+int store_job_get(sqlite3 *db, const char *id, json_t **out)
+{
+	sqlite3_stmt *st;
+	json_t *j = NULL;
+	int r, rc;
+
+	r = store_prep(db, "SELECT " JOB_COLS " FROM jobs WHERE id = ?", "s", &st, id);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		j = job_from_row(st);
+	else
+		r = rc == SQLITE_DONE ? -ENOENT : db_errno(rc);
+	sqlite3_finalize(st);
+	if (r < 0)
+		return r;
+	if (!j)
+		return -ENOMEM;
+	r = job_add_detail(db, id, j);
+	if (r < 0) {
+		json_decref(j);
+		return r;
+	}
+	*out = j;
+	return 0;
+}
+
+int store_job_list(sqlite3 *db, const char *tenant, int limit, json_t **out)
+{
+	sqlite3_stmt *st;
+	json_t *a;
+	int r, rc;
+
+	if (tenant)
+		r = store_prep(db, "SELECT " JOB_COLS " FROM jobs WHERE tenant = ?"
+			       " ORDER BY seq DESC LIMIT ?", "si", &st, tenant, (int64_t)limit);
+	else
+		r = store_prep(db, "SELECT " JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?", "i",
+			       &st, (int64_t)limit);
+	if (r < 0)
+		return r;
+	a = json_array();
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(a, job_from_row(st));
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_decref(a);
+		return db_errno(rc);
+	}
+	*out = a;
+	return 0;
+}
+
+int store_set_state(sqlite3 *db, const char *id, const char *state, const char *reason)
+{
+	int64_t now = (int64_t)util_wall_us();
+	int r;
+
+	r = store_run(db, "INSERT INTO job_events (job, ts_us, state, reason) SELECT id, ?, ?, ?"
+		      " FROM jobs WHERE id = ? AND (state != ? OR reason != ?)", "isssss", now,
+		      state, reason, id, state, reason);
+	if (r < 0)
+		return r;
+	r = store_run(db, "UPDATE jobs SET state = ?, reason = ?, updated_us = ?,"
+		      " finished_us = CASE WHEN ? THEN coalesce(finished_us, ?) ELSE finished_us END"
+		      " WHERE id = ?", "ssiiis", state, reason, now,
+		      (int64_t)store_job_final(state), now, id);
+	if (r < 0)
+		return r;
+	if (store_job_final(state))
+		r = store_rdv_cleanup(db, id);
+	log_info("job %s -> %s (%s)", id, state, reason);
+	return r;
+}
+
+int store_set_reason(sqlite3 *db, const char *id, const char *reason)
+{
+	return store_run(db, "UPDATE jobs SET reason = ?, updated_us = ? WHERE id = ?"
+			 " AND reason != ?", "siss", reason, (int64_t)util_wall_us(), id, reason);
+}
+
+int store_rdv_cleanup(sqlite3 *db, const char *id)
+{
+	char lo[ADMIT_MAX_STR + 4], hi[ADMIT_MAX_STR + 4];
+
+	/* keys "ID.ATTEMPT": everything in ["ID.", "ID/") ('/' follows '.') */
+	snprintf(lo, sizeof(lo), "%s.", id);
+	snprintf(hi, sizeof(hi), "%s/", id);
+	return store_run(db, "DELETE FROM rdv WHERE key >= ? AND key < ?", "ss", lo, hi);
+}

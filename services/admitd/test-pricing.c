@@ -1,0 +1,265 @@
+/* test-pricing — table-driven tests of admitd's pricing on the real functions:
+ * time and cost per rank count, the deadline/budget choices, rejections and
+ * the explanation sentences. */
+#include "admitd.h"
+#include "util.h"
+#include "../../tests/t.h"
+
+#include <errno.h>
+#include <math.h>
+
+static struct model_config tiny;
+
+/* T_EQ_STR on a char array trips -Waddress; pass arrays through this. */
+static const char *str(const char *s)
+{
+	return s;
+}
+
+static void load_tiny(void)
+{
+	json_t *j = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "model_type", "gpt2", "n_layer", 2,
+			      "n_head", 2, "n_embd", 64, "n_positions", 64, "vocab_size", 256);
+	char err[256];
+
+	if (modelcfg_parse(j, &tiny, err, sizeof(err)) < 0) {
+		printf("FAIL setup: %s\n", err);
+		exit(1);
+	}
+	json_decref(j);
+}
+
+static struct train_params params(int ranks, int batch, double budget, double deadline)
+{
+	struct train_params p;
+
+	trainparams_defaults(&tiny, &p);
+	p.steps = 100;
+	p.batch = batch;
+	p.seq_len = 64;
+	p.ranks = ranks;
+	p.budget = budget;
+	p.deadline_s = deadline;
+	return p;
+}
+
+static const struct price_cluster c4 = {
+	.total_slots = 4, .flops_per_slot = 2e10, .efficiency = 0.3, .rate = 0.0002,
+};
+
+static int near(double got, double want)
+{
+	return fabs(got - want) <= 1e-9 * fmax(1, fabs(want));
+}
+
+static void test_option_formula(void)
+{
+	struct train_params p = params(0, 8, 0, 0);
+	double fpt = modelcfg_flops_per_token(&tiny, 64), tokens = 100.0 * 8 * 64;
+	double bytes = 4.0 * modelcfg_n_params(&tiny);
+	struct {
+		int r;
+		double want_comm;
+	} cases[] = {
+		{1, 0},
+		{2, 100 * (2 * 1 * 50e-6 + 2.0 * 1 / 2 * bytes / 2e9)},
+		{4, 100 * (2 * 3 * 50e-6 + 2.0 * 3 / 4 * bytes / 2e9)},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct price_option got;
+		double want_compute = fpt * tokens / (cases[i].r * 2e10 * 0.3);
+		double want_s = want_compute + cases[i].want_comm + 2.0;
+
+		pricing_option(&tiny, &p, &c4, cases[i].r, &got);
+		T_CHECK(near(got.compute_s, want_compute), "r=%d compute got %g want %g", cases[i].r,
+			got.compute_s, want_compute);
+		T_CHECK(near(got.comm_s, cases[i].want_comm), "r=%d comm got %g want %g", cases[i].r,
+			got.comm_s, cases[i].want_comm);
+		T_CHECK(near(got.seconds, want_s), "r=%d seconds got %g want %g", cases[i].r,
+			got.seconds, want_s);
+		T_CHECK(near(got.amount, want_s * cases[i].r * 0.0002), "r=%d amount got %g",
+			cases[i].r, got.amount);
+	}
+}
+
+static void test_more_ranks_faster_and_dearer(void)
+{
+	struct train_params p = params(0, 8, 0, 0);
+	struct price_option o1, o2, o4;
+
+	pricing_option(&tiny, &p, &c4, 1, &o1);
+	pricing_option(&tiny, &p, &c4, 2, &o2);
+	pricing_option(&tiny, &p, &c4, 4, &o4);
+	T_CHECK(o2.seconds < o1.seconds && o4.seconds < o2.seconds, "seconds 1:%g 2:%g 4:%g",
+		o1.seconds, o2.seconds, o4.seconds);
+	T_CHECK(o2.amount > o1.amount && o4.amount > o2.amount, "amount 1:%g 2:%g 4:%g",
+		o1.amount, o2.amount, o4.amount);
+}
+
+/* When communication dominates, one rank is the fastest. */
+static void test_comm_bound_prefers_one_rank(void)
+{
+	struct price_cluster fast = c4;
+	struct train_params p = params(0, 8, 0, 0);
+	struct price_result got;
+	char err[256];
+
+	fast.flops_per_slot = 1e16;
+	T_EQ_INT(pricing_choose(&tiny, &p, &fast, &got, err, sizeof(err)), 0);
+	T_EQ_INT(got.chosen.ranks, 1);
+}
+
+static void test_choices(void)
+{
+	struct price_option o1, o2, o4;
+	struct train_params p0 = params(0, 8, 0, 0);
+
+	pricing_option(&tiny, &p0, &c4, 1, &o1);
+	pricing_option(&tiny, &p0, &c4, 2, &o2);
+	pricing_option(&tiny, &p0, &c4, 4, &o4);
+	struct {
+		const char *name;
+		struct train_params p;
+		int want_r, want_rc;
+		const char *want_explain; /* prefix */
+	} cases[] = {
+		{"auto fastest", params(0, 8, 0, 0), 4, 0, "4 ranks: "},
+		{"fixed ranks", params(2, 8, 0, 0), 2, 0, "2 ranks: "},
+		{"loose deadline: cheapest", params(0, 8, 0, 1000), 1, 0, "1 rank: "},
+		{"tight deadline", params(0, 8, 0, (o4.seconds + o2.seconds) / 2), 4, 0, "4 ranks: "},
+		{"mid deadline", params(0, 8, 0, (o2.seconds + o1.seconds) / 2), 2, 0, "2 ranks: "},
+		{"budget: fastest within", params(0, 8, (o2.amount + o4.amount) / 2, 0), 2, 0,
+		 "2 ranks: "},
+		{"budget too small", params(0, 8, o1.amount / 2, 0), 1, -EDQUOT, NULL},
+		{"fixed over budget", params(4, 8, o2.amount, 0), 4, -EDQUOT, NULL},
+		{"too many ranks", params(8, 8, 0, 0), 0, -E2BIG, NULL},
+		{"batch 6 skips 4", params(0, 6, 0, 0), 3, 0, "3 ranks: "},
+		{"impossible deadline", params(0, 8, 0, 0.5), 4, 0, "4 ranks: "},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct price_result got;
+		char err[256] = "";
+		int rc = pricing_choose(&tiny, &cases[i].p, &c4, &got, err, sizeof(err));
+
+		T_CHECK(rc == cases[i].want_rc, "%s: rc got %d want %d (%s)", cases[i].name, rc,
+			cases[i].want_rc, err);
+		if (rc == 0) {
+			T_CHECK(got.chosen.ranks == cases[i].want_r, "%s: ranks got %d want %d (%s)",
+				cases[i].name, got.chosen.ranks, cases[i].want_r, got.explain);
+			T_CHECK(!strncmp(got.explain, cases[i].want_explain,
+					 strlen(cases[i].want_explain)),
+				"%s: explain \"%s\"", cases[i].name, got.explain);
+		}
+	}
+}
+
+static void test_explain_text(void)
+{
+	struct train_params p = params(0, 8, 0, 0);
+	struct price_cluster dflt = c4;
+	struct price_result got;
+	char err[256], want[256], d[32], m[32];
+	struct price_option o1;
+
+	T_EQ_INT(pricing_choose(&tiny, &p, &c4, &got, err, sizeof(err)), 0);
+	pricing_option(&tiny, &p, &c4, 1, &o1);
+	pricing_fmt_duration(o1.seconds, d, sizeof(d));
+	pricing_fmt_money(o1.amount, m, sizeof(m));
+	snprintf(want, sizeof(want), "(fastest); 1 rank would be %s, %s", d, m);
+	T_CHECK(strstr(got.explain, want), "explain \"%s\" lacks \"%s\"", got.explain, want);
+	T_CHECK(!strstr(got.explain, "default rate"), "explain \"%s\"", got.explain);
+
+	dflt.rate_is_default = 1;
+	T_EQ_INT(pricing_choose(&tiny, &p, &dflt, &got, err, sizeof(err)), 0);
+	T_CHECK(strstr(got.explain, "default rate $0.0002/rank-s because ledgerd is unreachable"),
+		"explain \"%s\"", got.explain);
+
+	p = params(0, 8, 0.0001, 0);
+	T_EQ_INT(pricing_choose(&tiny, &p, &c4, &got, err, sizeof(err)), -EDQUOT);
+	pricing_fmt_money(o1.amount, m, sizeof(m));
+	snprintf(want, sizeof(want), "rejected: needs %s, budget $0.0001", m);
+	T_EQ_STR(str(err), want);
+
+	p = params(8, 8, 0, 0);
+	pricing_choose(&tiny, &p, &c4, &got, err, sizeof(err));
+	T_EQ_STR(str(err), "needs 8 ranks, the cluster has 4");
+}
+
+static void test_no_nodes(void)
+{
+	struct price_cluster none = c4;
+	struct train_params p = params(0, 8, 0, 0);
+	struct price_result got;
+	char err[256];
+
+	none.total_slots = 0;
+	T_EQ_INT(pricing_choose(&tiny, &p, &none, &got, err, sizeof(err)), -ENODEV);
+}
+
+static void test_formats(void)
+{
+	struct {
+		double s;
+		const char *want;
+	} d[] = {{12.34, "12.3 s"}, {70, "1 m 10 s"}, {125, "2 m 05 s"}, {3725, "1 h 02 m"},
+		 {90000, "1 d 01 h"}};
+	struct {
+		double a;
+		const char *want;
+	} m[] = {{0.03, "$0.0300"}, {0.00012, "$0.0001"}, {12.345, "$12.35"}};
+	char buf[32];
+
+	for (size_t i = 0; i < ARRAY_SIZE(d); i++) {
+		pricing_fmt_duration(d[i].s, buf, sizeof(buf));
+		T_EQ_STR(str(buf), d[i].want);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(m); i++) {
+		pricing_fmt_money(m[i].a, buf, sizeof(buf));
+		T_EQ_STR(str(buf), m[i].want);
+	}
+}
+
+/* What consoled sends (modelcfg_to_json, trainparams_to_json) parses back. */
+static void test_parse_spec_roundtrip(void)
+{
+	struct train_params p = params(0, 8, 1.5, 60), gotp;
+	struct model_config gotm;
+	json_t *mj = modelcfg_to_json(&tiny), *pj = trainparams_to_json(&p), *bad;
+	char err[256] = "";
+
+	T_EQ_INT(pricing_parse_spec(mj, pj, &gotm, &gotp, err, sizeof(err)), 0);
+	T_CHECK(!err[0], "err \"%s\"", err);
+	T_EQ_INT(gotm.n_embd, 64);
+	T_EQ_INT(gotp.batch, 8);
+	T_EQ_INT(gotp.ranks, 0);
+	T_CHECK(gotp.budget == 1.5 && gotp.deadline_s == 60, "budget %g deadline %g",
+		gotp.budget, gotp.deadline_s);
+
+	bad = json_pack("{s:i}", "batch", 0);
+	T_CHECK(pricing_parse_spec(mj, bad, &gotm, &gotp, err, sizeof(err)) < 0, "batch 0 accepted");
+	T_CHECK(strstr(err, "'batch'"), "err \"%s\"", err);
+	json_decref(bad);
+	json_object_set_new(mj, "n_layer", json_integer(0));
+	T_CHECK(pricing_parse_spec(mj, pj, &gotm, &gotp, err, sizeof(err)) < 0, "n_layer 0 accepted");
+	T_CHECK(strstr(err, "n_layer"), "err \"%s\"", err);
+	T_CHECK(pricing_parse_spec(json_null(), NULL, &gotm, &gotp, err, sizeof(err)) == -EINVAL,
+		"null model accepted");
+	json_decref(mj);
+	json_decref(pj);
+}
+
+int main(void)
+{
+	load_tiny();
+	t_run("pricing_option_formula", test_option_formula);
+	t_run("pricing_more_ranks_faster_and_dearer", test_more_ranks_faster_and_dearer);
+	t_run("pricing_comm_bound_prefers_one_rank", test_comm_bound_prefers_one_rank);
+	t_run("pricing_choices", test_choices);
+	t_run("pricing_explain_text", test_explain_text);
+	t_run("pricing_no_nodes", test_no_nodes);
+	t_run("pricing_formats", test_formats);
+	t_run("pricing_parse_spec_roundtrip", test_parse_spec_roundtrip);
+	return t_done();
+}
