@@ -1,0 +1,341 @@
+/* run — one rank of bursar-train from bundle to checkpoint.
+ *
+ * Loads the bundle, builds the model for this rank's share of the global
+ * batch, joins the communicator, then each step: forward and backward on
+ * its rows, allreduce-average the gradients (one flat buffer), clip, AdamW.
+ * Every rank applies the identical update, so the weights never diverge.
+ * Prints the JSON lines of services/README.md on stdout; rank 0 writes the
+ * checkpoint. Allocates nothing inside the step loop.
+ */
+#include "data.h"
+#include "gpt2.h"
+#include "log.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "trainer.h"
+#include "util.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define EVAL_MAX_BATCHES 8
+
+/* One JSON line on stdout in a single write(), so lines of ranks sharing a
+ * pipe or file never interleave. */
+static void emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void emit(const char *fmt, ...)
+{
+	char buf[12288];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	if (write(STDOUT_FILENO, buf, n) < 0)
+		return;
+}
+
+/* A JSON string body for a path (escapes quotes, backslashes, controls). */
+static void json_escape(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+
+	for (; *s && o + 7 < len; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			o += snprintf(out + o, len - o, "\\%c", ch);
+		else if (ch < 0x20)
+			o += snprintf(out + o, len - o, "\\u%04x", ch);
+		else
+			out[o++] = (char)ch;
+	}
+	out[o] = 0;
+}
+
+static uint64_t memory_limit(void)
+{
+	const char *s = getenv("BURSAR_TRAIN_MAX_MEM");
+	uint64_t v;
+
+	if (s && util_parse_size(s, &v) == 0 && v > 0)
+		return v;
+	return (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE) / 4 * 3;
+}
+
+struct rank_state {
+	const struct train_opts *o;
+	struct bundle_info bi;
+	struct data data;
+	struct gpt2 model;
+	struct adamw opt;
+	struct bcoll_comm *comm;
+	int B, T;
+	int *inputs, *targets;
+	double peak_flops;
+};
+
+/* Bundle, batch split, memory budget, data. Returns an exit status. */
+static int setup_model(struct rank_state *s)
+{
+	const struct train_opts *o = s->o;
+	struct train_params *p = &s->bi.params;
+	char err[512] = "", path[PATH_MAX];
+	uint64_t need, limit = memory_limit();
+	struct stat st;
+	int r;
+
+	r = bundle_check(o->bundle, &s->bi, err, sizeof(err));
+	if (r < 0) {
+		log_err("bundle '%s' is not usable: %s", o->bundle, err[0] ? err : strerror(-r));
+		return 2;
+	}
+	if (o->steps > 0)
+		p->steps = o->steps;
+	if (p->batch % o->size) {
+		log_err("the global batch of %d sequences cannot be split evenly across %d ranks; "
+			"set \"batch\" in bursar.json to a multiple of %d", p->batch, o->size,
+			o->size);
+		return 2;
+	}
+	s->B = p->batch / o->size;
+	s->T = p->seq_len;
+	need = gpt2_memory_bytes(&s->bi.model, s->B, s->T);
+	if (need > limit) {
+		log_err("the model needs %.1f GiB for a micro-batch of %d x %d tokens, more than "
+			"the %.1f GiB allowed (BURSAR_TRAIN_MAX_MEM)", need / 1073741824.0, s->B,
+			s->T, limit / 1073741824.0);
+		return 2;
+	}
+	r = data_load(o->bundle, s->bi.model.vocab_size, s->T, &s->data, err, sizeof(err));
+	if (r < 0) {
+		log_err("cannot load the training data of '%s': %s", o->bundle, err);
+		return 2;
+	}
+	if (gpt2_build(&s->model, &s->bi.model, s->B, s->T) < 0 ||
+	    adamw_init(&s->opt, s->model.n_params) < 0 ||
+	    !(s->inputs = calloc((size_t)s->B * s->T, sizeof(int))) ||
+	    !(s->targets = calloc((size_t)s->B * s->T, sizeof(int)))) {
+		log_err("out of memory building a model of %zu parameters",
+			(size_t)modelcfg_n_params(&s->bi.model));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/model.safetensors", o->bundle);
+	if (stat(path, &st) == 0) {
+		r = st_load(path, &s->model, err, sizeof(err));
+		if (r < 0) {
+			log_err("cannot load the bundle's weights: %s", err);
+			return 2;
+		}
+		log_info("rank %d: loaded weights from %s", o->rank, path);
+	} else {
+		gpt2_init_weights(&s->model, p->seed);
+	}
+	return 0;
+}
+
+/* Joins the other ranks and makes sure every rank starts from rank 0's bits. */
+static int setup_comm(struct rank_state *s)
+{
+	const struct train_opts *o = s->o;
+	struct rdv_http http = {.base = o->rdv, .key = o->rdv_key,
+				.timeout_ms = TRAIN_RDV_TIMEOUT_MS};
+	struct bcoll_rendezvous rdv = {.exchange = rdv_http_exchange, .ctx = &http};
+	char err[256];
+	int r;
+
+	if (o->size > 1 && o->rdv && !strncmp(o->rdv, "dir:", 4))
+		rdv = bcoll_rendezvous_dir(o->rdv + 4);
+	else if (o->size > 1 && (!o->rdv || !o->rdv_key)) {
+		log_err("rank %d of %d: BURSAR_RDV and BURSAR_RDV_KEY must name the rendezvous",
+			o->rank, o->size);
+		return 2;
+	}
+	r = bcoll_comm_init_err(o->rank, o->size, &rdv, 0, &s->comm, err, sizeof(err));
+	if (r < 0) {
+		log_err("rank %d of %d cannot join the other ranks: %s", o->rank, o->size,
+			http.err[0] ? http.err : err);
+		return 3;
+	}
+	r = bcoll_broadcast(s->comm, s->model.params, s->model.n_params, BCOLL_F32, 0);
+	if (r < 0) {
+		log_err("rank %d: cannot receive the initial weights: %s", o->rank,
+			bcoll_last_error(s->comm));
+		return 3;
+	}
+	return 0;
+}
+
+/* Mean validation loss over up to EVAL_MAX_BATCHES micro-batches per rank,
+ * averaged across ranks; NAN when there is no validation split. */
+static int evaluate(struct rank_state *s, float *out)
+{
+	size_t count = data_val_count(&s->data, s->T), per = (size_t)s->B * s->o->size;
+	size_t nb = count / per;
+	float sum = 0;
+
+	*out = NAN;
+	if (count == 0)
+		return 0;
+	if (nb < 1)
+		nb = 1;
+	if (nb > EVAL_MAX_BATCHES)
+		nb = EVAL_MAX_BATCHES;
+	for (size_t i = 0; i < nb; i++) {
+		for (int b = 0; b < s->B; b++) {
+			size_t k = ((i * s->o->size + s->o->rank) * s->B + b) % count;
+			data_val_seq(&s->data, k, s->T, s->inputs + (size_t)b * s->T,
+				     s->targets + (size_t)b * s->T);
+		}
+		sum += gpt2_forward(&s->model, s->inputs, s->targets);
+	}
+	sum /= nb;
+	if (bcoll_allreduce(s->comm, &sum, &sum, 1, BCOLL_F32, BCOLL_AVG) < 0)
+		return -EIO;
+	*out = sum;
+	return 0;
+}
+
+static int write_outputs(struct rank_state *s)
+{
+	char err[512], path[PATH_MAX];
+	int r = util_mkdir_p(s->o->out);
+
+	if (r < 0) {
+		log_err("cannot create the output directory '%s': %s", s->o->out, strerror(-r));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/model.safetensors", s->o->out);
+	if (st_save(path, &s->model, err, sizeof(err)) < 0 ||
+	    (snprintf(path, sizeof(path), "%s/config.json", s->o->out),
+	     st_save_config(path, &s->model, err, sizeof(err)) < 0)) {
+		log_err("cannot write the checkpoint: %s", err);
+		return 1;
+	}
+	return 0;
+}
+
+static int train_loop(struct rank_state *s, float *final_loss)
+{
+	const struct train_opts *o = s->o;
+	const struct train_params *p = &s->bi.params;
+	double fpt = modelcfg_flops_per_token(&s->bi.model, s->T);
+	double tokens_step = (double)p->batch * s->T, comm_total = 0;
+	int row0 = o->rank * s->B;
+
+	for (long step = 0; step < p->steps; step++) {
+		uint64_t t0 = util_now_us();
+		float loss, lr, norm;
+		double step_s, comm_s, c0;
+
+		data_train_batch(&s->data, step, p->batch, row0, s->B, s->T, s->inputs, s->targets);
+		loss = gpt2_forward(&s->model, s->inputs, s->targets);
+		gpt2_backward(&s->model);
+		c0 = bcoll_comm_seconds(s->comm);
+		if (bcoll_allreduce(s->comm, s->model.grads, s->model.grads, s->model.n_params,
+				    BCOLL_F32, BCOLL_AVG) < 0 ||
+		    bcoll_allreduce(s->comm, &loss, &loss, 1, BCOLL_F32, BCOLL_AVG) < 0) {
+			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
+				step + 1, bcoll_last_error(s->comm));
+			return 3;
+		}
+		comm_s = bcoll_comm_seconds(s->comm) - c0;
+		comm_total += comm_s;
+		if (!isfinite(loss)) {
+			log_err("the loss became %f at step %ld; lower \"lr\" (now %g) or check the "
+				"data", loss, step + 1, p->lr);
+			return 1;
+		}
+		norm = optim_clip(s->model.grads, s->model.n_params, (float)p->grad_clip);
+		lr = optim_lr(p->schedule, (float)p->lr, step, p->steps, p->warmup);
+		adamw_step(&s->opt, &s->model, lr, (float)p->weight_decay);
+		step_s = (util_now_us() - t0) / 1e6;
+		emit("{\"event\": \"step\", \"rank\": %d, \"step\": %ld, \"steps\": %ld, \"loss\": "
+		     "%.6f, \"lr\": %.6g, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, \"comm_ms\": "
+		     "%.3f, \"comm_s\": %.6f, \"mfu\": %.4f, \"grad_norm\": %.4f}",
+		     o->rank, step + 1, p->steps, loss, lr, tokens_step / step_s, step_s * 1e3,
+		     comm_s * 1e3, comm_total, fpt * s->B * s->T / step_s / s->peak_flops, norm);
+		*final_loss = loss;
+	}
+	return 0;
+}
+
+static double peak_flops(void)
+{
+	const char *e = getenv("BURSAR_PEAK_FLOPS");
+	double v = e ? strtod(e, NULL) : 0;
+
+	if (v > 0)
+		return v;
+	return train_probe_flops(0.15) * omp_get_max_threads();
+}
+
+int train_rank(const struct train_opts *o)
+{
+	struct rank_state s = {.o = o};
+	float final_loss = NAN, eval_loss;
+	char out_json[PATH_MAX * 2] = "null";
+	int r;
+
+	openblas_set_num_threads(omp_get_max_threads());
+	r = setup_model(&s);
+	if (r)
+		goto out;
+	r = setup_comm(&s);
+	if (r)
+		goto out;
+	s.peak_flops = peak_flops();
+	log_info("rank %d of %d: %zu parameters, micro-batch %d x %d, %ld steps, %zu train "
+		 "tokens, %d threads, peak %.3g FLOP/s", o->rank, o->size, s.model.n_params, s.B,
+		 s.T, s.bi.params.steps, s.data.n_train, omp_get_max_threads(), s.peak_flops);
+	emit("{\"event\": \"start\", \"rank\": %d, \"size\": %d, \"steps\": %ld, \"n_params\": %zu, "
+	     "\"tokens_per_step\": %ld}", o->rank, o->size, s.bi.params.steps, s.model.n_params,
+	     (long)s.bi.params.batch * s.T);
+	r = train_loop(&s, &final_loss);
+	if (r)
+		goto out;
+	if (evaluate(&s, &eval_loss) < 0) {
+		log_err("rank %d: evaluation failed: %s", o->rank, bcoll_last_error(s.comm));
+		r = 3;
+		goto out;
+	}
+	if (o->out && o->rank == 0) {
+		r = write_outputs(&s);
+		if (r)
+			goto out;
+	}
+	if (o->out) {
+		char esc[PATH_MAX * 2 - 3];
+		json_escape(o->out, esc, sizeof(esc));
+		snprintf(out_json, sizeof(out_json), "\"%s\"", esc);
+	}
+	if (isnan(eval_loss))
+		emit("{\"event\": \"done\", \"rank\": %d, \"final_loss\": %.6f, \"eval_loss\": null, "
+		     "\"out\": %s}", o->rank, final_loss, out_json);
+	else
+		emit("{\"event\": \"done\", \"rank\": %d, \"final_loss\": %.6f, \"eval_loss\": %.6f, "
+		     "\"out\": %s}", o->rank, final_loss, eval_loss, out_json);
+	log_info("rank %d: done, final loss %.4f, eval loss %.4f", o->rank, final_loss, eval_loss);
+out:
+	bcoll_comm_destroy(s.comm);
+	free(s.inputs);
+	free(s.targets);
+	adamw_free(&s.opt);
+	gpt2_free(&s.model);
+	data_free(&s.data);
+	return r;
+}

@@ -1,0 +1,314 @@
+/* safetensors — the checkpoint format of bursar-train.
+ *
+ * Layout: 8-byte little-endian header length N, N bytes of JSON
+ * {"__metadata__": {...}, "name": {"dtype", "shape", "data_offsets"}}, then
+ * the raw tensors. Writes stream to a temp file and rename, so a crash never
+ * leaves a half checkpoint under the real name. Reads trust nothing.
+ */
+#include "safetensors.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* temp file beside path, fsync, rename, fsync the directory */
+static int write_atomic(const char *path, const void *head, size_t hlen, const struct gpt2 *g,
+			char *err, size_t errlen)
+{
+	char tmp[PATH_MAX], dir[PATH_MAX];
+	int fd, r, dfd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "cannot create '%s': %s", tmp, strerror(errno));
+	r = write_all(fd, head, hlen);
+	for (int i = 0; g && r == 0 && i < gpt2_n_named(g); i++) {
+		struct gpt2_tensor_ref ref;
+		float *p = gpt2_named(g, i, &ref);
+		size_t n = (size_t)ref.shape[0] * (ref.ndim == 2 ? (size_t)ref.shape[1] : 1);
+		r = write_all(fd, p, n * 4);
+	}
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlink(tmp);
+		return fail(err, errlen, r, "cannot write '%s': %s", path, strerror(-r));
+	}
+	snprintf(dir, sizeof(dir), "%s", path);
+	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+int st_save(const char *path, const struct gpt2 *g, char *err, size_t errlen)
+{
+	json_t *h = json_object(), *meta = json_pack("{s:s}", "format", "pt");
+	size_t off = 0, len, pad;
+	char *s, *buf;
+	int r;
+
+	json_object_set_new(h, "__metadata__", meta);
+	for (int i = 0; i < gpt2_n_named(g); i++) {
+		struct gpt2_tensor_ref ref;
+		json_t *shape = json_array();
+		size_t n = 1;
+
+		gpt2_named(g, i, &ref);
+		for (int k = 0; k < ref.ndim; k++) {
+			json_array_append_new(shape, json_integer(ref.shape[k]));
+			n *= (size_t)ref.shape[k];
+		}
+		json_object_set_new(h, ref.name,
+				    json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shape,
+					      "data_offsets", (json_int_t)off,
+					      (json_int_t)(off + n * 4)));
+		off += n * 4;
+	}
+	s = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(h);
+	if (!s)
+		return fail(err, errlen, -ENOMEM, "out of memory building the safetensors header");
+	len = strlen(s);
+	pad = (8 - len % 8) % 8; /* keep tensor data 8-byte aligned, as HF does */
+	buf = malloc(8 + len + pad);
+	if (!buf) {
+		free(s);
+		return fail(err, errlen, -ENOMEM, "out of memory");
+	}
+	uint64_t n = len + pad;
+	for (int i = 0; i < 8; i++)
+		buf[i] = (char)(n >> (8 * i));
+	memcpy(buf + 8, s, len);
+	memset(buf + 8 + len, ' ', pad);
+	free(s);
+	r = write_atomic(path, buf, 8 + len + pad, g, err, errlen);
+	free(buf);
+	return r;
+}
+
+/* Matches an HF name (optionally "transformer."-prefixed) to our tensor. */
+static int find_named(const struct gpt2 *g, const char *name)
+{
+	if (!strncmp(name, "transformer.", 12))
+		name += 12;
+	for (int i = 0; i < gpt2_n_named(g); i++) {
+		struct gpt2_tensor_ref ref;
+		gpt2_named(g, i, &ref);
+		if (!strcmp(ref.name, name))
+			return i;
+	}
+	return -1;
+}
+
+/* Buffers and tied weights HF writes that carry nothing to train. */
+static int ignorable(const char *name)
+{
+	size_t l = strlen(name);
+
+	return !strcmp(name, "lm_head.weight") ||
+	       (l > 10 && !strcmp(name + l - 10, ".attn.bias")) ||
+	       (l > 17 && !strcmp(name + l - 17, ".attn.masked_bias"));
+}
+
+static int load_tensor(int fd, const struct gpt2 *g, int i, json_t *t, const char *name,
+		       uint64_t data_start, uint64_t data_len, char *err, size_t errlen)
+{
+	struct gpt2_tensor_ref ref;
+	float *p = gpt2_named(g, i, &ref);
+	json_t *shape = json_object_get(t, "shape"), *offs = json_object_get(t, "data_offsets");
+	const char *dt = json_string_value(json_object_get(t, "dtype"));
+	uint64_t n = 1, a, b;
+	ssize_t got;
+
+	if (!dt || strcmp(dt, "F32"))
+		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has dtype %s, "
+			    "only F32 is supported", name, dt ? dt : "(missing)");
+	if (!json_is_array(shape) || json_array_size(shape) != (size_t)ref.ndim)
+		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' must have %d "
+			    "dimensions", name, ref.ndim);
+	for (int k = 0; k < ref.ndim; k++) {
+		json_t *x = json_array_get(shape, k);
+		if (!json_is_integer(x) || json_integer_value(x) != ref.shape[k])
+			return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' dimension "
+				    "%d is %lld, the config needs %lld", name, k,
+				    json_is_integer(x) ? (long long)json_integer_value(x) : -1LL,
+				    (long long)ref.shape[k]);
+		n *= (uint64_t)ref.shape[k];
+	}
+	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
+	    !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1)))
+		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has no valid "
+			    "data_offsets", name);
+	a = (uint64_t)json_integer_value(json_array_get(offs, 0));
+	b = (uint64_t)json_integer_value(json_array_get(offs, 1));
+	if (json_integer_value(json_array_get(offs, 0)) < 0 || b < a || b - a != n * 4 ||
+	    b > data_len)
+		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' data_offsets "
+			    "[%llu, %llu] do not hold %llu F32 values inside the %llu data bytes",
+			    name, (unsigned long long)a, (unsigned long long)b,
+			    (unsigned long long)n, (unsigned long long)data_len);
+	got = pread(fd, p, n * 4, (off_t)(data_start + a));
+	if (got != (ssize_t)(n * 4))
+		return fail(err, errlen, -EIO, "model.safetensors: short read of tensor '%s'", name);
+	return 0;
+}
+
+int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
+{
+	unsigned char lenbuf[8];
+	char *head = NULL;
+	uint64_t hlen = 0;
+	struct stat st;
+	json_error_t je;
+	json_t *h = NULL, *t;
+	const char *name;
+	int fd, r = 0, nfound = 0, n = gpt2_n_named(g);
+	char *seen = NULL;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return fail(err, errlen, -errno, "cannot open '%s': %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = fail(err, errlen, -EINVAL, "'%s' is not a regular file", path);
+		goto out;
+	}
+	if (st.st_size < 8 || pread(fd, lenbuf, 8, 0) != 8) {
+		r = fail(err, errlen, -EINVAL, "model.safetensors is truncated (%lld bytes)",
+			 (long long)st.st_size);
+		goto out;
+	}
+	for (int i = 7; i >= 0; i--)
+		hlen = (hlen << 8) | lenbuf[i];
+	if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
+		r = fail(err, errlen, -EINVAL, "model.safetensors: header length %llu is invalid "
+			 "(file %lld bytes, limit %u)", (unsigned long long)hlen,
+			 (long long)st.st_size, ST_MAX_HEADER);
+		goto out;
+	}
+	head = malloc(hlen);
+	seen = calloc(n, 1);
+	if (!head || !seen) {
+		r = fail(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	if (pread(fd, head, hlen, 8) != (ssize_t)hlen) {
+		r = fail(err, errlen, -EIO, "model.safetensors: short read of the header");
+		goto out;
+	}
+	h = json_loadb(head, hlen, JSON_REJECT_DUPLICATES, &je);
+	if (!json_is_object(h)) {
+		r = fail(err, errlen, -EINVAL, "model.safetensors: the header is not a JSON object "
+			 "(%s)", h ? "wrong type" : je.text);
+		goto out;
+	}
+	json_object_foreach(h, name, t) {
+		int i;
+
+		if (!strcmp(name, "__metadata__"))
+			continue;
+		i = find_named(g, name);
+		if (i < 0 && ignorable(name))
+			continue;
+		if (i < 0 || !json_is_object(t)) {
+			r = fail(err, errlen, -EINVAL, "model.safetensors: unexpected tensor '%.80s' "
+				 "for a GPT-2 with n_layer %d", name, g->d.L);
+			goto out;
+		}
+		if (seen[i]) {
+			r = fail(err, errlen, -EINVAL, "model.safetensors: tensor '%.80s' appears "
+				 "twice", name);
+			goto out;
+		}
+		r = load_tensor(fd, g, i, t, name, 8 + hlen, (uint64_t)st.st_size - 8 - hlen, err,
+				errlen);
+		if (r < 0)
+			goto out;
+		seen[i] = 1;
+		nfound++;
+	}
+	for (int i = 0; nfound < n && i < n; i++)
+		if (!seen[i]) {
+			struct gpt2_tensor_ref ref;
+			gpt2_named(g, i, &ref);
+			r = fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' is missing",
+				 ref.name);
+			goto out;
+		}
+out:
+	json_decref(h);
+	free(head);
+	free(seen);
+	close(fd);
+	return r;
+}
+
+int st_save_config(const char *path, const struct gpt2 *g, char *err, size_t errlen)
+{
+	int eot = g->d.V > 256 ? g->d.V - 1 : 0; /* the end-of-text token, see data.h */
+	json_t *c = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:b, s:f, "
+			      "s:f, s:f, s:f, s:b, s:b, s:i, s:i}",
+			      "architectures", "GPT2LMHeadModel", "model_type", "gpt2", "n_layer",
+			      g->d.L, "n_head", g->d.NH, "n_embd", g->d.C, "n_positions", g->d.maxT,
+			      "n_ctx", g->d.maxT, "vocab_size", g->d.V, "activation_function",
+			      "gelu_new", "layer_norm_epsilon", g->d.eps64,
+			      "tie_word_embeddings", 1, "resid_pdrop", 0.0, "embd_pdrop", 0.0,
+			      "attn_pdrop", 0.0, "initializer_range", 0.02, "scale_attn_weights", 1,
+			      "use_cache", 1, "bos_token_id", eot, "eos_token_id", eot);
+	char *s = c ? json_dumps(c, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	int r;
+
+	json_decref(c);
+	if (!s)
+		return fail(err, errlen, -ENOMEM, "out of memory building config.json");
+	r = util_write_file_atomic(path, s, strlen(s));
+	free(s);
+	if (r < 0)
+		return fail(err, errlen, r, "cannot write '%s': %s", path, strerror(-r));
+	return 0;
+}

@@ -1,0 +1,207 @@
+/* test-gpt2 — numerical checks of the trainer's pieces: the backward pass
+ * against central finite differences on a tiny GPT-2, safetensors round
+ * trip and rejection of malformed files, the lr schedule, clipping, and that
+ * AdamW moves the loss down on a fixed batch. */
+#include "../../tests/t.h"
+#include "gpt2.h"
+#include "optim.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <unistd.h>
+
+static struct model_config tiny = {.model_type = "gpt2", .n_layer = 2, .n_head = 2,
+				   .n_embd = 8, .n_positions = 8, .vocab_size = 11,
+				   .layer_norm_epsilon = 1e-5};
+enum { B = 2, T = 5 };
+static int inputs[B * T], targets[B * T];
+static char dir[] = "/tmp/test-gpt2-XXXXXX";
+
+static void tiny_model(struct gpt2 *g)
+{
+	T_EQ_INT(gpt2_build(g, &tiny, B, T), 0);
+	gpt2_init_weights(g, 1);
+	/* larger weights than GPT-2's init so every path carries real gradient */
+	for (size_t i = 0; i < g->n_params; i++)
+		g->params[i] *= 3.0f;
+	for (int i = 0; i < B * T; i++) {
+		inputs[i] = (i * 7 + 3) % tiny.vocab_size;
+		targets[i] = (i * 5 + 1) % tiny.vocab_size;
+	}
+}
+
+static void t_grad_check(void)
+{
+	struct gpt2 g;
+	int checked = 0, bad = 0;
+	float worst = 0;
+
+	tiny_model(&g);
+	gpt2_forward(&g, inputs, targets);
+	gpt2_backward(&g);
+	for (int k = 0; k < GPT2_NUM_TENSORS; k++) {
+		for (int s = 0; s < 12; s++) {
+			size_t i = (size_t)((s * 2654435761u) % g.sizes[k]);
+			float *p = g.p[k] + i, keep = *p, h = 4e-3f, num, ana = g.g[k][i];
+			double lp, lm;
+
+			*p = keep + h;
+			lp = gpt2_forward(&g, inputs, targets);
+			*p = keep - h;
+			lm = gpt2_forward(&g, inputs, targets);
+			*p = keep;
+			num = (float)((lp - lm) / (2 * h));
+			checked++;
+			if (fabsf(num - ana) / (1e-3f + fabsf(num)) > worst)
+				worst = fabsf(num - ana) / (1e-3f + fabsf(num));
+			if (fabsf(num - ana) > 5e-4f + 1e-2f * fabsf(num)) {
+				if (bad++ < 5)
+					T_CHECK(0, "tensor %d [%zu]: analytic %g, numeric %g", k, i,
+						ana, num);
+			}
+		}
+	}
+	printf("# %d gradients checked, worst relative error %.2e\n", checked, worst);
+	T_CHECK(bad == 0, "%d of %d gradients disagree", bad, checked);
+	gpt2_free(&g);
+}
+
+static void t_adamw_learns(void)
+{
+	struct gpt2 g;
+	struct adamw o;
+	float first, last = 0;
+
+	tiny_model(&g);
+	gpt2_init_weights(&g, 3);
+	T_EQ_INT(adamw_init(&o, g.n_params), 0);
+	first = gpt2_forward(&g, inputs, targets);
+	for (int s = 0; s < 50; s++) {
+		last = gpt2_forward(&g, inputs, targets);
+		gpt2_backward(&g);
+		optim_clip(g.grads, g.n_params, 1.0f);
+		adamw_step(&o, &g, 1e-2f, 0.01f);
+	}
+	T_CHECK(last < first * 0.5f, "loss %g -> %g did not halve on a fixed batch", first, last);
+	adamw_free(&o);
+	gpt2_free(&g);
+}
+
+static void t_schedule(void)
+{
+	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 0, 100, 10) - 0.1f) < 1e-6f, "warmup step 0");
+	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 9, 100, 10) - 1.0f) < 1e-6f, "warmup end");
+	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 10, 100, 10) - 1.0f) < 1e-6f, "decay start");
+	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 99, 100, 10) - 0.1f) < 1e-6f, "cosine end");
+	T_CHECK(fabsf(optim_lr("linear", 1.0f, 99, 100, 10) - 0.1f) < 1e-6f, "linear end");
+	T_CHECK(fabsf(optim_lr("constant", 1.0f, 99, 100, 10) - 1.0f) < 1e-6f, "constant");
+	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 0, 1, 0) - 1.0f) < 1e-6f, "single step");
+}
+
+static void t_clip(void)
+{
+	float g[2] = {3, 4};
+
+	T_CHECK(fabsf(optim_clip(g, 2, 1.0f) - 5.0f) < 1e-6f, "norm");
+	T_CHECK(fabsf(g[0] - 0.6f) < 1e-6f && fabsf(g[1] - 0.8f) < 1e-6f, "clipped %g %g", g[0],
+		g[1]);
+}
+
+static void t_safetensors_round_trip(void)
+{
+	struct gpt2 a, b;
+	char path[300], err[512];
+
+	tiny_model(&a);
+	T_EQ_INT(gpt2_build(&b, &tiny, B, T), 0);
+	snprintf(path, sizeof(path), "%s/m.safetensors", dir);
+	T_EQ_INT(st_save(path, &a, err, sizeof(err)), 0);
+	T_EQ_INT(st_load(path, &b, err, sizeof(err)), 0);
+	T_CHECK(!memcmp(a.params, b.params, a.n_params * 4), "weights differ after reload");
+	gpt2_free(&a);
+	gpt2_free(&b);
+}
+
+/* Writes a safetensors file of header h followed by data bytes of zeros. */
+static void write_raw(const char *path, const char *h, uint64_t hlen_field, size_t data)
+{
+	FILE *f = fopen(path, "w");
+	char z[4096] = {0};
+
+	for (int i = 0; i < 8; i++)
+		fputc((int)((hlen_field >> (8 * i)) & 0xff), f);
+	fputs(h, f);
+	while (data) {
+		size_t n = data < sizeof(z) ? data : sizeof(z);
+		fwrite(z, 1, n, f);
+		data -= n;
+	}
+	fclose(f);
+}
+
+static void t_safetensors_malformed(void)
+{
+	static const struct {
+		const char *name, *header;
+		int64_t hlen; /* -1: the header's real length */
+		size_t data;
+		const char *want;
+	} cases[] = {
+		{"truncated", "", 0, 0, "truncated"},
+		{"huge_header", "{}", 1ull << 40, 0, "header length"},
+		{"not_json", "{nope", -1, 0, "not a JSON object"},
+		{"missing", "{\"__metadata__\":{}}", -1, 0, "'wte.weight' is missing"},
+		{"bad_dtype", "{\"wte.weight\":{\"dtype\":\"F16\",\"shape\":[11,8],"
+			      "\"data_offsets\":[0,176]}}", -1, 352, "dtype F16"},
+		{"bad_shape", "{\"wte.weight\":{\"dtype\":\"F32\",\"shape\":[12,8],"
+			      "\"data_offsets\":[0,384]}}", -1, 384, "dimension 0 is 12"},
+		{"past_end", "{\"wte.weight\":{\"dtype\":\"F32\",\"shape\":[11,8],"
+			     "\"data_offsets\":[0,352]}}", -1, 100, "data_offsets"},
+		{"unknown", "{\"h.7.ln_1.weight\":{\"dtype\":\"F32\",\"shape\":[8],"
+			    "\"data_offsets\":[0,32]}}", -1, 32, "unexpected tensor 'h.7.ln_1"},
+	};
+	struct gpt2 g;
+	char path[300], err[512];
+
+	T_EQ_INT(gpt2_build(&g, &tiny, B, T), 0);
+	snprintf(path, sizeof(path), "%s/bad.safetensors", dir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t hl = cases[i].hlen < 0 ? strlen(cases[i].header) : (uint64_t)cases[i].hlen;
+		int r;
+
+		if (!strcmp(cases[i].name, "truncated")) {
+			FILE *f = fopen(path, "w");
+			fputs("abc", f);
+			fclose(f);
+		} else {
+			write_raw(path, cases[i].header, hl, cases[i].data);
+		}
+		err[0] = 0;
+		r = st_load(path, &g, err, sizeof(err));
+		T_CHECK(r < 0, "%s: accepted", cases[i].name);
+		T_CHECK(strstr(err, cases[i].want), "%s: error '%s' lacks '%s'", cases[i].name, err,
+			cases[i].want);
+	}
+	gpt2_free(&g);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir))
+		return 1;
+	t_run("grad_check_finite_differences", t_grad_check);
+	t_run("adamw_lowers_loss", t_adamw_learns);
+	t_run("lr_schedule", t_schedule);
+	t_run("grad_clip", t_clip);
+	t_run("safetensors_round_trip", t_safetensors_round_trip);
+	t_run("safetensors_malformed_rejected", t_safetensors_malformed);
+	{
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			return 1;
+	}
+	return t_done();
+}

@@ -1,0 +1,221 @@
+/* bursar-train — the trainer one rank runs; main() only: arguments, mode
+ * and signals. The work is in run.c (one rank), gpt2.c (the model),
+ * optim.c, data.c, safetensors.c and rdv_http.c.
+ *
+ * Modes:
+ *   bursar-train BUNDLE --out DIR [--steps S]       one rank; with BURSAR_RANK,
+ *       BURSAR_SIZE, BURSAR_RDV, BURSAR_RDV_KEY from noded, or alone (size 1)
+ *   bursar-train BUNDLE --ranks N [--steps S] [--out DIR]   forks N local ranks
+ *       that meet through a directory rendezvous; any failure stops them all
+ *   bursar-train --probe                            prints {"flops": X}
+ */
+#include "log.h"
+#include "trainer.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t got_signal;
+static char term_msg[128];
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N]\n"
+			"       bursar-train --probe\n");
+}
+
+/* A rank stops at once on SIGTERM/SIGINT: nothing it holds needs saving
+ * (checkpoints are written atomically), and a collective could block. */
+static void on_term_rank(int sig)
+{
+	ssize_t n = write(STDERR_FILENO, term_msg, strlen(term_msg));
+
+	(void)n;
+	_exit(128 + sig);
+}
+
+static void on_term_parent(int sig)
+{
+	got_signal = sig;
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || !*s || *end || v < lo || v > hi)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* Reads BURSAR_RANK/BURSAR_SIZE; both absent means a lone rank. */
+static int env_rank(struct train_opts *o)
+{
+	const char *r = getenv("BURSAR_RANK"), *s = getenv("BURSAR_SIZE");
+	long rank = 0, size = 1;
+
+	if (!r && !s)
+		return 0;
+	if (!r || !s || parse_long(s, 1, TRAIN_MAX_RANKS, &size) < 0 ||
+	    parse_long(r, 0, size - 1, &rank) < 0) {
+		log_err("BURSAR_RANK '%s' and BURSAR_SIZE '%s' must be set together, with 0 <= "
+			"rank < size <= %d", r ? r : "", s ? s : "", TRAIN_MAX_RANKS);
+		return -EINVAL;
+	}
+	o->rank = (int)rank;
+	o->size = (int)size;
+	o->rdv = getenv("BURSAR_RDV");
+	o->rdv_key = getenv("BURSAR_RDV_KEY");
+	o->job = getenv("BURSAR_JOB");
+	return 0;
+}
+
+static void stop_all(pid_t *pids, int n, int sig)
+{
+	for (int i = 0; i < n; i++)
+		if (pids[i] > 0)
+			kill(pids[i], sig);
+}
+
+/* Forks n ranks of this same program (exec, so each starts clean) meeting in
+ * a fresh directory; the first failure stops the rest. */
+static int run_local(int n, char **argv, int argc)
+{
+	char tmpl[] = "/tmp/bursar-train-rdv-XXXXXX", rdv[PATH_MAX], num[16], size[16];
+	char *args[32];
+	pid_t pids[TRAIN_MAX_RANKS] = {0};
+	int left = n, status = 0, na = 0, threads;
+	struct sigaction sa = {.sa_handler = on_term_parent};
+
+	for (int i = 0; i < argc && na < 30; i++) {
+		if (!strcmp(argv[i], "--ranks")) {
+			i++;
+			continue;
+		}
+		args[na++] = argv[i];
+	}
+	args[na] = NULL;
+	if (!mkdtemp(tmpl))
+		return log_err_errno(-errno, "cannot create a rendezvous directory"), 1;
+	snprintf(rdv, sizeof(rdv), "dir:%s", tmpl);
+	snprintf(size, sizeof(size), "%d", n);
+	threads = (int)sysconf(_SC_NPROCESSORS_ONLN) / n;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	for (int r = 0; r < n; r++) {
+		pids[r] = fork();
+		if (pids[r] < 0) {
+			log_err_errno(-errno, "cannot fork rank %d", r);
+			stop_all(pids, r, SIGKILL);
+			left = r;
+			status = 1;
+			break;
+		}
+		if (pids[r] == 0) {
+			snprintf(num, sizeof(num), "%d", r);
+			setenv("BURSAR_RANK", num, 1);
+			setenv("BURSAR_SIZE", size, 1);
+			setenv("BURSAR_RDV", rdv, 1);
+			snprintf(num, sizeof(num), "%d", threads > 1 ? threads : 1);
+			setenv("OMP_NUM_THREADS", num, 0);
+			execv("/proc/self/exe", args);
+			fprintf(stderr, "bursar-train: cannot exec rank %d: %s\n", r, strerror(errno));
+			_exit(127);
+		}
+	}
+	while (left > 0) {
+		int st;
+		pid_t p = waitpid(-1, &st, 0);
+
+		if (p < 0 && errno == EINTR) {
+			if (got_signal)
+				stop_all(pids, n, SIGTERM);
+			continue;
+		}
+		if (p < 0)
+			break;
+		for (int r = 0; r < n; r++) {
+			if (pids[r] != p)
+				continue;
+			pids[r] = 0;
+			left--;
+			if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+				break;
+			if (!status)
+				log_err("rank %d %s %d; stopping the other ranks", r,
+					WIFEXITED(st) ? "exited with status" : "was killed by signal",
+					WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+			if (!status)
+				stop_all(pids, n, SIGTERM);
+			status = 1;
+		}
+	}
+	util_rm_rf(tmpl);
+	return got_signal ? 128 + got_signal : status;
+}
+
+int main(int argc, char **argv)
+{
+	struct train_opts o = {.rank = 0, .size = 1};
+	struct sigaction sa = {.sa_handler = on_term_rank};
+	long ranks = 0;
+
+	/* OpenMP threads that spin between parallel regions steal the cores
+	 * OpenBLAS's own threads need (2x slower on 2 cores). libgomp reads the
+	 * policy when it loads, before main, hence the one re-exec. */
+	if (!getenv("OMP_WAIT_POLICY")) {
+		setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+		execv("/proc/self/exe", argv);
+	}
+	log_init("bursar-train");
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--probe")) {
+			printf("{\"flops\": %.6g}\n", train_probe_flops(0.3));
+			return 0;
+		} else if (!strcmp(a, "--out") && i + 1 < argc) {
+			o.out = argv[++i];
+		} else if (!strcmp(a, "--steps") && i + 1 < argc) {
+			if (parse_long(argv[++i], 1, 10000000, &o.steps) < 0) {
+				log_err("--steps '%s' must be a number in [1, 10000000]", argv[i]);
+				return 2;
+			}
+		} else if (!strcmp(a, "--ranks") && i + 1 < argc) {
+			if (parse_long(argv[++i], 1, TRAIN_MAX_RANKS, &ranks) < 0) {
+				log_err("--ranks '%s' must be a number in [1, %d]", argv[i],
+					TRAIN_MAX_RANKS);
+				return 2;
+			}
+		} else if (a[0] == '-' || o.bundle) {
+			usage();
+			return 2;
+		} else {
+			o.bundle = a;
+		}
+	}
+	if (!o.bundle) {
+		usage();
+		return 2;
+	}
+	if (ranks > 0 && !getenv("BURSAR_RANK"))
+		return run_local((int)ranks, argv, argc);
+	if (env_rank(&o) < 0)
+		return 2;
+	snprintf(term_msg, sizeof(term_msg), "bursar-train: rank %d of %d stopped by a signal\n",
+		 o.rank, o.size);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	return train_rank(&o);
+}

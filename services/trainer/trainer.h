@@ -1,0 +1,35 @@
+/* trainer.h — the pieces of bursar-train shared between its files: one
+ * rank's training run, the HTTP rendezvous and the matmul probe. */
+#pragma once
+#include "bcoll.h"
+
+struct train_opts {
+	const char *bundle;   /* bundle directory */
+	const char *out;      /* output directory, NULL: write nothing */
+	long steps;           /* > 0 overrides the bundle's steps */
+	int rank, size;
+	const char *rdv;      /* "unix:/…", "http://…" (admitd) or "dir:/…" */
+	const char *rdv_key;  /* admitd rendezvous key */
+	const char *job;      /* for messages */
+};
+
+#define TRAIN_MAX_RANKS 256
+#define TRAIN_RDV_TIMEOUT_MS 120000
+
+/* Runs one rank to the end. Returns the process exit status: 0 success,
+ * 2 bad bundle or arguments, 3 communication failure, 1 anything else. */
+int train_rank(const struct train_opts *o);
+
+/* Rendezvous through admitd's /v1/rdv/{key}: POST our address, poll GET
+ * until complete or the deadline. err keeps the sentence of a failure. */
+struct rdv_http {
+	const char *base, *key;
+	int timeout_ms;
+	char err[256];
+};
+int rdv_http_exchange(void *ctx, int rank, int size, const char *my_addr,
+		      char (*addrs)[BCOLL_ADDR_LEN]);
+
+/* Sustained single-thread sgemm FLOP/s over about `seconds`, with matrices
+ * shaped like a small GPT-2's MLP (512 x 1024 x 256). */
+double train_probe_flops(double seconds);
