@@ -68,8 +68,11 @@ void ctl_fmt_duration(double s, char *buf, size_t len)
 
 void ctl_fmt_money(double usd, char *buf, size_t len)
 {
+	/* Cents hide small jobs: show four significant digits below $10. */
 	if (usd != 0 && usd < 0.01 && usd > -0.01)
 		snprintf(buf, len, "$%.6f", usd);
+	else if (usd < 10 && usd > -10)
+		snprintf(buf, len, "$%.4f", usd);
 	else
 		snprintf(buf, len, "$%.2f", usd);
 }
