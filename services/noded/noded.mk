@@ -1,1 +1,9 @@
-# services/noded — fragment (filled in by its component).
+# services/noded — bursar-noded, the node agent, and its unit tests.
+noded_SRCS := $(filter-out services/noded/test-%,$(wildcard services/noded/*.c))
+noded_LIB_SRCS := $(filter-out services/noded/noded.c,$(noded_SRCS))
+$(BIN)/bursar-noded: $(call objs,$(noded_SRCS)) $(COMMON_LIB)
+ALL_BINS += $(BIN)/bursar-noded
+
+$(BIN)/test-noded-meter: $(call objs,services/noded/test-meter.c $(noded_LIB_SRCS)) $(COMMON_LIB)
+$(BIN)/test-noded-spool: $(call objs,services/noded/test-spool.c $(noded_LIB_SRCS)) $(COMMON_LIB)
+UNIT_TESTS += $(BIN)/test-noded-meter $(BIN)/test-noded-spool

@@ -1,0 +1,184 @@
+/* noded.h — the node agent's internal interfaces (not installed anywhere).
+ *
+ * One struct noded holds the agent: its sd-event loop, its SQLite file
+ * (jobs, probe result, the meter spool), and the jobs it runs. A job owns its
+ * ranks; a rank owns its child process, its stdout pipe and its meter mark.
+ * Everything runs on the one event-loop thread; nothing here is locked.
+ */
+#pragma once
+#include <jansson.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "svc.h"
+
+#define NODED_ID_MAX 128          /* job, tenant, user, node ids */
+#define NODED_MAX_RANKS 256       /* ranks of one job on this node */
+#define NODED_MAX_SIZE 65536      /* ranks of one job in total */
+#define NODED_MAX_JOBS 1024       /* jobs held in memory */
+#define NODED_ERROR_MAX 500       /* a job's error sentence (admitd takes 512) */
+#define NODED_LINE_MAX (64 * 1024) /* one stdout line of a rank, newline included */
+#define NODED_REPORTS_AFTER_FINISH 3
+#define NODED_KILL_GRACE_US (5 * 1000000ULL)
+#define NODED_SPOOL_MAX 1000000
+#define NODED_SPOOL_BATCH 1000
+#define NODED_DEFAULT_FLOPS 1e9 /* used when the probe fails: low on purpose */
+
+/* linebuf.c — splits a byte stream into lines with a hard length cap. */
+struct linebuf {
+	char buf[NODED_LINE_MAX];
+	size_t len;
+	int dropping;     /* inside an overlong line: discard up to the next '\n' */
+	uint64_t dropped; /* overlong lines discarded */
+};
+typedef void (*linebuf_fn)(const char *line, size_t len, void *userdata);
+void linebuf_init(struct linebuf *lb);
+/* Calls fn for every complete line in data (without the '\n', NUL-terminated). */
+void linebuf_feed(struct linebuf *lb, const char *data, size_t n, linebuf_fn fn, void *userdata);
+/* End of stream: delivers a final unterminated line, if any. */
+void linebuf_finish(struct linebuf *lb, linebuf_fn fn, void *userdata);
+
+/* meter.c — what a rank used, as line items. */
+struct meter_mark {
+	uint64_t mono_us; /* CLOCK_MONOTONIC */
+	uint64_t cpu_us;  /* utime + stime of the rank */
+	uint64_t comm_us; /* cumulative collective wait the rank reported */
+};
+struct meter_split {
+	uint64_t compute_us, comm_us, idle_us;
+};
+void meter_split(uint64_t dwall_us, uint64_t dcpu_us, uint64_t dcomm_us, struct meter_split *out);
+/* Parses the text of /proc/PID/stat into utime + stime clock ticks. */
+int meter_parse_stat(const char *buf, size_t len, uint64_t *ticks, uint64_t *starttime);
+/* utime + stime of pid in microseconds (works on a zombie). */
+int meter_read_cpu(pid_t pid, uint64_t *cpu_us, uint64_t *starttime);
+
+enum job_state { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
+
+struct progress {
+	int have;
+	long step, steps;
+	double loss, first_loss, tokens_per_s;
+	int have_first;
+};
+
+struct job;
+
+struct rank {
+	struct job *job;
+	int rank;
+	pid_t pid;
+	int out_fd; /* read end of the rank's stdout pipe, -1 once closed */
+	sd_event_source *io, *child;
+	int started;       /* forked */
+	int alive;         /* not yet reaped */
+	int final_pending; /* exited; the last interval is not yet in the spool */
+	int exit_code;     /* si_code (CLD_EXITED, CLD_KILLED, ...) */
+	int exit_status;   /* si_status */
+	uint64_t launch_mono_us, launch_wall_us;
+	struct meter_mark mark;      /* metered (in the spool) up to here */
+	struct meter_mark exit_mark; /* taken at exit, metered when final_pending clears */
+	uint64_t comm_us;            /* latest cumulative comm_s reported */
+	struct linebuf lb;
+};
+
+struct job {
+	struct noded *n;
+	struct job *next;
+	char id[NODED_ID_MAX], tenant[NODED_ID_MAX], user[NODED_ID_MAX];
+	char bundle_dir[PATH_MAX], rdv[PATH_MAX], rdv_key[NODED_ID_MAX];
+	char dir[PATH_MAX], out_dir[PATH_MAX];
+	int size;
+	int n_ranks;
+	struct rank *ranks;
+	pid_t pgid;
+	int live; /* ranks not yet reaped */
+	enum job_state state;
+	int cancel_requested;
+	char error[NODED_ERROR_MAX + 1];
+	int error_is_status; /* error is "rank R exited with status S" */
+	struct progress prog;
+	uint64_t launch_mono_us, finish_mono_us;
+	double recovered_elapsed_s; /* a job loaded from noded.db after a restart */
+	int reports_left; /* successful heartbeats still to carry a finished job */
+	int train_log_fd;
+	sd_event_source *kill_timer;
+};
+
+struct noded {
+	struct svc svc;
+	sqlite3 *db;
+	struct outbox *spool;
+	struct httpd *httpd;
+	const char *state_dir, *admitd, *ledgerd, *trainer, *listen, *addr;
+	char node_id[NODED_ID_MAX];
+	char state_abs[PATH_MAX];
+	int slots, threads_per_rank, reprobe;
+	int64_t spool_max;
+	double flops;
+	struct job *jobs;
+	int n_jobs;
+	int admitd_down, ledgerd_down; /* for logging transitions once */
+	long admitd_last_status;
+	int spool_full;
+	int stopping;
+};
+
+/* jobdb.c — noded.db: schema, job rows, the probe result. */
+int jobdb_open(struct noded *n);
+int jobdb_known(struct noded *n, const char *id);
+int jobdb_insert(struct noded *n, struct job *j, const char *ranks_json);
+int jobdb_set_pgid(struct noded *n, struct job *j, uint64_t starttime);
+int jobdb_finish(struct noded *n, struct job *j);
+int jobdb_set_reports_left(struct noded *n, struct job *j);
+/* Insert a launch that was refused as a finished, failed job. */
+int jobdb_insert_refused(struct noded *n, const char *id, const char *tenant, const char *user,
+			 const char *error);
+/* Loads finished jobs still to be reported; fails and kills orphans of a crash. */
+int jobdb_recover(struct noded *n);
+int jobdb_get_flops(struct noded *n, double *flops);
+int jobdb_set_flops(struct noded *n, double flops);
+const char *job_state_name(enum job_state s);
+
+/* launch.c — ranks as child processes. */
+/* Forks every rank of j (row already persisted). On error the job is failed. */
+int launch_job(struct noded *n, struct job *j);
+/* Asks a job to stop: SIGTERM to its process group, SIGKILL after the grace. */
+void launch_kill(struct noded *n, struct job *j);
+/* Called when the last rank is reaped: sets the final state, persists it. */
+void launch_finish(struct noded *n, struct job *j);
+/* SIGTERM: stops every job and reaps its ranks (outside the event loop). */
+void launch_stop_all(struct noded *n, uint64_t grace_us);
+struct job *job_new(struct noded *n, const char *id, const char *tenant, const char *user);
+void job_free(struct job *j);
+struct job *job_find(struct noded *n, const char *id);
+void job_unlink(struct noded *n, struct job *j);
+
+/* meter.c (continued) — records into the spool. */
+/* Spools the interval since rk->mark up to m; advances the mark on success. */
+int meter_emit(struct noded *n, struct rank *rk, const struct meter_mark *m);
+/* Every second: samples each live rank and retries pending final intervals. */
+void meter_tick(void *userdata);
+/* A rank just exited: takes its exit mark and spools its last interval. */
+void meter_rank_exited(struct noded *n, struct rank *rk, uint64_t fallback_cpu_us);
+
+/* spool.c — the durable meter outbox to ledgerd. */
+int spool_open(struct noded *n);
+int spool_put_record(struct noded *n, struct rank *rk, const char *kind, uint64_t start_wall_us,
+		     uint64_t quantity_us);
+/* Sends everything pending (up to max_batches batches); logs ledgerd up/down once. */
+void spool_flush(struct noded *n, int max_batches);
+void spool_tick(void *userdata);
+int64_t spool_pending(struct noded *n);
+
+/* heartbeat.c — report to admitd, apply its launches and kills. */
+json_t *job_progress_json(const struct job *j);
+int job_progress_load(struct job *j, const char *json_text);
+void heartbeat_tick(void *userdata);
+
+/* probe.c — the node's FLOP/s per rank. */
+int probe_run(const char *trainer, int threads, int timeout_s, double *flops, char *err,
+	      size_t errlen);
