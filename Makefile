@@ -69,15 +69,18 @@ $(LIBDIR)/%.a:
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 # Debian packages the build, the tests and the demo need. Quick when present.
+# Node.js and npm count as present when the commands exist (some machines carry
+# a Node.js build of their own that bundles npm and conflicts with Debian's).
 DEB_PKGS := gcc make pkg-config libsystemd-dev libsqlite3-dev sqlite3 libmicrohttpd-dev \
 	libjansson-dev libarchive-dev libcurl4-openssl-dev libssl-dev libopenblas-dev \
-	libzstd-dev zstd python3-numpy chromium nodejs npm curl jq procps
+	libzstd-dev zstd python3-numpy python3-torch chromium curl jq procps
 deps:
 	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(DEB_PKGS) 2>/dev/null \
 		| awk '$$1=="ii"{print $$2}' | sort > /tmp/.bursar-have; \
-		for p in $(DEB_PKGS); do grep -qx "$$p" /tmp/.bursar-have || echo $$p; done); \
+		for p in $(DEB_PKGS); do grep -qx "$$p" /tmp/.bursar-have || echo $$p; done; \
+		command -v node >/dev/null || echo nodejs; command -v npm >/dev/null || echo npm); \
 	if [ -n "$$missing" ]; then \
-		echo "deps: installing $$missing"; \
+		echo "deps: installing" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	@$(MAKE) --no-print-directory -s -C tests/browser deps

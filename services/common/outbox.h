@@ -16,6 +16,7 @@ void outbox_free(struct outbox *o);
 /* Stores rec durably (committed before return). -ENOSPC when the queue is full:
  * callers must stop producing, never drop. *seq gets the record's sequence. */
 int outbox_put(struct outbox *o, json_t *rec, int64_t *seq);
+/* Records waiting to be acknowledged (see outbox.c for how it is counted). */
 int64_t outbox_pending(struct outbox *o);
 /* Sends up to batch records as {"source": S, "records": [{"seq": n, ...}]}.
  * The receiver answers 200 {"acked": [seq...], "rejected": [{"seq":n,"error":s}]};
