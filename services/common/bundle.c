@@ -15,19 +15,6 @@
 #define BUNDLE_MAX_DATA_FILES 10000
 #define BUNDLE_MAX_DATA_DEPTH 4
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 /* Keys of a GPT-2 config.json that carry no maths (metadata, inference). */
 static const char *const gpt2_inert_keys[] = {
 	"architectures", "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range",
@@ -55,13 +42,13 @@ static int get_int(json_t *o, const char *k, int lo, int hi, int required, int *
 
 	if (!x) {
 		if (required)
-			return fail(err, errlen, -EINVAL, "config.json: missing required key '%s'", k);
+			return util_fail(err, errlen, -EINVAL, "config.json: missing required key '%s'", k);
 		return 0;
 	}
 	if (!json_is_integer(x))
-		return fail(err, errlen, -EINVAL, "config.json: '%s' must be an integer", k);
+		return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be an integer", k);
 	if (json_integer_value(x) < lo || json_integer_value(x) > hi)
-		return fail(err, errlen, -ERANGE, "config.json: '%s' = %lld is out of range [%d, %d]",
+		return util_fail(err, errlen, -ERANGE, "config.json: '%s' = %lld is out of range [%d, %d]",
 			    k, (long long)json_integer_value(x), lo, hi);
 	*v = (int)json_integer_value(x);
 	return 0;
@@ -78,7 +65,7 @@ static int expect_value(json_t *o, const char *k, json_t *want, char *err, size_
 	if (ok)
 		return 0;
 	s = json_dumps(x, JSON_ENCODE_ANY | JSON_COMPACT);
-	fail(err, errlen, -EOPNOTSUPP, "config.json: '%s' = %s is not supported (it changes the "
+	util_fail(err, errlen, -EOPNOTSUPP, "config.json: '%s' = %s is not supported (it changes the "
 	     "model's maths and bursar does not implement it)", k, s ? s : "?");
 	free(s);
 	return -EOPNOTSUPP;
@@ -92,18 +79,18 @@ int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errl
 	int r;
 
 	if (!json_is_object(cfg))
-		return fail(err, errlen, -EINVAL, "config.json must be a JSON object");
+		return util_fail(err, errlen, -EINVAL, "config.json must be a JSON object");
 	v = json_object_get(cfg, "model_type");
 	if (!v)
-		return fail(err, errlen, -EINVAL, "config.json: missing required key 'model_type'");
+		return util_fail(err, errlen, -EINVAL, "config.json: missing required key 'model_type'");
 	mt = json_string_value(v);
 	if (!mt)
-		return fail(err, errlen, -EINVAL, "config.json: 'model_type' must be a string");
+		return util_fail(err, errlen, -EINVAL, "config.json: 'model_type' must be a string");
 	if (!strcmp(mt, "llama"))
-		return fail(err, errlen, -EOPNOTSUPP,
+		return util_fail(err, errlen, -EOPNOTSUPP,
 			    "config.json: model_type 'llama' is not supported yet (supported: gpt2)");
 	if (strcmp(mt, "gpt2"))
-		return fail(err, errlen, -EOPNOTSUPP,
+		return util_fail(err, errlen, -EOPNOTSUPP,
 			    "config.json: unknown model_type '%.40s' (supported: gpt2)", mt);
 	snprintf(m.model_type, sizeof(m.model_type), "gpt2");
 
@@ -120,7 +107,7 @@ int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errl
 		for (size_t i = 0; !found && i < ARRAY_SIZE(known); i++)
 			found = !strcmp(k, known[i]);
 		if (!found)
-			return fail(err, errlen, -EOPNOTSUPP,
+			return util_fail(err, errlen, -EOPNOTSUPP,
 				    "config.json: unknown key '%.60s' for model_type gpt2 (it may "
 				    "change the maths; remove it or use a supported model)", k);
 	}
@@ -132,16 +119,16 @@ int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errl
 		return r;
 	v = json_object_get(cfg, "n_ctx");
 	if (v && (!json_is_integer(v) || json_integer_value(v) != m.n_positions))
-		return fail(err, errlen, -EINVAL, "config.json: 'n_ctx' must equal 'n_positions' (%d)",
+		return util_fail(err, errlen, -EINVAL, "config.json: 'n_ctx' must equal 'n_positions' (%d)",
 			    m.n_positions);
 	if (m.n_embd % m.n_head)
-		return fail(err, errlen, -EINVAL,
+		return util_fail(err, errlen, -EINVAL,
 			    "config.json: n_embd (%d) must be a multiple of n_head (%d)", m.n_embd,
 			    m.n_head);
 	v = json_object_get(cfg, "layer_norm_epsilon");
 	if (v) {
 		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
-			return fail(err, errlen, -EINVAL,
+			return util_fail(err, errlen, -EINVAL,
 				    "config.json: 'layer_norm_epsilon' must be a number in (0, 1]");
 		m.layer_norm_epsilon = json_number_value(v);
 	}
@@ -156,7 +143,7 @@ int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errl
 							    NULL}; *p; p++) {
 		v = json_object_get(cfg, *p);
 		if (v && !json_is_number(v))
-			return fail(err, errlen, -EINVAL, "config.json: '%s' must be a number", *p);
+			return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be a number", *p);
 		if (v && json_number_value(v) > m.dropout)
 			m.dropout = json_number_value(v);
 	}
@@ -206,10 +193,10 @@ static int get_num(json_t *v, const char *k, double lo, double hi, double *out, 
 		   size_t errlen)
 {
 	if (!json_is_number(v))
-		return fail(err, errlen, -EINVAL, "bursar.json: '%s' must be a number", k);
+		return util_fail(err, errlen, -EINVAL, "bursar.json: '%s' must be a number", k);
 	if (!isfinite(json_number_value(v)) || json_number_value(v) < lo ||
 	    json_number_value(v) > hi)
-		return fail(err, errlen, -ERANGE, "bursar.json: '%s' = %g is out of range [%g, %g]",
+		return util_fail(err, errlen, -ERANGE, "bursar.json: '%s' = %g is out of range [%g, %g]",
 			    k, json_number_value(v), lo, hi);
 	*out = json_number_value(v);
 	return 0;
@@ -222,7 +209,7 @@ static int apply_int(json_t *v, const char *k, double lo, double hi, double *d, 
 	int r = get_num(v, k, lo, hi, d, err, errlen);
 
 	if (r == 0 && floor(*d) != *d)
-		return fail(err, errlen, -EINVAL, "bursar.json: '%s' must be a whole number", k);
+		return util_fail(err, errlen, -EINVAL, "bursar.json: '%s' must be a whole number", k);
 	return r;
 }
 
@@ -236,7 +223,7 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 	int r = 0;
 
 	if (!json_is_object(o))
-		return fail(err, errlen, -EINVAL, "bursar.json must be a JSON object");
+		return util_fail(err, errlen, -EINVAL, "bursar.json must be a JSON object");
 	json_object_foreach(o, k, v) {
 		if (!strcmp(k, "steps")) {
 			r = apply_int(v, k, 1, 1e7, &d, err, errlen);
@@ -257,7 +244,7 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 		} else if (!strcmp(k, "schedule")) {
 			const char *s = json_string_value(v);
 			if (!s || (strcmp(s, "cosine") && strcmp(s, "linear") && strcmp(s, "constant")))
-				return fail(err, errlen, -EINVAL, "bursar.json: 'schedule' must be "
+				return util_fail(err, errlen, -EINVAL, "bursar.json: 'schedule' must be "
 					    "\"cosine\", \"linear\" or \"constant\"");
 			snprintf(q.schedule, sizeof(q.schedule), "%s", s);
 		} else if (!strcmp(k, "weight_decay")) {
@@ -283,7 +270,7 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 			r = apply_int(v, k, -100, 100, &d, err, errlen);
 			q.priority = (int)d;
 		} else {
-			return fail(err, errlen, -EINVAL, "bursar.json: unknown key '%.60s' (known: "
+			return util_fail(err, errlen, -EINVAL, "bursar.json: unknown key '%.60s' (known: "
 				    "steps, tokens, batch, seq_len, lr, warmup, schedule, "
 				    "weight_decay, grad_clip, seed, ranks, budget, deadline, priority)",
 				    k);
@@ -295,14 +282,14 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 		double per = (double)q.batch * q.seq_len;
 		q.steps = (long)ceil(tokens / per);
 		if (q.steps > 10000000)
-			return fail(err, errlen, -ERANGE, "bursar.json: 'tokens' needs %ld steps "
+			return util_fail(err, errlen, -ERANGE, "bursar.json: 'tokens' needs %ld steps "
 				    "(limit 10000000)", q.steps);
 	}
 	if (q.seq_len > m->n_positions)
-		return fail(err, errlen, -ERANGE, "bursar.json: seq_len %d exceeds the model's "
+		return util_fail(err, errlen, -ERANGE, "bursar.json: seq_len %d exceeds the model's "
 			    "n_positions %d", q.seq_len, m->n_positions);
 	if (q.ranks > 0 && q.batch % q.ranks)
-		return fail(err, errlen, -EINVAL, "bursar.json: batch %d must be a multiple of "
+		return util_fail(err, errlen, -EINVAL, "bursar.json: batch %d must be a multiple of "
 			    "ranks %d", q.batch, q.ranks);
 	*p = q;
 	return 0;
@@ -327,16 +314,16 @@ static int load_json(const char *path, const char *name, json_t **out, char *err
 
 	r = util_read_file(path, BUNDLE_MAX_CONFIG, &buf, &len);
 	if (r == -EFBIG)
-		return fail(err, errlen, r, "%s is too large (limit %u bytes)", name,
+		return util_fail(err, errlen, r, "%s is too large (limit %u bytes)", name,
 			    BUNDLE_MAX_CONFIG);
 	if (r == -EINVAL)
-		return fail(err, errlen, r, "%s is not a regular file", name);
+		return util_fail(err, errlen, r, "%s is not a regular file", name);
 	if (r < 0)
 		return r;
 	*out = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	free(buf);
 	if (!*out)
-		return fail(err, errlen, -EINVAL, "%s is not valid JSON: line %d: %s", name, je.line,
+		return util_fail(err, errlen, -EINVAL, "%s is not valid JSON: line %d: %s", name, je.line,
 			    je.text);
 	return 0;
 }
@@ -373,7 +360,7 @@ static int scan_data(const char *dir, int depth, struct bundle_info *bi, char *e
 			r = scan_data(p, depth + 1, bi, err, errlen);
 		} else if (S_ISREG(st.st_mode) && is_data_file(de->d_name)) {
 			if (++bi->data_files > BUNDLE_MAX_DATA_FILES)
-				r = fail(err, errlen, -E2BIG, "data/ holds more than %d files",
+				r = util_fail(err, errlen, -E2BIG, "data/ holds more than %d files",
 					 BUNDLE_MAX_DATA_FILES);
 			bi->data_bytes += st.st_size;
 		}
@@ -393,9 +380,9 @@ int bundle_check(const char *dir, struct bundle_info *out, char *err, size_t err
 	snprintf(p, sizeof(p), "%s/config.json", dir);
 	r = load_json(p, "config.json", &j, err, errlen);
 	if (r == -ENOENT)
-		return fail(err, errlen, r, "the bundle has no config.json at its top level");
+		return util_fail(err, errlen, r, "the bundle has no config.json at its top level");
 	if (r < 0)
-		return err[0] ? r : fail(err, errlen, r, "cannot read config.json: %s", strerror(-r));
+		return err[0] ? r : util_fail(err, errlen, r, "cannot read config.json: %s", strerror(-r));
 	r = modelcfg_parse(j, &bi.model, err, errlen);
 	json_decref(j);
 	if (r < 0)
@@ -405,7 +392,7 @@ int bundle_check(const char *dir, struct bundle_info *out, char *err, size_t err
 	snprintf(p, sizeof(p), "%s/bursar.json", dir);
 	r = load_json(p, "bursar.json", &j, err, errlen);
 	if (r < 0 && r != -ENOENT)
-		return err[0] ? r : fail(err, errlen, r, "cannot read bursar.json: %s", strerror(-r));
+		return err[0] ? r : util_fail(err, errlen, r, "cannot read bursar.json: %s", strerror(-r));
 	if (r == 0) {
 		r = trainparams_apply(j, &bi.model, &bi.params, err, errlen);
 		json_decref(j);
@@ -415,19 +402,19 @@ int bundle_check(const char *dir, struct bundle_info *out, char *err, size_t err
 
 	snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
 	if (lstat(p, &st) == 0)
-		return fail(err, errlen, -EOPNOTSUPP, "tokenizer.json is not supported yet; remove "
+		return util_fail(err, errlen, -EOPNOTSUPP, "tokenizer.json is not supported yet; remove "
 			    "it to train on byte-level tokens");
 	snprintf(p, sizeof(p), "%s/model.safetensors", dir);
 	bi.has_weights = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 
 	snprintf(p, sizeof(p), "%s/data", dir);
 	if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))
-		return fail(err, errlen, -ENOENT, "the bundle has no data/ directory");
+		return util_fail(err, errlen, -ENOENT, "the bundle has no data/ directory");
 	r = scan_data(p, 0, &bi, err, errlen);
 	if (r < 0)
-		return err[0] ? r : fail(err, errlen, r, "cannot read data/: %s", strerror(-r));
+		return err[0] ? r : util_fail(err, errlen, r, "cannot read data/: %s", strerror(-r));
 	if (bi.data_bytes == 0)
-		return fail(err, errlen, -ENODATA, "data/ holds no text: add *.txt or *.jsonl files");
+		return util_fail(err, errlen, -ENODATA, "data/ holds no text: add *.txt or *.jsonl files");
 	*out = bi;
 	return 0;
 }

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,4 +274,14 @@ int util_valid_name(const char *s, size_t max)
 		if (!isalnum((unsigned char)s[i]) && !strchr("_.-", s[i]))
 			return 0;
 	return 1;
+}
+
+int util_fail(char *err, size_t errlen, int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return r;
 }

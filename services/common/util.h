@@ -24,6 +24,10 @@ int util_rm_rf(const char *path);
 int util_random_hex(char *out, size_t n);
 /* SHA-256 of data as 64 hex chars plus a NUL. */
 void util_sha256_hex(const void *data, size_t len, char out[65]);
+/* Formats a sentence into err (for the caller to show) and returns r: the
+ * one-line way parsers report what is wrong with user input. */
+int util_fail(char *err, size_t errlen, int r, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Parses a decimal size with optional K/M/G suffix (binary). */
 int util_parse_size(const char *s, uint64_t *out);
 /* True when s is 1..max chars of [A-Za-z0-9_.-] and not "." or "..". */

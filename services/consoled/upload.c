@@ -21,29 +21,16 @@
 
 #define UPLOAD_BLOCK 65536
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 int upload_clean_path(const char *path, char *out, size_t outlen, char *err, size_t errlen)
 {
 	size_t n = 0, depth = 0, total = strlen(path);
 	const char *s = path;
 
 	if (total > UPLOAD_MAX_PATH)
-		return fail(err, errlen, -ENAMETOOLONG, "archive entry '%.80s...': path is longer "
+		return util_fail(err, errlen, -ENAMETOOLONG, "archive entry '%.80s...': path is longer "
 			    "than %d characters", path, UPLOAD_MAX_PATH);
 	if (path[0] == '/')
-		return fail(err, errlen, -EPERM, "archive entry '%.200s': absolute paths are not "
+		return util_fail(err, errlen, -EPERM, "archive entry '%.200s': absolute paths are not "
 			    "allowed", path);
 	while (*s) {
 		const char *e = strchr(s, '/');
@@ -52,24 +39,24 @@ int upload_clean_path(const char *path, char *out, size_t outlen, char *err, siz
 		if (len == 0 || (len == 1 && s[0] == '.')) {
 			/* "a//b", "./a", "a/./b", "a/": no component */
 		} else if (len == 2 && s[0] == '.' && s[1] == '.') {
-			return fail(err, errlen, -EPERM, "archive entry '%.200s': '..' is not "
+			return util_fail(err, errlen, -EPERM, "archive entry '%.200s': '..' is not "
 				    "allowed in a path", path);
 		} else if (len > UPLOAD_MAX_COMPONENT) {
-			return fail(err, errlen, -ENAMETOOLONG, "archive entry '%.80s...': a path "
+			return util_fail(err, errlen, -ENAMETOOLONG, "archive entry '%.80s...': a path "
 				    "component is longer than %d characters", path,
 				    UPLOAD_MAX_COMPONENT);
 		} else {
 			for (size_t i = 0; i < len; i++)
 				if ((unsigned char)s[i] < ' ' || s[i] == 0x7f)
-					return fail(err, errlen, -EINVAL, "archive entry '%.200s': "
+					return util_fail(err, errlen, -EINVAL, "archive entry '%.200s': "
 						    "control characters are not allowed in a path",
 						    path);
 			if (++depth > UPLOAD_MAX_DEPTH)
-				return fail(err, errlen, -ENAMETOOLONG, "archive entry '%.200s': "
+				return util_fail(err, errlen, -ENAMETOOLONG, "archive entry '%.200s': "
 					    "path is deeper than %d levels", path,
 					    UPLOAD_MAX_DEPTH);
 			if (n + (n ? 1 : 0) + len + 1 > outlen)
-				return fail(err, errlen, -ENAMETOOLONG, "archive entry '%.80s...': "
+				return util_fail(err, errlen, -ENAMETOOLONG, "archive entry '%.80s...': "
 					    "path too long", path);
 			if (n)
 				out[n++] = '/';
@@ -134,14 +121,14 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 		pfd = open_dirs(dirfd, rel, 1);
 		*slash = '/';
 		if (pfd < 0)
-			return fail(err, errlen, pfd, "archive entry '%.200s': cannot create its "
+			return util_fail(err, errlen, pfd, "archive entry '%.200s': cannot create its "
 				    "directory: %s", name, strerror(-pfd));
 		base = slash + 1;
 	}
 	fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
 	if (fd < 0) {
 		r = -errno;
-		fail(err, errlen, r, "archive entry '%.200s': %s", name,
+		util_fail(err, errlen, r, "archive entry '%.200s': %s", name,
 		     r == -EEXIST ? "appears twice in the archive" : strerror(-r));
 		goto out_close_parent;
 	}
@@ -154,18 +141,18 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 		if (k == ARCHIVE_EOF)
 			break;
 		if (k < ARCHIVE_WARN) {
-			r = fail(err, errlen, -EBADMSG, "corrupt or truncated archive at entry "
+			r = util_fail(err, errlen, -EBADMSG, "corrupt or truncated archive at entry "
 				 "'%.200s': %s", name, archive_error_string(a));
 			goto out_close;
 		}
 		if (off < 0 || (declared >= 0 && (int64_t)(off + size) > declared)) {
-			r = fail(err, errlen, -EBADMSG, "archive entry '%.200s': data beyond its "
+			r = util_fail(err, errlen, -EBADMSG, "archive entry '%.200s': data beyond its "
 				 "declared size", name);
 			goto out_close;
 		}
 		*total += size;
 		if (*total > lim->max_bytes) {
-			r = fail(err, errlen, -EFBIG, "bundle too large when extracted at entry "
+			r = util_fail(err, errlen, -EFBIG, "bundle too large when extracted at entry "
 				 "'%.200s' (more than %llu bytes)", name,
 				 (unsigned long long)lim->max_bytes);
 			goto out_close;
@@ -176,7 +163,7 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0) {
-				r = fail(err, errlen, -errno, "cannot write '%.200s': %s", name,
+				r = util_fail(err, errlen, -errno, "cannot write '%.200s': %s", name,
 					 strerror(errno));
 				goto out_close;
 			}
@@ -184,7 +171,7 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 		}
 	}
 	if (declared > 0 && ftruncate(fd, declared) < 0)
-		r = fail(err, errlen, -errno, "cannot write '%.200s': %s", name, strerror(errno));
+		r = util_fail(err, errlen, -errno, "cannot write '%.200s': %s", name, strerror(errno));
 out_close:
 	close(fd);
 out_close_parent:
@@ -283,13 +270,13 @@ static int extract_entry(struct archive *a, struct archive_entry *e, int dirfd, 
 		int fd = open_dirs(dirfd, rel, 1);
 
 		if (fd < 0)
-			return fail(err, errlen, fd, "archive entry '%.200s': cannot create the "
+			return util_fail(err, errlen, fd, "archive entry '%.200s': cannot create the "
 				    "directory: %s", name, strerror(-fd));
 		close(fd);
 		return 0;
 	}
 	if (declared > 0 && *total + (uint64_t)declared > lim->max_bytes)
-		return fail(err, errlen, -EFBIG, "bundle too large when extracted at entry "
+		return util_fail(err, errlen, -EFBIG, "bundle too large when extracted at entry "
 			    "'%.200s' (more than %llu bytes)", name,
 			    (unsigned long long)lim->max_bytes);
 	return write_entry(a, dirfd, rel, declared, total, lim, name, err, errlen);
@@ -306,18 +293,18 @@ int upload_extract(const char *archive, const char *dest, const struct upload_li
 
 	dirfd = open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dirfd < 0)
-		return fail(err, errlen, -errno, "cannot open the bundle directory: %s",
+		return util_fail(err, errlen, -errno, "cannot open the bundle directory: %s",
 			    strerror(errno));
 	a = archive_read_new();
 	if (!a) {
-		r = fail(err, errlen, -ENOMEM, "out of memory");
+		r = util_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out_close;
 	}
 	archive_read_support_format_tar(a);
 	archive_read_support_filter_gzip(a);
 	archive_read_support_filter_zstd(a);
 	if (archive_read_open_filename(a, archive, UPLOAD_BLOCK) != ARCHIVE_OK) {
-		r = fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, tar.gz or "
+		r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, tar.gz or "
 			 "tar.zst): %s", archive_error_string(a));
 		goto out_free;
 	}
@@ -326,28 +313,28 @@ int upload_extract(const char *archive, const char *dest, const struct upload_li
 
 		if (k < ARCHIVE_WARN) {
 			if (n == 0 && archive_format(a) == 0)
-				r = fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, "
+				r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, "
 					 "tar.gz or tar.zst): %s", archive_error_string(a));
 			else
-				r = fail(err, errlen, -EBADMSG, "corrupt or truncated archive after "
+				r = util_fail(err, errlen, -EBADMSG, "corrupt or truncated archive after "
 					 "%llu entries: %s", (unsigned long long)n,
 					 archive_error_string(a));
 			goto out_free;
 		}
 		if (++n > lim->max_files) {
-			r = fail(err, errlen, -E2BIG, "too many files in the bundle (more than %llu)",
+			r = util_fail(err, errlen, -E2BIG, "too many files in the bundle (more than %llu)",
 				 (unsigned long long)lim->max_files);
 			goto out_free;
 		}
 		name = archive_entry_pathname(e);
 		if (!name) {
-			r = fail(err, errlen, -EINVAL, "archive entry %llu has no readable path",
+			r = util_fail(err, errlen, -EINVAL, "archive entry %llu has no readable path",
 				 (unsigned long long)n);
 			goto out_free;
 		}
 		why = refused_type(e);
 		if (why) {
-			r = fail(err, errlen, -EPERM, "archive entry '%.200s': %s", name, why);
+			r = util_fail(err, errlen, -EPERM, "archive entry '%.200s': %s", name, why);
 			goto out_free;
 		}
 		r = upload_clean_path(name, rel, sizeof(rel), err, errlen);
@@ -361,7 +348,7 @@ int upload_extract(const char *archive, const char *dest, const struct upload_li
 	}
 	r = strip_top(dest);
 	if (r < 0) {
-		fail(err, errlen, r, "cannot strip the top-level directory: %s", strerror(-r));
+		util_fail(err, errlen, r, "cannot strip the top-level directory: %s", strerror(-r));
 		goto out_free;
 	}
 	*files = n;

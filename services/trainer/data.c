@@ -24,19 +24,6 @@ struct paths {
 	int n, alloc;
 };
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 static int ends_with(const char *s, const char *suf)
 {
 	size_t a = strlen(s), b = strlen(suf);
@@ -136,7 +123,7 @@ static int load_jsonl(struct data *d, size_t *alloc, const char *path, char *buf
 		t = json_object_get(j, "text");
 		if (!json_is_string(t)) {
 			json_decref(j);
-			return fail(err, errlen, -EINVAL, "%s line %d: expected a JSON object with "
+			return util_fail(err, errlen, -EINVAL, "%s line %d: expected a JSON object with "
 				    "a string \"text\" field", path, line);
 		}
 		r = push(d, alloc, (const unsigned char *)json_string_value(t),
@@ -161,9 +148,9 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 	snprintf(dir, sizeof(dir), "%s/data", bundle_dir);
 	r = collect(dir, 0, &ps);
 	if (r == -E2BIG)
-		r = fail(err, errlen, r, "data/ holds more than %d files", DATA_MAX_FILES);
+		r = util_fail(err, errlen, r, "data/ holds more than %d files", DATA_MAX_FILES);
 	else if (r < 0)
-		r = fail(err, errlen, r, "cannot read '%s': %s", dir, strerror(-r));
+		r = util_fail(err, errlen, r, "cannot read '%s': %s", dir, strerror(-r));
 	if (r < 0)
 		goto out;
 	qsort(ps.v, ps.n, sizeof(char *), cmp_str);
@@ -173,7 +160,7 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 
 		r = util_read_file(ps.v[i], (size_t)DATA_MAX_TOKENS + 1, &buf, &len);
 		if (r < 0) {
-			r = fail(err, errlen, r, "cannot read '%s': %s", ps.v[i], strerror(-r));
+			r = util_fail(err, errlen, r, "cannot read '%s': %s", ps.v[i], strerror(-r));
 			break;
 		}
 		if (ends_with(ps.v[i], ".jsonl"))
@@ -182,17 +169,17 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 			r = push(&d, &alloc, (unsigned char *)buf, len, d.eot);
 		free(buf);
 		if (r == -EFBIG)
-			r = fail(err, errlen, r, "data/ holds more than %u tokens (the limit)",
+			r = util_fail(err, errlen, r, "data/ holds more than %u tokens (the limit)",
 				 DATA_MAX_TOKENS);
 		else if (r == -ENOMEM)
-			r = fail(err, errlen, r, "out of memory loading data/");
+			r = util_fail(err, errlen, r, "out of memory loading data/");
 	}
 	if (r < 0)
 		goto out;
 	n_val = d.n / 20;
 	d.n_train = d.n - n_val;
 	if (d.n_train < (size_t)seq_len + 1) {
-		r = fail(err, errlen, -ENODATA, "data/ holds %zu tokens (%zu after holding out 5%% "
+		r = util_fail(err, errlen, -ENODATA, "data/ holds %zu tokens (%zu after holding out 5%% "
 			 "for validation); seq_len %d needs at least %d", d.n, d.n_train, seq_len,
 			 seq_len + 1);
 		goto out;

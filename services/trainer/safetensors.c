@@ -20,19 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int r, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return r;
-}
-
 static int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -59,7 +46,7 @@ static int write_atomic(const char *path, const void *head, size_t hlen, const s
 	snprintf(tmp, sizeof(tmp), "%s.tmp-%d", path, (int)getpid());
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot create '%s': %s", tmp, strerror(errno));
+		return util_fail(err, errlen, -errno, "cannot create '%s': %s", tmp, strerror(errno));
 	r = write_all(fd, head, hlen);
 	for (int i = 0; g && r == 0 && i < gpt2_n_named(g); i++) {
 		struct gpt2_tensor_ref ref;
@@ -75,7 +62,7 @@ static int write_atomic(const char *path, const void *head, size_t hlen, const s
 		r = -errno;
 	if (r < 0) {
 		unlink(tmp);
-		return fail(err, errlen, r, "cannot write '%s': %s", path, strerror(-r));
+		return util_fail(err, errlen, r, "cannot write '%s': %s", path, strerror(-r));
 	}
 	snprintf(dir, sizeof(dir), "%s", path);
 	dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -113,13 +100,13 @@ int st_save(const char *path, const struct gpt2 *g, char *err, size_t errlen)
 	s = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(h);
 	if (!s)
-		return fail(err, errlen, -ENOMEM, "out of memory building the safetensors header");
+		return util_fail(err, errlen, -ENOMEM, "out of memory building the safetensors header");
 	len = strlen(s);
 	pad = (8 - len % 8) % 8; /* keep tensor data 8-byte aligned, as HF does */
 	buf = malloc(8 + len + pad);
 	if (!buf) {
 		free(s);
-		return fail(err, errlen, -ENOMEM, "out of memory");
+		return util_fail(err, errlen, -ENOMEM, "out of memory");
 	}
 	uint64_t n = len + pad;
 	for (int i = 0; i < 8; i++)
@@ -167,15 +154,15 @@ static int load_tensor(int fd, const struct gpt2 *g, int i, json_t *t, const cha
 	ssize_t got;
 
 	if (!dt || strcmp(dt, "F32"))
-		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has dtype %s, "
+		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has dtype %s, "
 			    "only F32 is supported", name, dt ? dt : "(missing)");
 	if (!json_is_array(shape) || json_array_size(shape) != (size_t)ref.ndim)
-		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' must have %d "
+		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' must have %d "
 			    "dimensions", name, ref.ndim);
 	for (int k = 0; k < ref.ndim; k++) {
 		json_t *x = json_array_get(shape, k);
 		if (!json_is_integer(x) || json_integer_value(x) != ref.shape[k])
-			return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' dimension "
+			return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' dimension "
 				    "%d is %lld, the config needs %lld", name, k,
 				    json_is_integer(x) ? (long long)json_integer_value(x) : -1LL,
 				    (long long)ref.shape[k]);
@@ -183,19 +170,19 @@ static int load_tensor(int fd, const struct gpt2 *g, int i, json_t *t, const cha
 	}
 	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
 	    !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1)))
-		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has no valid "
+		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has no valid "
 			    "data_offsets", name);
 	a = (uint64_t)json_integer_value(json_array_get(offs, 0));
 	b = (uint64_t)json_integer_value(json_array_get(offs, 1));
 	if (json_integer_value(json_array_get(offs, 0)) < 0 || b < a || b - a != n * 4 ||
 	    b > data_len)
-		return fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' data_offsets "
+		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' data_offsets "
 			    "[%llu, %llu] do not hold %llu F32 values inside the %llu data bytes",
 			    name, (unsigned long long)a, (unsigned long long)b,
 			    (unsigned long long)n, (unsigned long long)data_len);
 	got = pread(fd, p, n * 4, (off_t)(data_start + a));
 	if (got != (ssize_t)(n * 4))
-		return fail(err, errlen, -EIO, "model.safetensors: short read of tensor '%s'", name);
+		return util_fail(err, errlen, -EIO, "model.safetensors: short read of tensor '%s'", name);
 	return 0;
 }
 
@@ -213,20 +200,20 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open '%s': %s", path, strerror(errno));
+		return util_fail(err, errlen, -errno, "cannot open '%s': %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		r = fail(err, errlen, -EINVAL, "'%s' is not a regular file", path);
+		r = util_fail(err, errlen, -EINVAL, "'%s' is not a regular file", path);
 		goto out;
 	}
 	if (st.st_size < 8 || pread(fd, lenbuf, 8, 0) != 8) {
-		r = fail(err, errlen, -EINVAL, "model.safetensors is truncated (%lld bytes)",
+		r = util_fail(err, errlen, -EINVAL, "model.safetensors is truncated (%lld bytes)",
 			 (long long)st.st_size);
 		goto out;
 	}
 	for (int i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | lenbuf[i];
 	if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
-		r = fail(err, errlen, -EINVAL, "model.safetensors: header length %llu is invalid "
+		r = util_fail(err, errlen, -EINVAL, "model.safetensors: header length %llu is invalid "
 			 "(file %lld bytes, limit %u)", (unsigned long long)hlen,
 			 (long long)st.st_size, ST_MAX_HEADER);
 		goto out;
@@ -234,16 +221,16 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 	head = malloc(hlen);
 	seen = calloc(n, 1);
 	if (!head || !seen) {
-		r = fail(err, errlen, -ENOMEM, "out of memory");
+		r = util_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
 	if (pread(fd, head, hlen, 8) != (ssize_t)hlen) {
-		r = fail(err, errlen, -EIO, "model.safetensors: short read of the header");
+		r = util_fail(err, errlen, -EIO, "model.safetensors: short read of the header");
 		goto out;
 	}
 	h = json_loadb(head, hlen, JSON_REJECT_DUPLICATES, &je);
 	if (!json_is_object(h)) {
-		r = fail(err, errlen, -EINVAL, "model.safetensors: the header is not a JSON object "
+		r = util_fail(err, errlen, -EINVAL, "model.safetensors: the header is not a JSON object "
 			 "(%s)", h ? "wrong type" : je.text);
 		goto out;
 	}
@@ -256,12 +243,12 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 		if (i < 0 && ignorable(name))
 			continue;
 		if (i < 0 || !json_is_object(t)) {
-			r = fail(err, errlen, -EINVAL, "model.safetensors: unexpected tensor '%.80s' "
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors: unexpected tensor '%.80s' "
 				 "for a GPT-2 with n_layer %d", name, g->d.L);
 			goto out;
 		}
 		if (seen[i]) {
-			r = fail(err, errlen, -EINVAL, "model.safetensors: tensor '%.80s' appears "
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%.80s' appears "
 				 "twice", name);
 			goto out;
 		}
@@ -276,7 +263,7 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 		if (!seen[i]) {
 			struct gpt2_tensor_ref ref;
 			gpt2_named(g, i, &ref);
-			r = fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' is missing",
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' is missing",
 				 ref.name);
 			goto out;
 		}
@@ -305,10 +292,10 @@ int st_save_config(const char *path, const struct gpt2 *g, char *err, size_t err
 
 	json_decref(c);
 	if (!s)
-		return fail(err, errlen, -ENOMEM, "out of memory building config.json");
+		return util_fail(err, errlen, -ENOMEM, "out of memory building config.json");
 	r = util_write_file_atomic(path, s, strlen(s));
 	free(s);
 	if (r < 0)
-		return fail(err, errlen, r, "cannot write '%s': %s", path, strerror(-r));
+		return util_fail(err, errlen, r, "cannot write '%s': %s", path, strerror(-r));
 	return 0;
 }
