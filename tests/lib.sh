@@ -48,8 +48,10 @@ stack_start_daemon() {
 			--slots "${SLOTS:-2}" --node-id node-local ${NODED_ARGS:-} \
 			>>"$STATE/logs/noded.log" 2>&1 &
 		STACK_PID[noded]=$!
-		# Registered once admitd can price against it (the probe takes a moment).
-		stack_wait "curl -sf --unix-socket $run/admitd.sock http://l/v1/health" 5 ;;
+		# Ready once admitd lists it (after its throughput probe): jobs are
+		# priced against it from then on.
+		stack_wait "curl -sf --unix-socket $run/admitd.sock http://l/v1/nodes |
+			jq -e '.nodes[] | select(.id == \"node-local\" and .down == false)'" 60 ;;
 	consoled)
 		rm -f "$run/consoled.port"
 		"$BIN/bursar-consoled" --state "$STATE/consoled" --listen 127.0.0.1:0 \

@@ -111,6 +111,7 @@ int nodes_cluster(struct admitd *a, struct price_cluster *c);
 void nodes_heartbeat(struct httpd_req *req, struct admitd *a);
 /* Marks silent nodes down and fails their jobs. */
 int nodes_check_timeouts(struct admitd *a);
+int nodes_list(struct admitd *a, json_t **out);
 /* Settles a running job from its assignments (succeeded, failed, cancelled). */
 int nodes_settle_job(sqlite3 *db, const char *id);
 

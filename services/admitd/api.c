@@ -294,6 +294,16 @@ static void rdv_get_route(struct httpd_req *req, void *ud)
 	rdv_get(req, ud);
 }
 
+static void list_nodes(struct httpd_req *req, void *ud)
+{
+	json_t *out;
+
+	if (nodes_list(ud, &out) < 0)
+		httpd_reply_error(req, 500, "cannot read the node table");
+	else
+		httpd_reply_json(req, 200, out);
+}
+
 static void health(struct httpd_req *req, void *ud)
 {
 	httpd_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
@@ -305,6 +315,7 @@ const struct httpd_route admit_routes[] = {
 	{"GET", "/v1/jobs/{}", get_job, 0, 0},
 	{"POST", "/v1/jobs/{}/cancel", cancel_job, 0, 0},
 	{"POST", "/v1/estimate", post_estimate, 0, 0},
+	{"GET", "/v1/nodes", list_nodes, 0, 0},
 	{"POST", "/v1/nodes/heartbeat", heartbeat, 0, 0},
 	{"POST", "/v1/rdv/{}", rdv_post_route, 0, 0},
 	{"GET", "/v1/rdv/{}", rdv_get_route, 0, 0},

@@ -473,3 +473,36 @@ int nodes_check_timeouts(struct admitd *a)
 	}
 	return changed;
 }
+
+/* The node table for operators: capacity, measured speed, liveness, and the
+ * slots in use (assignments not yet reported finished). */
+int nodes_list(struct admitd *a, json_t **out)
+{
+	json_t *list = json_array();
+	sqlite3_stmt *st;
+	int r;
+
+	if (!list)
+		return -ENOMEM;
+	r = store_prep(a->db, "SELECT n.id, n.addr, n.slots, n.flops_per_slot, n.last_seen_us,"
+		       " n.down, coalesce((SELECT sum(x.n) FROM assign x WHERE x.node = n.id AND"
+		       " (x.state IS NULL OR x.state = 'running')), 0) FROM nodes n ORDER BY n.id"
+		       " LIMIT ?", "i", &st, (int64_t)ADMIT_MAX_NODES);
+	if (r < 0) {
+		json_decref(list);
+		return r;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW)
+		json_array_append_new(list, json_pack(
+			"{s:s, s:s, s:i, s:f, s:I, s:b, s:i}",
+			"id", (const char *)sqlite3_column_text(st, 0),
+			"addr", (const char *)sqlite3_column_text(st, 1),
+			"slots", sqlite3_column_int(st, 2),
+			"flops_per_slot", sqlite3_column_double(st, 3),
+			"last_seen_us", (json_int_t)sqlite3_column_int64(st, 4),
+			"down", sqlite3_column_int(st, 5),
+			"used", sqlite3_column_int(st, 6)));
+	sqlite3_finalize(st);
+	*out = json_pack("{s:o}", "nodes", list);
+	return 0;
+}

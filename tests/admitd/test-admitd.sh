@@ -138,6 +138,8 @@ want reason "$(j 'd["reason"]')" "running on node-a ranks 0-1"
 want "state history" "$(j '",".join(e["state"] for e in d["events"])')" "submitted,priced,queued,running"
 wantgrep explain "$(j 'd["estimate"]["explain"]')" '^2 ranks: .* \(fastest\); 1 rank would be .*default rate \$0.0002/rank-s because ledgerd is unreachable'
 want "estimate micro" "$(j 'd["estimate"]["amount_micro"] == round(d["estimate"]["amount"] * 1e6)')" True
+api GET /v1/nodes
+want "node listed" "$(j '[(n["id"], n["slots"], n["used"], n["down"]) for n in d["nodes"]]')" "[('node-a', 2, 2, False)]"
 end
 
 begin launch_repeats_until_reported
