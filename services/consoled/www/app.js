@@ -281,7 +281,8 @@ async function loadBill() {
     summary("metered", money(met.amount), (met.rank_seconds || 0).toFixed(1) + " rank-s · " +
             (met.entries || 0) + " entries"),
     summary("difference", b.delta_pct === undefined || b.delta_pct === null ? "" :
-            Number(b.delta_pct).toFixed(1) + "%", b.currency || ""));
+            (b.delta_pct > 0 ? "+" : "") + Number(b.delta_pct).toFixed(1) + "% vs predicted",
+            b.currency || ""));
   tb.replaceChildren();
   for (const li of b.line_items || []) {
     const tr = el("tr");
