@@ -42,7 +42,7 @@ objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 ALL_BINS :=
 UNIT_TESTS :=
 
-.PHONY: all deps test demo bench clean unit-tests
+.PHONY: all deps bench-deps test demo bench clean unit-tests
 all:
 
 include services/common/common.mk
@@ -94,7 +94,18 @@ demo: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) tests/demo.sh
 
-bench: deps all
+# Baselines the benchmarks compare against (Open MPI, Slurm); not needed by tests.
+BENCH_PKGS := openmpi-bin libopenmpi-dev slurm-wlm munge hyperfine
+bench-deps: deps
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null \
+		| grep -q '^ii' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "bench-deps: installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench: bench-deps
+	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) tests/bench/run
 
 clean:
