@@ -53,6 +53,7 @@ include services/noded/noded.mk
 include services/consoled/consoled.mk
 include services/trainer/trainer.mk
 include services/ctl/ctl.mk
+-include services/replay/replay.mk
 include tests/tests.mk
 
 all: $(ALL_BINS)
