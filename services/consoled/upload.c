@@ -114,6 +114,7 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 {
 	char *slash = strrchr(rel, '/');
 	const char *base = rel;
+	uint64_t written = 0;
 	int pfd = dirfd, fd, r = 0;
 
 	if (slash) {
@@ -151,6 +152,7 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 			goto out_close;
 		}
 		*total += size;
+		written += size;
 		if (*total > lim->max_bytes) {
 			r = util_fail(err, errlen, -EFBIG, "bundle too large when extracted at entry "
 				 "'%.200s' (more than %llu bytes)", name,
@@ -168,6 +170,16 @@ static int write_entry(struct archive *a, int dirfd, char *rel, int64_t declared
 				goto out_close;
 			}
 			done += w;
+		}
+	}
+	/* A sparse entry's holes count too: the file is declared bytes long. */
+	if (declared > 0 && (uint64_t)declared > written) {
+		*total += declared - written;
+		if (*total > lim->max_bytes) {
+			r = util_fail(err, errlen, -EFBIG, "bundle too large when extracted at entry "
+				      "'%.200s' (more than %llu bytes)", name,
+				      (unsigned long long)lim->max_bytes);
+			goto out_close;
 		}
 	}
 	if (declared > 0 && ftruncate(fd, declared) < 0)

@@ -154,6 +154,12 @@ mktar "$W/no-config.tar" "file:data/a.txt:t"
 mktar "$W/bad-json.tar" "file:config.json:{\"model_type\": " "file:data/a.txt:t"
 mktar "$W/bad-model.tar" 'file:config.json:{"model_type": "resnet"}' "file:data/a.txt:t"
 mktar "$W/empty-data.tar" "file:config.json:$CFG" "dir:data/" "file:data/a.txt:"
+# Two sparse 3 GiB files: a few KiB of archive, 6 GiB on extraction (cap 4 GiB).
+mkdir -p "$W/sparse/data"
+printf '%s' "$CFG" >"$W/sparse/config.json"
+truncate -s 3G "$W/sparse/data/a.txt" "$W/sparse/data/b.txt"
+tar --sparse --format=pax -C "$W/sparse" -cf "$W/sparse.tar" config.json data
+rm -rf "$W/sparse"
 
 # name file status substring
 bad_cases=(
@@ -169,6 +175,7 @@ bad_cases=(
 	"malformed_config bad-json.tar 400 config.json is not valid JSON"
 	"unknown_model_type bad-model.tar 400 unknown model_type 'resnet'"
 	"empty_data empty-data.tar 400 data/ holds no text"
+	"sparse_holes sparse.tar 400 bundle too large when extracted"
 )
 for c in "${bad_cases[@]}"; do
 	read -r name file code want <<<"$c"
