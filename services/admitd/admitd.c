@@ -27,6 +27,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: bursar-admitd --state DIR [--listen ADDR]... [--ledgerd ADDR]\n"
 		   "                     [--rdv ADDR] [--efficiency F] [--node-timeout S]\n"
+		   "                     [--policy fifo|backfill|bursar]\n"
 		   "  --state DIR        state directory (database DIR/admitd.db)\n"
 		   "  --listen ADDR      unix:PATH or HOST:PORT (repeatable; default\n"
 		   "                     unix:DIR/run/admitd.sock)\n"
@@ -34,7 +35,9 @@ static void usage(FILE *f)
 		   "  --rdv ADDR         base ranks use for rendezvous (default: the first\n"
 		   "                     unix listen address)\n"
 		   "  --efficiency F     fraction of probed FLOP/s a step achieves (default 0.6)\n"
-		   "  --node-timeout S   seconds of silence before a node is down (default 10)\n");
+		   "  --node-timeout S   seconds of silence before a node is down (default 10)\n"
+		   "  --policy P         queue policy: fifo, backfill or bursar (default: bursar,\n"
+		   "                     priority + fair share + EASY backfill)\n");
 }
 
 /* Sends queued estimates to ledgerd; backs off while it is unreachable. */
@@ -71,6 +74,7 @@ static void on_tick(void *ud)
 	nodes_check_timeouts(a);
 	queue_refresh_rate(a, 0);
 	queue_schedule(a);
+	budget_tick(a);
 	flush_estimates(a, now);
 	if (now - last_rdv_sweep > 60 * TICK_US) {
 		store_run(a->db, "DELETE FROM rdv WHERE ts_us < ?", "i",
@@ -97,6 +101,7 @@ int main(int argc, char **argv)
 		{"ledgerd", required_argument, NULL, 'L'}, {"rdv", required_argument, NULL, 'r'},
 		{"efficiency", required_argument, NULL, 'e'},
 		{"node-timeout", required_argument, NULL, 't'},
+		{"policy", required_argument, NULL, 'p'},
 		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
 	};
 	const char *state = NULL, *listen[HTTPD_MAX_LISTEN], *rdv = NULL;
@@ -108,6 +113,8 @@ int main(int argc, char **argv)
 	struct httpd_config hc = {0};
 	double timeout_s = 10;
 	int n_listen = 0, c, r;
+
+	sched_conf_default(&a.sched, SCHED_BURSAR);
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -142,6 +149,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			a.node_timeout_us = (uint64_t)(timeout_s * 1e6);
+			break;
+		case 'p':
+			if (sched_policy_parse(optarg, &a.sched.policy) < 0) {
+				fprintf(stderr, "bursar-admitd: --policy '%s' must be fifo, backfill "
+					"or bursar\n", optarg);
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);

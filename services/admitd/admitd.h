@@ -14,6 +14,7 @@
 #include "httpd.h"
 #include "outbox.h"
 #include "svc.h"
+#include "sched.h"
 
 #define ADMIT_MAX_STR 128          /* tenant, user, name, ids, node names */
 #define ADMIT_MAX_PATH 1024        /* bundle_dir, output_dir */
@@ -28,6 +29,8 @@
 #define ADMIT_MAX_ADDR 63          /* host:port of a rank */
 #define ADMIT_OUTBOX_MAX 100000    /* estimates waiting for ledgerd */
 #define ADMIT_DEFAULT_RATE 0.0002  /* $/rank-second when ledgerd is unreachable */
+#define ADMIT_MAX_QUEUE 10000      /* queued jobs one admission pass considers */
+#define ADMIT_MAX_PRIO 100         /* |priority| of a job */
 
 /* ---- pricing.c: pure functions, no I/O ---- */
 
@@ -85,6 +88,9 @@ struct admitd {
 	uint64_t rate_next_us;
 	/* estimate outbox backoff */
 	uint64_t flush_next_us, flush_backoff_us;
+	struct sched_conf sched; /* queue policy (--policy) */
+	int budgets_absent;      /* ledgerd answered "no such endpoint" for holds */
+	uint64_t budget_next_us;
 };
 
 /* ---- store.c: schema and row helpers ---- */
@@ -123,6 +129,28 @@ int queue_schedule(struct admitd *a);
 int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, size_t errlen);
 /* Refreshes the cached ledgerd rate when due. */
 void queue_refresh_rate(struct admitd *a, int force);
+
+/* ---- budget.c: holds in ledgerd ---- */
+
+/* Reserves amount_micro for job id: 0 when held (or budgets are off),
+ * -EDQUOT with the ledger's sentence in err when the tenant cannot afford it,
+ * -EAGAIN when ledgerd cannot be asked (the job must not start). */
+int budget_hold(struct admitd *a, const char *id, const char *tenant, const char *user,
+		int64_t amount_micro, char *err, size_t errlen);
+/* Releases holds of ended jobs; extends or stops running jobs near their hold. */
+void budget_tick(struct admitd *a);
+
+/* ---- tenants.c: quotas and fair-share usage ---- */
+
+struct tenant_quota {
+	int max_ranks, max_jobs; /* 0: no limit */
+	double share;
+};
+/* The tenant's quota (defaults when it has no row). */
+int tenants_quota(sqlite3 *db, const char *tenant, struct tenant_quota *q);
+void tenants_put(struct httpd_req *req, struct admitd *a);
+void tenants_get(struct httpd_req *req, struct admitd *a);
+void tenants_list(struct httpd_req *req, struct admitd *a);
 
 /* ---- rdv.c ---- */
 

@@ -70,6 +70,7 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 					: "waiting for a node to register (nothing to price against)";
 	char *ms = json_dumps(model, JSON_COMPACT), *ps = json_dumps(params, JSON_COMPACT);
 	int64_t now = (int64_t)util_wall_us(), active = 0;
+	int64_t prio = json_integer_value(json_object_get(b, "priority"));
 	sqlite3_stmt *st;
 	int r = -ENOMEM;
 
@@ -90,12 +91,12 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 		goto out_rollback;
 	}
 	r = store_run(a->db, "INSERT INTO jobs (id, tenant, user, bundle_id, bundle_dir, name, state,"
-		      " reason, model, params, created_us, updated_us) VALUES (?, ?, ?, ?, ?, ?,"
-		      " 'submitted', ?, ?, ?, ?, ?)", "sssssssssii", id, tenant,
+		      " reason, model, params, created_us, updated_us, prio) VALUES (?, ?, ?, ?, ?, ?,"
+		      " 'submitted', ?, ?, ?, ?, ?, ?)", "sssssssssiii", id, tenant,
 		      json_string_value(json_object_get(b, "user")),
 		      json_string_value(json_object_get(b, "bundle_id")),
 		      json_string_value(json_object_get(b, "bundle_dir")), name, reason, ms, ps, now,
-		      now);
+		      now, prio);
 	if (r == 0)
 		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
 			      " (?, ?, 'submitted', ?)", "sis", id, now, reason);
@@ -144,6 +145,13 @@ static void post_job(struct httpd_req *req, void *ud)
 	}
 	if (!name)
 		name = json_string_value(json_object_get(b, "bundle_id"));
+	if (json_object_get(b, "priority") &&
+	    (!json_is_integer(json_object_get(b, "priority")) ||
+	     llabs(json_integer_value(json_object_get(b, "priority"))) > ADMIT_MAX_PRIO)) {
+		httpd_reply_error(req, 400, "'priority' must be an integer in [-%d, %d]",
+				  ADMIT_MAX_PRIO, ADMIT_MAX_PRIO);
+		goto out;
+	}
 	r = pricing_parse_spec(json_object_get(b, "model"), json_object_get(b, "params"), &m, &p,
 			       err, sizeof(err));
 	if (r < 0) {
@@ -304,6 +312,21 @@ static void list_nodes(struct httpd_req *req, void *ud)
 		httpd_reply_json(req, 200, out);
 }
 
+static void tenants_list_route(struct httpd_req *req, void *ud)
+{
+	tenants_list(req, ud);
+}
+
+static void tenants_get_route(struct httpd_req *req, void *ud)
+{
+	tenants_get(req, ud);
+}
+
+static void tenants_put_route(struct httpd_req *req, void *ud)
+{
+	tenants_put(req, ud);
+}
+
 static void health(struct httpd_req *req, void *ud)
 {
 	httpd_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
@@ -319,6 +342,9 @@ const struct httpd_route admit_routes[] = {
 	{"POST", "/v1/nodes/heartbeat", heartbeat, 0, 0},
 	{"POST", "/v1/rdv/{}", rdv_post_route, 0, 0},
 	{"GET", "/v1/rdv/{}", rdv_get_route, 0, 0},
+	{"GET", "/v1/tenants", tenants_list_route, 0, 0},
+	{"GET", "/v1/tenants/{}", tenants_get_route, 0, 0},
+	{"PUT", "/v1/tenants/{}", tenants_put_route, 0, 0},
 	{"GET", "/v1/health", health, 0, 0},
 };
 const size_t admit_n_routes = ARRAY_SIZE(admit_routes);

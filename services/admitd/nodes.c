@@ -46,13 +46,13 @@ int nodes_cluster(struct admitd *a, struct price_cluster *c)
 int nodes_settle_job(sqlite3 *db, const char *id)
 {
 	char reason[ADMIT_MAX_ERROR + 128] = "", err[ADMIT_MAX_ERROR + 1] = "";
-	char stray[ADMIT_MAX_STR + 1] = "";
+	char stray[ADMIT_MAX_STR + 1] = "", stop[ADMIT_MAX_ERROR + 128] = "";
 	int n = 0, n_final = 0, n_ok = 0, failed = 0, cancel_req = 0, r;
 	int64_t started = 0;
 	sqlite3_stmt *st;
 
 	r = store_prep(db, "SELECT j.state, j.cancel_requested, coalesce(j.started_us, 0), x.node,"
-		       " x.state, x.error FROM assign x JOIN jobs j ON j.id = x.job WHERE x.job = ?"
+		       " x.state, x.error, coalesce(j.stop_reason, '') FROM assign x JOIN jobs j ON j.id = x.job WHERE x.job = ?"
 		       " ORDER BY x.first_rank", "s", &st, id);
 	if (r < 0)
 		return r;
@@ -65,6 +65,7 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 		if (strcmp(js, "running"))
 			goto out_finalize; /* already settled */
 		cancel_req = sqlite3_column_int(st, 1);
+		snprintf(stop, sizeof(stop), "%s", (const char *)sqlite3_column_text(st, 6));
 		started = sqlite3_column_int64(st, 2);
 		n++;
 		if (!as || !strcmp(as, "running"))
@@ -93,6 +94,10 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 		pricing_fmt_duration(started ? (util_wall_us() - started) / 1e6 : 0, d, sizeof(d));
 		snprintf(reason, sizeof(reason), "succeeded in %s", d);
 		r = store_set_state(db, id, "succeeded", reason);
+	} else if (n_final == n && cancel_req && stop[0]) {
+		r = store_run(db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", stop, id);
+		if (r == 0)
+			r = store_set_state(db, id, "failed", stop);
 	} else if (n_final == n && cancel_req) {
 		r = store_set_state(db, id, "cancelled", "cancelled by request while running");
 	} else if (n_final == n) {

@@ -1,5 +1,5 @@
 /* queue — the job state machine up to "running": pricing of submitted jobs,
- * strict FIFO admission of queued jobs, placement of their ranks on nodes,
+ * admission of queued jobs by the queue policy (sched.c), placement of their ranks on nodes,
  * and cancellation. Also keeps the cached ledgerd rate pricing uses.
  *
  * Every pass runs in one SQLite transaction, so a crash leaves either the old
@@ -14,9 +14,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define QUEUE_BATCH 256 /* jobs priced per pass; the rest wait for the next tick */
 
@@ -94,14 +96,15 @@ static int price_one(struct admitd *a, const struct price_cluster *c, sqlite3_st
 		r = -ENOMEM;
 		goto out;
 	}
-	r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ? WHERE id = ?", "iss",
-		      (int64_t)pr.chosen.ranks, est_s, id);
+	r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ?, est_s = ?, est_micro = ?"
+		      " WHERE id = ?", "isdis", (int64_t)pr.chosen.ranks, est_s, pr.chosen.seconds,
+		      (int64_t)json_integer_value(json_object_get(est, "amount_micro")), id);
 	if (r < 0)
 		goto out;
 	snprintf(reason, sizeof(reason), "priced: %s", pr.explain);
 	r = store_set_state(a->db, id, "priced", reason);
 	if (r == 0)
-		r = store_set_state(a->db, id, "queued", "queued: in the FIFO queue");
+		r = store_set_state(a->db, id, "queued", "queued: waiting for its turn");
 	if (r < 0)
 		goto out;
 	/* Same transaction as the job row: the estimate is sent iff the price stands. */
@@ -207,49 +210,257 @@ static int place(struct admitd *a, const char *id, int ranks, struct node_free *
 	return store_set_state(a->db, id, "running", reason);
 }
 
-/* Starts queued jobs strictly in submission order while they fit. The head
- * that does not fit says what it waits for; the jobs behind it name it. */
+/* Per-pass view of one queued row (indexed by sched_job.id). */
+struct qrow {
+	char id[ADMIT_MAX_STR + 1], tenant[ADMIT_MAX_STR + 1], user[ADMIT_MAX_STR + 1];
+	int64_t est_micro;
+	int t; /* index into pass.tenants */
+};
+
+/* What one admission pass knows about tenants: names, quotas, what runs. */
+struct pass {
+	char tenants[SCHED_MAX_TENANTS][ADMIT_MAX_STR + 1];
+	struct tenant_quota quota[SCHED_MAX_TENANTS];
+	int run_ranks[SCHED_MAX_TENANTS], run_jobs[SCHED_MAX_TENANTS];
+	int n_tenants;
+	struct sched_usage usage;
+};
+
+static int pass_tenant(struct admitd *a, struct pass *p, const char *t)
+{
+	for (int i = 0; i < p->n_tenants; i++)
+		if (!strcmp(p->tenants[i], t))
+			return i;
+	if (p->n_tenants == SCHED_MAX_TENANTS)
+		return -ENOSPC;
+	snprintf(p->tenants[p->n_tenants], sizeof(p->tenants[0]), "%s", t);
+	if (tenants_quota(a->db, t, &p->quota[p->n_tenants]) < 0)
+		return -EIO;
+	p->run_ranks[p->n_tenants] = p->run_jobs[p->n_tenants] = 0;
+	return p->n_tenants++;
+}
+
+/* Fair-share usage: rank-seconds of jobs that ended in the last 8 half-lives. */
+static int load_usage(struct admitd *a, struct pass *p, double now_s)
+{
+	double since = now_s - 8 * a->sched.half_life_s;
+	sqlite3_stmt *st;
+	int r;
+
+	memset(&p->usage, 0, sizeof(p->usage));
+	p->usage.at_s = since;
+	r = store_prep(a->db, "SELECT tenant, ranks, started_us, finished_us FROM jobs"
+		       " WHERE finished_us > ? AND started_us IS NOT NULL ORDER BY finished_us"
+		       " LIMIT ?", "ii", &st, (int64_t)(since * 1e6), (int64_t)ADMIT_MAX_QUEUE);
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		int t = pass_tenant(a, p, (const char *)sqlite3_column_text(st, 0));
+		double s = sqlite3_column_int64(st, 2) / 1e6, f = sqlite3_column_int64(st, 3) / 1e6;
+
+		if (t >= 0 && f > s)
+			sched_usage_add(&p->usage, &a->sched, t, sqlite3_column_int(st, 1) * (f - s), f);
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+/* "14:05" (local time), or "unknown" when no start can be foreseen. */
+static void fmt_clock(double t_s, char *buf, size_t len)
+{
+	time_t t = (time_t)t_s;
+	struct tm tm;
+
+	if (!isfinite(t_s) || !localtime_r(&t, &tm))
+		snprintf(buf, len, "unknown");
+	else
+		strftime(buf, len, "%H:%M", &tm);
+}
+
+static int quota_blocks(const struct pass *p, int t, int ranks, char *why, size_t len)
+{
+	const struct tenant_quota *q = &p->quota[t];
+
+	if (q->max_jobs && p->run_jobs[t] >= q->max_jobs)
+		return snprintf(why, len, "queued: tenant %s runs %d job%s, its quota is %d",
+				p->tenants[t], p->run_jobs[t], p->run_jobs[t] == 1 ? "" : "s",
+				q->max_jobs) > 0;
+	if (q->max_ranks && p->run_ranks[t] + ranks > q->max_ranks)
+		return snprintf(why, len, "queued: tenant %s runs %d rank%s, %d more would pass its "
+				"quota of %d", p->tenants[t], p->run_ranks[t],
+				p->run_ranks[t] == 1 ? "" : "s", ranks, q->max_ranks) > 0;
+	return 0;
+}
+
+/* Holds the job's cost and places it; 1 when it started, 0 when it must
+ * wait or was rejected, -EAGAIN when the ledger cannot be asked. */
+static int start_one(struct admitd *a, struct pass *p, const struct qrow *row, int ranks,
+		     struct node_free *nf, int n)
+{
+	char err[ADMIT_MAX_ERROR], reason[ADMIT_MAX_ERROR + 16];
+	int r;
+
+	r = budget_hold(a, row->id, row->tenant, row->user, row->est_micro, err, sizeof(err));
+	if (r == -EDQUOT) {
+		snprintf(reason, sizeof(reason), "rejected: %s", err);
+		r = store_run(a->db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", reason, row->id);
+		return r < 0 ? r : store_set_state(a->db, row->id, "failed", reason);
+	}
+	if (r == -EAGAIN) {
+		snprintf(reason, sizeof(reason), "queued: %s", err);
+		r = store_set_reason(a->db, row->id, reason);
+		return r < 0 ? r : -EAGAIN;
+	}
+	if (r < 0)
+		return r;
+	r = place(a, row->id, ranks, nf, n);
+	if (r < 0)
+		return r;
+	p->run_ranks[row->t] += ranks;
+	p->run_jobs[row->t]++;
+	return 1;
+}
+
+/* Explains every waiting job near the front: place in line and projected start. */
+static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
+			   const struct qrow *rows, const int *started, struct sched_run *run,
+			   int n_run, int free, int slots, double now_s, int64_t *tail_seq)
+{
+	static struct sched_job w[SCHED_PROJECT_DEPTH];
+	double est[SCHED_PROJECT_DEPTH];
+	char reason[256], clk[16];
+	int m = 0, r = 0;
+
+	for (int i = 0; i < n && m < SCHED_PROJECT_DEPTH; i++)
+		if (!started[i] && q[i].ranks > 0)
+			w[m++] = q[i];
+	sched_project(now_s, free, run, n_run, w, m, est);
+	for (int i = 0; i < m && r == 0; i++) {
+		fmt_clock(est[i], clk, sizeof(clk));
+		if (i == 0)
+			snprintf(reason, sizeof(reason), "queued: next in line, needs %d rank%s (%d free"
+				 " of %d), est. start %s", w[i].ranks, w[i].ranks == 1 ? "" : "s",
+				 free, slots, clk);
+		else
+			snprintf(reason, sizeof(reason), "queued: %d job%s ahead, est. start %s", i,
+				 i == 1 ? "" : "s", clk);
+		r = store_set_reason(a->db, rows[w[i].id].id, reason);
+	}
+	*tail_seq = m;
+	return r;
+}
+
+/* Starts queued jobs by the queue policy (sched.c): priority, fair share,
+ * EASY backfill that never delays the head's reserved start; each start takes
+ * a ledger hold first and respects the tenant's quota. */
 static int admit_queued(struct admitd *a)
 {
 	static struct node_free nf[ADMIT_MAX_NODES];
-	char reason[256], head[ADMIT_MAX_STR + 1];
-	int n, total, ranks = 0, r;
-	int64_t slots, seq = 0;
+	static struct sched_job q[ADMIT_MAX_QUEUE];
+	static struct sched_run run[2 * ADMIT_MAX_QUEUE];
+	static struct qrow rows[ADMIT_MAX_QUEUE];
+	static int start[ADMIT_MAX_QUEUE], started[ADMIT_MAX_QUEUE];
+	static struct pass p;
+	double now_s = util_wall_us() / 1e6;
+	int n, total, nq = 0, n_run = 0, r;
+	int64_t slots, shown;
+	struct sched_result res;
 	sqlite3_stmt *st;
+	char why[256];
 
+	p.n_tenants = 0;
 	r = load_free(a, nf, ADMIT_MAX_NODES, &n, &total);
 	if (r == 0)
 		r = db_query_int(a->db, "SELECT coalesce(sum(slots), 0) FROM nodes WHERE down = 0",
 				 0, &slots);
-	while (r == 0) {
-		r = store_prep(a->db, "SELECT id, ranks, seq FROM jobs WHERE state = 'queued'"
-			       " ORDER BY seq LIMIT 1", "", &st);
-		if (r < 0)
-			return r;
-		if (sqlite3_step(st) != SQLITE_ROW) {
-			sqlite3_finalize(st);
-			return 0;
+	if (r == 0)
+		r = load_usage(a, &p, now_s);
+	if (r == 0)
+		r = store_prep(a->db, "SELECT tenant, ranks, coalesce(started_us, updated_us), est_s"
+			       " FROM jobs WHERE state = 'running' LIMIT ?", "i", &st,
+			       (int64_t)ADMIT_MAX_QUEUE);
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		int t = pass_tenant(a, &p, (const char *)sqlite3_column_text(st, 0));
+
+		run[n_run].ranks = sqlite3_column_int(st, 1);
+		run[n_run++].end_s = sqlite3_column_int64(st, 2) / 1e6 + sqlite3_column_double(st, 3);
+		if (t >= 0) {
+			p.run_ranks[t] += sqlite3_column_int(st, 1);
+			p.run_jobs[t]++;
 		}
-		snprintf(head, sizeof(head), "%s", (const char *)sqlite3_column_text(st, 0));
-		ranks = sqlite3_column_int(st, 1);
-		seq = sqlite3_column_int64(st, 2);
-		sqlite3_finalize(st);
-		if (ranks <= 0 || ranks > total)
-			break;
-		r = place(a, head, ranks, nf, n);
-		total -= ranks;
 	}
+	sqlite3_finalize(st);
+	r = store_prep(a->db, "SELECT id, tenant, user, ranks, prio, est_s, est_micro, created_us"
+		       " FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT ?", "i", &st,
+		       (int64_t)ADMIT_MAX_QUEUE);
 	if (r < 0)
 		return r;
-	snprintf(reason, sizeof(reason), "queued: waiting for %d free rank%s (%d free of %lld)",
-		 ranks, ranks == 1 ? "" : "s", total, (long long)slots);
-	r = store_set_reason(a->db, head, reason);
+	while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
+		struct qrow *row = &rows[nq];
+		struct sched_job *j = &q[nq];
+
+		snprintf(row->id, sizeof(row->id), "%s", (const char *)sqlite3_column_text(st, 0));
+		snprintf(row->tenant, sizeof(row->tenant), "%s",
+			 (const char *)sqlite3_column_text(st, 1));
+		snprintf(row->user, sizeof(row->user), "%s", (const char *)sqlite3_column_text(st, 2));
+		row->est_micro = sqlite3_column_int64(st, 6);
+		row->t = pass_tenant(a, &p, row->tenant);
+		j->id = nq;
+		j->ranks = sqlite3_column_int(st, 3);
+		j->prio = sqlite3_column_int(st, 4);
+		j->tenant = row->t < 0 ? SCHED_MAX_TENANTS - 1 : row->t;
+		j->est_s = sqlite3_column_double(st, 5);
+		j->submit_s = sqlite3_column_int64(st, 7) / 1e6;
+		if (row->t < 0 || j->ranks <= 0)
+			continue;
+		/* a tenant at its quota waits whatever the policy says */
+		if (quota_blocks(&p, row->t, j->ranks, why, sizeof(why))) {
+			r = store_set_reason(a->db, row->id, why);
+			continue;
+		}
+		nq++;
+	}
+	sqlite3_finalize(st);
 	if (r < 0)
 		return r;
-	/* one statement for everyone behind the head, however long the queue */
-	snprintf(reason, sizeof(reason), "queued: behind job %s in the FIFO queue", head);
-	return store_run(a->db, "UPDATE jobs SET reason = ? WHERE state = 'queued' AND seq > ?"
-			 " AND reason != ?", "sis", reason, seq, reason);
+	sched_order(&a->sched, &p.usage, now_s, q, nq);
+	sched_pass(&a->sched, now_s, total, q, nq, run, n_run, start, &res);
+	memset(started, 0, nq * sizeof(*started));
+	for (int k = 0; k < res.n_start && r >= 0; k++) {
+		const struct sched_job *j = &q[start[k]];
+		const struct qrow *row = &rows[j->id];
+
+		if (quota_blocks(&p, row->t, j->ranks, why, sizeof(why))) {
+			r = store_set_reason(a->db, row->id, why);
+			continue;
+		}
+		r = start_one(a, &p, row, j->ranks, nf, n);
+		if (r >= 0) {
+			started[start[k]] = 1; /* started, or rejected and out of the queue */
+			total -= r > 0 ? j->ranks : 0;
+			if (r > 0) {
+				run[n_run].ranks = j->ranks;
+				run[n_run++].end_s = now_s + j->est_s;
+			}
+		}
+	}
+	if (r == -EAGAIN)
+		return 0; /* the ledger is unreachable: nothing starts, the first says why */
+	if (r < 0)
+		return r;
+	r = explain_waiting(a, q, nq, rows, started, run, n_run, total, (int)slots, now_s, &shown);
+	if (r < 0 || nq <= shown + res.n_start)
+		return r;
+	snprintf(why, sizeof(why), "queued: more than %d jobs ahead", SCHED_PROJECT_DEPTH);
+	for (int i = 0, m = 0; i < nq && r == 0; i++) {
+		if (started[i])
+			continue;
+		if (m++ >= SCHED_PROJECT_DEPTH)
+			r = store_set_reason(a->db, rows[q[i].id].id, why);
+	}
+	return r;
 }
 
 int queue_schedule(struct admitd *a)

@@ -43,6 +43,18 @@ static const char *const store_migrations[] = {
 	"CREATE INDEX assign_node ON assign(node, state);"
 	"CREATE TABLE rdv (key TEXT NOT NULL, rank INTEGER NOT NULL, size INTEGER NOT NULL,"
 	" addr TEXT NOT NULL, ts_us INTEGER NOT NULL, PRIMARY KEY (key, rank));",
+	/* 2: priorities, runtime estimates for the queue policy, ledger holds,
+	 * budget stops, per-tenant quotas */
+	"ALTER TABLE jobs ADD COLUMN prio INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN est_s REAL NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN est_micro INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN hold_state TEXT;"
+	"ALTER TABLE jobs ADD COLUMN hold_micro INTEGER;"
+	"ALTER TABLE jobs ADD COLUMN stop_reason TEXT;"
+	"CREATE INDEX jobs_finished ON jobs(finished_us);"
+	"CREATE TABLE tenants (id TEXT PRIMARY KEY, max_ranks INTEGER NOT NULL DEFAULT 0,"
+	" max_jobs INTEGER NOT NULL DEFAULT 0, share REAL NOT NULL DEFAULT 1,"
+	" updated_us INTEGER NOT NULL);",
 };
 
 int store_open(const char *path, sqlite3 **out)
@@ -141,7 +153,7 @@ int store_job_final(const char *state)
 #define JOB_COLS                                                                                 \
 	"id, tenant, user, bundle_id, name, state, reason, ranks, model, params, estimate,"     \
 	" progress, node, output_dir, error, created_us, started_us, finished_us, bundle_dir,"  \
-	" attempt"
+	" attempt, prio, hold_state, hold_micro"
 
 static json_t *col_json(sqlite3_stmt *st, int i)
 {
@@ -168,7 +180,7 @@ static json_t *col_int(sqlite3_stmt *st, int i)
 static json_t *job_from_row(sqlite3_stmt *st)
 {
 	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o,"
-			 " s:o, s:o, s:o, s:o, s:o, s:o}",
+			 " s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:{s:o, s:o}}",
 			 "id", col_str(st, 0), "tenant", col_str(st, 1), "user", col_str(st, 2),
 			 "bundle_id", col_str(st, 3), "name", col_str(st, 4), "state",
 			 col_str(st, 5), "reason", col_str(st, 6), "ranks", col_int(st, 7), "model",
@@ -176,7 +188,9 @@ static json_t *job_from_row(sqlite3_stmt *st)
 			 "progress", col_json(st, 11), "node", col_str(st, 12), "output_dir",
 			 col_str(st, 13), "error", col_str(st, 14), "created_us", col_int(st, 15),
 			 "started_us", col_int(st, 16), "finished_us", col_int(st, 17),
-			 "bundle_dir", col_str(st, 18), "attempt", col_int(st, 19));
+			 "bundle_dir", col_str(st, 18), "attempt", col_int(st, 19), "priority",
+			 col_int(st, 20), "hold", "state", col_str(st, 21), "amount_micro",
+			 col_int(st, 22));
 }
 
 /* The job's placement and event history, for GET /v1/jobs/{id}. */

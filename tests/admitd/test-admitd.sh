@@ -4,7 +4,9 @@
 # registration, pricing, FIFO admission, launches, progress, completion,
 # cancellation, rendezvous, bad input, node timeout, the per-tenant cap, and
 # kill -9 + restart without losing a job or launching one twice. ledgerd is
-# deliberately absent: estimates must wait in the outbox.
+# deliberately not configured (so budgets are not enforced: see
+# test-admission.sh for holds): estimates must wait in the outbox. The queue
+# runs the FIFO policy here; test-admission.sh covers bursar's.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -24,7 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 start() {
-	"$BIN" --state "$T" --listen "unix:$SOCK" --ledgerd "unix:$T/ledgerd-down.sock" \
+	"$BIN" --state "$T" --listen "unix:$SOCK" --policy fifo \
 		--node-timeout 3 >>"$T/admitd.log" 2>&1 &
 	PID=$!
 	for _ in $(seq 100); do
@@ -151,11 +153,11 @@ begin fifo_waits_for_free_slots
 submit '{"steps":100,"batch":8,"ranks":2}'
 J2=$(j 'd["id"]')
 want "J2 state" "$(j 'd["state"]')" queued
-want "J2 reason" "$(j 'd["reason"]')" "queued: waiting for 2 free ranks (0 free of 2)"
+wantgrep "J2 reason" "$(j 'd["reason"]')" "^queued: next in line, needs 2 ranks \(0 free of 2\), est\. start [0-9]{2}:[0-9]{2}$"
 submit '{"steps":100,"batch":8,"ranks":1}'
 J3=$(j 'd["id"]')
 want "J3 state" "$(j 'd["state"]')" queued
-want "J3 reason" "$(j 'd["reason"]')" "queued: behind job $J2 in the FIFO queue"
+wantgrep "J3 reason" "$(j 'd["reason"]')" "^queued: 1 job ahead, est\. start [0-9]{2}:[0-9]{2}$"
 end
 
 begin too_many_ranks_rejected_at_submit

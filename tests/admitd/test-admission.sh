@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# test-admission — bursar-admitd's queue policy and budgets end to end on a
+# real Unix socket and SQLite file: per-tenant quotas through PUT
+# /v1/tenants/{T}, priorities, EASY backfill (a short job passes a blocked
+# head, a long one may not), every waiting job told its place and estimated
+# start, no start without a ledger hold when ledgerd is unreachable, and —
+# when the ledgerd in the tree serves /v1/holds — holds at admission, the
+# ledger's rejection sentence, release at the end, and no double hold across
+# kill -9 of admitd.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+BIN=$BUILD/bin/bursar-admitd
+LBIN=$BUILD/bin/bursar-ledgerd
+PY=/usr/bin/python3
+if [ ! -x "$BIN" ]; then
+	echo "FAIL admission_built: $BIN is missing (run make all)"
+	exit 1
+fi
+T=$(mktemp -d /tmp/bursar-admission-test.XXXXXX)
+SOCK=$T/run/admitd.sock
+PID=
+LPID=
+cleanup() {
+	[ -n "$PID" ] && { kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
+	[ -n "$LPID" ] && { kill -9 "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; }
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+start() { # [--ledgerd ADDR]
+	"$BIN" --state "$T" --listen "unix:$SOCK" --node-timeout 30 "$@" >>"$T/admitd.log" 2>&1 &
+	PID=$!
+	for _ in $(seq 100); do
+		curl -s -m 1 --unix-socket "$SOCK" http://admitd/v1/health >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	echo "FAIL admitd_start: admitd did not answer within 5 s"; tail -20 "$T/admitd.log"
+	exit 1
+}
+crash() { kill -9 "$PID"; wait "$PID" 2>/dev/null; PID=; }
+
+api() {
+	local args=(-s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X "$1")
+	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+	CODE=$(curl "${args[@]}" "http://admitd$2")
+}
+j() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/resp" "$1"; }
+
+FAILS=0
+case_name=
+case_err=
+begin() { case_name=$1; case_err=; }
+want() {
+	[ -z "$case_err" ] && [ "$2" != "$3" ] && case_err="$1: got '$2', want '$3'"
+	return 0
+}
+wantgrep() {
+	[ -z "$case_err" ] && ! [[ $2 =~ $3 ]] && case_err="$1: '$2' does not match /$3/"
+	return 0
+}
+end() {
+	if [ -n "$case_err" ]; then echo "FAIL $case_name: $case_err"; FAILS=$((FAILS + 1))
+	else echo "PASS $case_name"; fi
+}
+skip() { echo "SKIP $1: $2"; }
+
+MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
+submit() { # PARAMS [TENANT] [PRIORITY]
+	api POST /v1/jobs "{\"tenant\":\"${2:-acme}\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/b-1\",\"model\":$MODEL,\"params\":$1${3:+,\"priority\":$3}}"
+}
+hb() { # NODE SLOTS REPORTS
+	api POST /v1/nodes/heartbeat "{\"node\":\"$1\",\"addr\":\"127.0.0.1\",\"slots\":$2,\"flops_per_slot\":2e10,\"jobs\":[${3:-}]}"
+}
+rep() { echo "{\"job\":\"$1\",\"state\":\"$2\"}"; }
+state() { api GET "/v1/jobs/$1"; j 'd["state"]'; }
+reason() { api GET "/v1/jobs/$1"; j 'd["reason"]'; }
+
+start
+hb node-a 4
+
+begin tenant_quota_api
+api PUT /v1/tenants/acme '{"max_jobs":1,"max_ranks":4,"share":2}'
+want status "$CODE" 200
+want quota "$(j '(d["max_jobs"], d["max_ranks"], d["share"])')" "(1, 4, 2.0)"
+api PUT /v1/tenants/acme '{"max_jobs":-1}'
+want "negative" "$CODE" 400
+api PUT /v1/tenants/acme '{"colour":"red"}'
+want "unknown key" "$CODE" 400
+wantgrep "unknown key message" "$(j 'd["error"]')" "unknown key 'colour'"
+api PUT '/v1/tenants/a%20b' '{}'
+want "bad name" "$CODE" 400
+api GET /v1/tenants
+want "listed" "$(j '[t["tenant"] for t in d["tenants"]]')" "['acme']"
+end
+
+begin quota_max_jobs_holds_second_job
+submit '{"steps":100000,"batch":8,"ranks":1}'
+A1=$(j 'd["id"]')
+want "first runs" "$(j 'd["state"]')" running
+submit '{"steps":10,"batch":8,"ranks":1}'
+A2=$(j 'd["id"]')
+want "second queued" "$(j 'd["state"]')" queued
+want "quota reason" "$(j 'd["reason"]')" "queued: tenant acme runs 1 job, its quota is 1"
+submit '{"steps":10,"batch":8,"ranks":1}' beta
+B1=$(j 'd["id"]')
+want "other tenant runs" "$(j 'd["state"]')" running
+api GET /v1/tenants/acme
+want "running counts" "$(j '(d["running"]["jobs"], d["running"]["ranks"], d["running"]["queued"])')" "(1, 1, 1)"
+api PUT /v1/tenants/acme '{"max_jobs":0,"max_ranks":0}'
+want "lifting the quota starts it" "$(state "$A2")" running
+hb node-a 4 "$(rep "$A2" succeeded),$(rep "$B1" succeeded)"
+end
+
+begin easy_backfill_passes_blocked_head_only_when_harmless
+# node-a: A1 holds 1 rank for a long time; 3 free.
+submit '{"steps":100,"batch":8,"ranks":4}' acme 10
+H=$(j 'd["id"]')
+wantgrep "head waits, told why" "$(j 'd["reason"]')" '^queued: next in line, needs 4 ranks \(3 free of 4\), est\. start [0-9]{2}:[0-9]{2}$'
+submit '{"steps":1000000,"batch":8,"ranks":2}' beta
+L=$(j 'd["id"]')
+want "long job may not pass the head" "$(j 'd["state"]')" queued
+wantgrep "long job told its place" "$(j 'd["reason"]')" '^queued: 1 job ahead, est\. start [0-9]{2}:[0-9]{2}$'
+submit '{"steps":10,"batch":8,"ranks":1}' beta
+S=$(j 'd["id"]')
+want "short job backfilled" "$(j 'd["state"]')" running
+want "head still queued" "$(state "$H")" queued
+api POST "/v1/jobs/$A1/cancel"
+hb node-a 4 "$(rep "$A1" cancelled),$(rep "$S" succeeded)"
+want "head starts when ranks free" "$(state "$H")" running
+want "long waits behind it" "$(state "$L")" queued
+end
+
+begin priority_orders_the_queue
+hb node-a 4 "$(rep "$H" succeeded)"
+# L runs now (2 ranks); fill the rest and queue two more behind it
+want "L running" "$(state "$L")" running
+submit '{"steps":1000000,"batch":8,"ranks":2}' beta
+F=$(j 'd["id"]')
+submit '{"steps":100,"batch":8,"ranks":2}' acme -5
+LO=$(j 'd["id"]')
+submit '{"steps":100,"batch":8,"ranks":2}' acme 5
+HI=$(j 'd["id"]')
+wantgrep "high priority first" "$(reason "$HI")" '^queued: next in line'
+wantgrep "low priority last" "$(reason "$LO")" '^queued: 1 job ahead'
+submit '{"steps":1,"batch":1}' acme 1000
+want "priority out of range" "$CODE" 400
+for x in $L $F $HI $LO; do api POST "/v1/jobs/$x/cancel"; done
+hb node-a 4 "$(rep "$L" cancelled),$(rep "$F" cancelled)"
+end
+
+begin no_start_without_a_hold
+crash
+start --ledgerd "unix:$T/ledgerd-down.sock"
+submit '{"steps":10,"batch":8,"ranks":1}'
+X=$(j 'd["id"]')
+hb node-a 4
+want "stays queued" "$(state "$X")" queued
+wantgrep "says why" "$(reason "$X")" '^queued: cannot reserve its cost: ledgerd is unreachable .*no job starts without a hold$'
+hb node-a 4
+want "no launch" "$(j 'len(d["launch"])')" 0
+api POST "/v1/jobs/$X/cancel"
+end
+
+# ---- with the real ledgerd, when it serves budgets ----
+LSOCK=$T/l/run/ledgerd.sock
+if [ -x "$LBIN" ]; then
+	mkdir -p "$T/l"
+	"$LBIN" --state "$T/l" --listen "unix:$LSOCK" >>"$T/ledgerd.log" 2>&1 &
+	LPID=$!
+	for _ in $(seq 100); do curl -s -m 1 --unix-socket "$LSOCK" http://l/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+fi
+LC=$(curl -s -m 5 --unix-socket "$LSOCK" -o /dev/null -w '%{http_code}' http://l/v1/holds/j-probe 2>/dev/null)
+if [ -z "$LPID" ] || [ "$LC" = 404 ] && curl -s -m 5 --unix-socket "$LSOCK" http://l/v1/holds/j-probe | grep -q 'no such endpoint'; then
+	skip budget_holds "ledgerd in this tree does not serve /v1/holds yet"
+elif [ -z "$LPID" ]; then
+	skip budget_holds "$LBIN is missing"
+else
+	lapi() { LCODE=$(curl -s -m 10 --unix-socket "$LSOCK" -o "$T/lresp" -w '%{http_code}' -X "$1" ${3:+-H 'Content-Type: application/json' --data-binary "$3"} "http://l$2"); }
+	crash
+	start --ledgerd "unix:$LSOCK"
+	begin budget_rejects_with_the_ledger_sentence
+	lapi POST /v1/credits '{"source":"admin","seq":1,"tenant":"poor","amount_micro":1,"note":"test"}'
+	want "credit" "$LCODE" 200
+	submit '{"steps":100,"batch":8,"ranks":1}' poor
+	P=$(j 'd["id"]')
+	want state "$(state "$P")" failed
+	wantgrep reason "$(reason "$P")" '^rejected: tenant poor has \$[0-9.]+ available, job needs \$[0-9.]+$'
+	end
+	begin hold_taken_once_and_released
+	submit '{"steps":100,"batch":8,"ranks":1}' rich
+	R=$(j 'd["id"]')
+	want state "$(j 'd["state"]')" running
+	EST=$(j 'd["estimate"]["amount_micro"]')
+	lapi GET "/v1/holds/$R"
+	want "hold open" "$(python3 -c 'import json;d=json.load(open("'$T/lresp'"));print(d["state"],d["reserved_micro"])')" "open $EST"
+	for _ in 1 2 3; do crash; start --ledgerd "unix:$LSOCK"; hb node-a 4 "$(rep "$R" running)"; done
+	lapi GET "/v1/holds/$R"
+	want "still one hold" "$(python3 -c 'import json;d=json.load(open("'$T/lresp'"));print(d["reserved_micro"])')" "$EST"
+	hb node-a 4 "$(rep "$R" succeeded)"
+	sleep 1.5
+	lapi GET "/v1/holds/$R"
+	want "released" "$(python3 -c 'import json;d=json.load(open("'$T/lresp'"));print(d["state"])')" released
+	end
+fi
+
+[ "$FAILS" -eq 0 ]
