@@ -54,6 +54,7 @@ include services/consoled/consoled.mk
 include services/trainer/trainer.mk
 include services/ctl/ctl.mk
 -include services/replay/replay.mk
+-include netstack/netstack.mk
 include tests/tests.mk
 
 all: $(ALL_BINS)
