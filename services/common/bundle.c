@@ -15,8 +15,8 @@
 #define BUNDLE_MAX_DATA_FILES 10000
 #define BUNDLE_MAX_DATA_DEPTH 4
 
-/* Keys of a GPT-2 config.json that carry no maths (metadata, inference). */
-static const char *const gpt2_inert_keys[] = {
+/* Keys of a config.json that carry no maths (metadata, inference). */
+static const char *const inert_keys[] = {
 	"architectures", "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range",
 	"transformers_version", "torch_dtype", "dtype", "use_cache", "task_specific_params",
 	"summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
@@ -28,8 +28,8 @@ static const char *const gpt2_inert_keys[] = {
 
 static int is_inert(const char *k)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(gpt2_inert_keys); i++)
-		if (!strcmp(k, gpt2_inert_keys[i]))
+	for (size_t i = 0; i < ARRAY_SIZE(inert_keys); i++)
+		if (!strcmp(k, inert_keys[i]))
 			return 1;
 	return 0;
 }
@@ -71,10 +71,241 @@ static int expect_value(json_t *o, const char *k, json_t *want, char *err, size_
 	return -EOPNOTSUPP;
 }
 
+/* A positive number key of config.json in (0, hi]; absent keeps *v. */
+static int get_pos(json_t *o, const char *k, double hi, double *v, char *err, size_t errlen)
+{
+	json_t *x = json_object_get(o, k);
+
+	if (!x || json_is_null(x))
+		return 0;
+	if (!json_is_number(x) || !(json_number_value(x) > 0) || json_number_value(x) > hi)
+		return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be a number in (0, %g]",
+			    k, hi);
+	*v = json_number_value(x);
+	return 0;
+}
+
+static int get_bool(json_t *o, const char *k, int *v, char *err, size_t errlen)
+{
+	json_t *x = json_object_get(o, k);
+
+	if (!x || json_is_null(x))
+		return 0;
+	if (!json_is_boolean(x))
+		return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be true or false", k);
+	*v = json_is_true(x);
+	return 0;
+}
+
+/* Every key of cfg must be inert or in known[]; the error names the first other. */
+static int check_keys(json_t *cfg, const char *mt, const char *const *known, size_t nknown,
+		      char *err, size_t errlen)
+{
+	const char *k;
+	json_t *v;
+
+	json_object_foreach(cfg, k, v) {
+		int found = is_inert(k);
+
+		for (size_t i = 0; !found && i < nknown; i++)
+			found = !strcmp(k, known[i]);
+		if (!found)
+			return util_fail(err, errlen, -EOPNOTSUPP,
+				    "config.json: unknown key '%.60s' for model_type %s (it may "
+				    "change the maths; remove it or use a supported model)", k, mt);
+	}
+	return 0;
+}
+
+static int parse_gpt2(json_t *cfg, struct model_config *m, char *err, size_t errlen)
+{
+	static const char *const known[] = {
+		"n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
+		"layer_norm_epsilon", "activation_function", "n_inner",
+		"scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+		"tie_word_embeddings", "add_cross_attention", "resid_pdrop",
+		"embd_pdrop", "attn_pdrop",
+	};
+	json_t *v;
+	int r;
+
+	m->n_positions = 1024;
+	m->layer_norm_epsilon = 1e-5;
+	if ((r = check_keys(cfg, "gpt2", known, ARRAY_SIZE(known), err, errlen)) < 0)
+		return r;
+	if ((r = get_int(cfg, "n_layer", 1, 256, 1, &m->n_layer, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "n_head", 1, 1024, 1, &m->n_head, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "n_embd", 1, 16384, 1, &m->n_embd, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "vocab_size", 256, 1000000, 1, &m->vocab_size, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "n_positions", 1, 131072, 0, &m->n_positions, err, errlen)) < 0)
+		return r;
+	v = json_object_get(cfg, "n_ctx");
+	if (v && (!json_is_integer(v) || json_integer_value(v) != m->n_positions))
+		return util_fail(err, errlen, -EINVAL, "config.json: 'n_ctx' must equal 'n_positions' (%d)",
+			    m->n_positions);
+	if (m->n_embd % m->n_head)
+		return util_fail(err, errlen, -EINVAL,
+			    "config.json: n_embd (%d) must be a multiple of n_head (%d)", m->n_embd,
+			    m->n_head);
+	if ((r = get_pos(cfg, "layer_norm_epsilon", 1, &m->layer_norm_epsilon, err, errlen)) < 0)
+		return r;
+	if ((r = expect_value(cfg, "activation_function", json_string("gelu_new"), err, errlen)) ||
+	    (r = expect_value(cfg, "n_inner", json_integer(4 * m->n_embd), err, errlen)) ||
+	    (r = expect_value(cfg, "scale_attn_weights", json_true(), err, errlen)) ||
+	    (r = expect_value(cfg, "scale_attn_by_inverse_layer_idx", json_false(), err, errlen)) ||
+	    (r = expect_value(cfg, "tie_word_embeddings", json_true(), err, errlen)) ||
+	    (r = expect_value(cfg, "add_cross_attention", json_false(), err, errlen)))
+		return r;
+	for (const char *const *p = (const char *const[]){"resid_pdrop", "embd_pdrop", "attn_pdrop",
+							    NULL}; *p; p++) {
+		v = json_object_get(cfg, *p);
+		if (v && !json_is_number(v))
+			return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be a number", *p);
+		if (v && json_number_value(v) > m->dropout)
+			m->dropout = json_number_value(v);
+	}
+	m->n_kv_head = m->n_head;
+	m->head_dim = m->n_embd / m->n_head;
+	m->intermediate_size = 4 * m->n_embd;
+	m->tie_word_embeddings = 1;
+	m->attention_bias = m->mlp_bias = 1;
+	return 0;
+}
+
+/* rope_scaling or rope_parameters: null, default, or llama3 with its four keys. */
+static int parse_rope(json_t *cfg, struct model_config *m, char *err, size_t errlen)
+{
+	json_t *rs = json_object_get(cfg, "rope_scaling"), *rp = json_object_get(cfg, "rope_parameters");
+	const char *name = "rope_scaling", *type, *k;
+	json_t *v, *x;
+	int r;
+
+	if (rs && !json_is_null(rs) && rp && !json_is_null(rp))
+		return util_fail(err, errlen, -EINVAL, "config.json: give 'rope_scaling' or "
+			    "'rope_parameters', not both");
+	if (!rs || json_is_null(rs))
+		rs = rp, name = "rope_parameters";
+	if (!rs || json_is_null(rs))
+		return 0;
+	if (!json_is_object(rs))
+		return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be an object", name);
+	x = json_object_get(rs, "rope_type");
+	if (!x)
+		x = json_object_get(rs, "type");
+	type = x ? json_string_value(x) : "default";
+	if (!type)
+		return util_fail(err, errlen, -EINVAL, "config.json: %s.rope_type must be a string",
+			    name);
+	if (strcmp(type, "default") && strcmp(type, "llama3"))
+		return util_fail(err, errlen, -EOPNOTSUPP, "config.json: %s type '%.40s' is not "
+			    "supported (supported: default, llama3)", name, type);
+	m->rope_type = strcmp(type, "llama3") ? ROPE_DEFAULT : ROPE_LLAMA3;
+	json_object_foreach(rs, k, v) {
+		double d = 0;
+
+		if (!strcmp(k, "rope_type") || !strcmp(k, "type"))
+			continue;
+		if (!strcmp(k, "rope_theta")) {
+			r = get_pos(rs, k, 1e12, &m->rope_theta, err, errlen);
+		} else if (m->rope_type == ROPE_LLAMA3 && !strcmp(k, "factor")) {
+			r = get_pos(rs, k, 1e6, &m->rope_factor, err, errlen);
+		} else if (m->rope_type == ROPE_LLAMA3 && !strcmp(k, "low_freq_factor")) {
+			r = get_pos(rs, k, 1e6, &m->rope_low_freq_factor, err, errlen);
+		} else if (m->rope_type == ROPE_LLAMA3 && !strcmp(k, "high_freq_factor")) {
+			r = get_pos(rs, k, 1e6, &m->rope_high_freq_factor, err, errlen);
+		} else if (m->rope_type == ROPE_LLAMA3 && !strcmp(k, "original_max_position_embeddings")) {
+			r = get_pos(rs, k, 1e7, &d, err, errlen);
+			if (r == 0 && floor(d) != d)
+				r = util_fail(err, errlen, -EINVAL, "config.json: %s.%s must be a whole "
+					 "number", name, k);
+			m->rope_original_max = (int)d;
+		} else {
+			return util_fail(err, errlen, -EOPNOTSUPP, "config.json: unknown key '%s.%.40s' "
+				    "(it may change the maths)", name, k);
+		}
+		if (r < 0)
+			return r;
+	}
+	if (m->rope_type == ROPE_LLAMA3 &&
+	    (!m->rope_factor || !m->rope_low_freq_factor || !m->rope_high_freq_factor ||
+	     !m->rope_original_max || m->rope_high_freq_factor <= m->rope_low_freq_factor))
+		return util_fail(err, errlen, -EINVAL, "config.json: %s type llama3 needs factor, "
+			    "low_freq_factor < high_freq_factor and original_max_position_embeddings",
+			    name);
+	return 0;
+}
+
+static int parse_llama(json_t *cfg, struct model_config *m, char *err, size_t errlen)
+{
+	static const char *const known[] = {
+		"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+		"num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling",
+		"rope_parameters", "tie_word_embeddings", "attention_bias", "mlp_bias",
+		"max_position_embeddings", "vocab_size", "hidden_act", "attention_dropout",
+		"pretraining_tp",
+	};
+	json_t *v;
+	int r;
+
+	m->n_positions = 2048;
+	m->vocab_size = 32000;
+	m->layer_norm_epsilon = 1e-6;
+	m->rope_theta = 10000;
+	if ((r = check_keys(cfg, "llama", known, ARRAY_SIZE(known), err, errlen)) < 0)
+		return r;
+	if ((r = get_int(cfg, "num_hidden_layers", 1, 256, 1, &m->n_layer, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "num_attention_heads", 1, 1024, 1, &m->n_head, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "hidden_size", 1, 32768, 1, &m->n_embd, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "intermediate_size", 1, 262144, 1, &m->intermediate_size, err,
+			 errlen)) < 0 ||
+	    (r = get_int(cfg, "vocab_size", 256, 1000000, 0, &m->vocab_size, err, errlen)) < 0 ||
+	    (r = get_int(cfg, "max_position_embeddings", 1, 1048576, 0, &m->n_positions, err,
+			 errlen)) < 0)
+		return r;
+	m->n_kv_head = m->n_head;
+	if (m->n_embd % m->n_head == 0)
+		m->head_dim = m->n_embd / m->n_head;
+	v = json_object_get(cfg, "head_dim");
+	if ((r = get_int(cfg, "num_key_value_heads", 1, 1024, 0, &m->n_kv_head, err, errlen)) < 0 ||
+	    (v && !json_is_null(v) &&
+	     (r = get_int(cfg, "head_dim", 2, 1024, 0, &m->head_dim, err, errlen)) < 0))
+		return r;
+	if (m->head_dim == 0)
+		return util_fail(err, errlen, -EINVAL, "config.json: hidden_size (%d) is not a multiple "
+			    "of num_attention_heads (%d); give head_dim", m->n_embd, m->n_head);
+	if (m->head_dim % 2)
+		return util_fail(err, errlen, -EINVAL, "config.json: head_dim %d must be even (RoPE "
+			    "rotates pairs)", m->head_dim);
+	if (m->n_head % m->n_kv_head)
+		return util_fail(err, errlen, -EINVAL, "config.json: num_attention_heads (%d) must be "
+			    "a multiple of num_key_value_heads (%d)", m->n_head, m->n_kv_head);
+	if ((r = get_pos(cfg, "rms_norm_eps", 1, &m->layer_norm_epsilon, err, errlen)) < 0 ||
+	    (r = get_pos(cfg, "rope_theta", 1e12, &m->rope_theta, err, errlen)) < 0 ||
+	    (r = get_bool(cfg, "tie_word_embeddings", &m->tie_word_embeddings, err, errlen)) < 0 ||
+	    (r = get_bool(cfg, "attention_bias", &m->attention_bias, err, errlen)) < 0 ||
+	    (r = get_bool(cfg, "mlp_bias", &m->mlp_bias, err, errlen)) < 0 ||
+	    (r = parse_rope(cfg, m, err, errlen)) < 0)
+		return r;
+	if ((r = expect_value(cfg, "hidden_act", json_string("silu"), err, errlen)))
+		return r;
+	v = json_object_get(cfg, "attention_dropout");
+	if (v && !json_is_number(v))
+		return util_fail(err, errlen, -EINVAL, "config.json: 'attention_dropout' must be a "
+			    "number");
+	if (v)
+		m->dropout = json_number_value(v);
+	/* pretraining_tp only splits the matmuls; the maths is the same */
+	v = json_object_get(cfg, "pretraining_tp");
+	if (v && !json_is_integer(v))
+		return util_fail(err, errlen, -EINVAL, "config.json: 'pretraining_tp' must be an "
+			    "integer");
+	return 0;
+}
+
 int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errlen)
 {
-	struct model_config m = {.layer_norm_epsilon = 1e-5, .n_positions = 1024};
-	const char *mt, *k;
+	struct model_config m = {0};
+	const char *mt;
 	json_t *v;
 	int r;
 
@@ -86,93 +317,64 @@ int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errl
 	mt = json_string_value(v);
 	if (!mt)
 		return util_fail(err, errlen, -EINVAL, "config.json: 'model_type' must be a string");
-	if (!strcmp(mt, "llama"))
+	if (!strcmp(mt, "gpt2"))
+		r = parse_gpt2(cfg, &m, err, errlen);
+	else if (!strcmp(mt, "llama"))
+		r = parse_llama(cfg, &m, err, errlen);
+	else
 		return util_fail(err, errlen, -EOPNOTSUPP,
-			    "config.json: model_type 'llama' is not supported yet (supported: gpt2)");
-	if (strcmp(mt, "gpt2"))
-		return util_fail(err, errlen, -EOPNOTSUPP,
-			    "config.json: unknown model_type '%.40s' (supported: gpt2)", mt);
-	snprintf(m.model_type, sizeof(m.model_type), "gpt2");
-
-	json_object_foreach(cfg, k, v) {
-		static const char *const known[] = {
-			"n_layer", "n_head", "n_embd", "n_positions", "vocab_size",
-			"layer_norm_epsilon", "activation_function", "n_inner",
-			"scale_attn_weights", "scale_attn_by_inverse_layer_idx",
-			"tie_word_embeddings", "add_cross_attention", "resid_pdrop",
-			"embd_pdrop", "attn_pdrop",
-		};
-		int found = is_inert(k);
-
-		for (size_t i = 0; !found && i < ARRAY_SIZE(known); i++)
-			found = !strcmp(k, known[i]);
-		if (!found)
-			return util_fail(err, errlen, -EOPNOTSUPP,
-				    "config.json: unknown key '%.60s' for model_type gpt2 (it may "
-				    "change the maths; remove it or use a supported model)", k);
-	}
-	if ((r = get_int(cfg, "n_layer", 1, 256, 1, &m.n_layer, err, errlen)) < 0 ||
-	    (r = get_int(cfg, "n_head", 1, 1024, 1, &m.n_head, err, errlen)) < 0 ||
-	    (r = get_int(cfg, "n_embd", 1, 16384, 1, &m.n_embd, err, errlen)) < 0 ||
-	    (r = get_int(cfg, "vocab_size", 256, 1000000, 1, &m.vocab_size, err, errlen)) < 0 ||
-	    (r = get_int(cfg, "n_positions", 1, 131072, 0, &m.n_positions, err, errlen)) < 0)
+			    "config.json: unknown model_type '%.40s' (supported: gpt2, llama)", mt);
+	if (r < 0)
 		return r;
-	v = json_object_get(cfg, "n_ctx");
-	if (v && (!json_is_integer(v) || json_integer_value(v) != m.n_positions))
-		return util_fail(err, errlen, -EINVAL, "config.json: 'n_ctx' must equal 'n_positions' (%d)",
-			    m.n_positions);
-	if (m.n_embd % m.n_head)
-		return util_fail(err, errlen, -EINVAL,
-			    "config.json: n_embd (%d) must be a multiple of n_head (%d)", m.n_embd,
-			    m.n_head);
-	v = json_object_get(cfg, "layer_norm_epsilon");
-	if (v) {
-		if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1)
-			return util_fail(err, errlen, -EINVAL,
-				    "config.json: 'layer_norm_epsilon' must be a number in (0, 1]");
-		m.layer_norm_epsilon = json_number_value(v);
-	}
-	if ((r = expect_value(cfg, "activation_function", json_string("gelu_new"), err, errlen)) ||
-	    (r = expect_value(cfg, "n_inner", json_integer(4 * m.n_embd), err, errlen)) ||
-	    (r = expect_value(cfg, "scale_attn_weights", json_true(), err, errlen)) ||
-	    (r = expect_value(cfg, "scale_attn_by_inverse_layer_idx", json_false(), err, errlen)) ||
-	    (r = expect_value(cfg, "tie_word_embeddings", json_true(), err, errlen)) ||
-	    (r = expect_value(cfg, "add_cross_attention", json_false(), err, errlen)))
-		return r;
-	for (const char *const *p = (const char *const[]){"resid_pdrop", "embd_pdrop", "attn_pdrop",
-							    NULL}; *p; p++) {
-		v = json_object_get(cfg, *p);
-		if (v && !json_is_number(v))
-			return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be a number", *p);
-		if (v && json_number_value(v) > m.dropout)
-			m.dropout = json_number_value(v);
-	}
+	snprintf(m.model_type, sizeof(m.model_type), "%s", mt);
 	*out = m;
 	return 0;
 }
 
 uint64_t modelcfg_n_params(const struct model_config *m)
 {
-	uint64_t C = m->n_embd, L = m->n_layer;
-	/* wte + wpe + per layer (ln1, qkv, proj, ln2, fc, fcproj) + ln_f */
-	uint64_t layer = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) +
-			 (4 * C * C + C);
+	uint64_t C = m->n_embd, L = m->n_layer, V = m->vocab_size, F = m->intermediate_size;
+	uint64_t Q = (uint64_t)m->n_head * m->head_dim, KV = (uint64_t)m->n_kv_head * m->head_dim;
+	uint64_t layer;
 
-	return (uint64_t)m->vocab_size * C + (uint64_t)m->n_positions * C + L * layer + 2 * C;
+	if (strcmp(m->model_type, "llama")) {
+		/* wte + wpe + per layer (ln1, qkv, proj, ln2, fc, fcproj) + ln_f */
+		layer = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (4 * C * C + 4 * C) +
+			(4 * C * C + C);
+		return V * C + (uint64_t)m->n_positions * C + L * layer + 2 * C;
+	}
+	/* embed (+ lm_head) + per layer (2 norms, q k v o, gate up down) + norm */
+	layer = 2 * C + C * (Q + 2 * KV) + Q * C + 3 * C * F;
+	if (m->attention_bias)
+		layer += Q + 2 * KV + C;
+	if (m->mlp_bias)
+		layer += 2 * F + C;
+	return V * C * (m->tie_word_embeddings ? 1 : 2) + L * layer + C;
 }
 
 double modelcfg_flops_per_token(const struct model_config *m, int seq_len)
 {
-	return 6.0 * (double)modelcfg_n_params(m) + 6.0 * m->n_layer * (double)seq_len * m->n_embd;
+	int hd = m->head_dim ? m->head_dim : m->n_embd / (m->n_head ? m->n_head : 1);
+
+	return 6.0 * (double)modelcfg_n_params(m) + 6.0 * m->n_layer * (double)seq_len * m->n_head * hd;
 }
 
 json_t *modelcfg_to_json(const struct model_config *m)
 {
-	return json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:I}", "model_type", m->model_type,
-			 "n_layer", m->n_layer, "n_head", m->n_head, "n_embd", m->n_embd,
-			 "n_positions", m->n_positions, "vocab_size", m->vocab_size,
-			 "layer_norm_epsilon", m->layer_norm_epsilon, "n_params",
-			 (json_int_t)modelcfg_n_params(m));
+	json_t *o = json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f, s:I}", "model_type",
+			      m->model_type, "n_layer", m->n_layer, "n_head", m->n_head, "n_embd",
+			      m->n_embd, "n_positions", m->n_positions, "vocab_size", m->vocab_size,
+			      "layer_norm_epsilon", m->layer_norm_epsilon, "n_params",
+			      (json_int_t)modelcfg_n_params(m));
+
+	if (o && !strcmp(m->model_type, "llama")) {
+		json_object_set_new(o, "n_kv_head", json_integer(m->n_kv_head));
+		json_object_set_new(o, "head_dim", json_integer(m->head_dim));
+		json_object_set_new(o, "intermediate_size", json_integer(m->intermediate_size));
+		json_object_set_new(o, "rope_theta", json_real(m->rope_theta));
+		json_object_set_new(o, "tie_word_embeddings", json_boolean(m->tie_word_embeddings));
+	}
+	return o;
 }
 
 void trainparams_defaults(const struct model_config *m, struct train_params *p)

@@ -10,8 +10,14 @@
 
 #define BUNDLE_MAX_CONFIG (1u << 20) /* config.json / bursar.json size cap */
 
+enum { ROPE_DEFAULT, ROPE_LLAMA3 };
+
+/* One model of either family. Llama keys map onto the GPT-2 names where the
+ * meaning is the same (hidden_size -> n_embd, num_hidden_layers -> n_layer,
+ * num_attention_heads -> n_head, max_position_embeddings -> n_positions,
+ * rms_norm_eps -> layer_norm_epsilon); the rest is llama only. */
 struct model_config {
-	char model_type[16]; /* "gpt2" */
+	char model_type[16]; /* "gpt2" | "llama" */
 	int n_layer;
 	int n_head;
 	int n_embd;
@@ -19,6 +25,16 @@ struct model_config {
 	int vocab_size;
 	double layer_norm_epsilon;
 	double dropout; /* the largest *_pdrop key; recorded, not applied */
+	/* llama */
+	int n_kv_head;         /* num_key_value_heads (GQA); gpt2: n_head */
+	int head_dim;          /* gpt2: n_embd / n_head */
+	int intermediate_size; /* MLP width; gpt2: 4 n_embd */
+	int tie_word_embeddings;
+	int attention_bias, mlp_bias;
+	double rope_theta;
+	int rope_type;         /* ROPE_DEFAULT | ROPE_LLAMA3 */
+	double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+	int rope_original_max;
 };
 
 struct train_params {
@@ -37,11 +53,13 @@ struct train_params {
 	int priority;
 };
 
-/* Parses a Hugging Face config.json. err receives a sentence naming the problem. */
+/* Parses a Hugging Face config.json (model_type gpt2 or llama). err receives
+ * a sentence naming the problem. */
 int modelcfg_parse(json_t *cfg, struct model_config *out, char *err, size_t errlen);
-/* Trainable parameters (weights tied between wte and lm_head, as GPT-2). */
+/* Trainable parameters (a tied lm_head counts once). */
 uint64_t modelcfg_n_params(const struct model_config *m);
-/* Training FLOPs per token: 6N plus attention (6·L·T·C: QK^T and AV, fwd+bwd). */
+/* Training FLOPs per token: 6N plus attention (6·L·T·n_head·head_dim: QK^T
+ * and AV, fwd+bwd; 6·L·T·C for GPT-2). */
 double modelcfg_flops_per_token(const struct model_config *m, int seq_len);
 json_t *modelcfg_to_json(const struct model_config *m);
 

@@ -30,7 +30,7 @@ void adamw_free(struct adamw *o)
 	o->m = o->v = NULL;
 }
 
-void adamw_step(struct adamw *o, struct gpt2 *g, float lr, float weight_decay)
+void adamw_step(struct adamw *o, struct model *g, float lr, float weight_decay)
 {
 	float b1 = o->beta1, b2 = o->beta2;
 	float c1, c2;
@@ -39,8 +39,8 @@ void adamw_step(struct adamw *o, struct gpt2 *g, float lr, float weight_decay)
 	o->t++;
 	c1 = 1.0f - powf(b1, (float)o->t);
 	c2 = 1.0f - powf(b2, (float)o->t);
-	for (int k = 0; k < GPT2_NUM_TENSORS; k++) {
-		float wd = gpt2_decays(k) ? weight_decay : 0.0f;
+	for (int k = 0; k < MODEL_MAX_TENSORS; k++) {
+		float wd = model_decays(g, k) ? weight_decay : 0.0f;
 		float *p = g->params + off, *gr = g->grads + off, *m = o->m + off, *v = o->v + off;
 		size_t n = g->sizes[k];
 

@@ -4,7 +4,7 @@
 #pragma once
 #include <stddef.h>
 
-#include "gpt2.h"
+#include "model.h"
 
 struct adamw {
 	float *m, *v; /* n_params each, allocated by adamw_init */
@@ -17,7 +17,7 @@ int adamw_init(struct adamw *o, size_t n);
 void adamw_free(struct adamw *o);
 /* One update of every tensor of g with its grads; weight decay (decoupled)
  * applies to matrices and embeddings only, as in nanoGPT and llm.c. */
-void adamw_step(struct adamw *o, struct gpt2 *g, float lr, float weight_decay);
+void adamw_step(struct adamw *o, struct model *g, float lr, float weight_decay);
 
 /* lr at 0-based step: linear warmup to peak over `warmup` steps, then
  * "cosine" or "linear" decay to peak/10 at the last step, or "constant". */

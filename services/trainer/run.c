@@ -8,7 +8,7 @@
  * checkpoint. Allocates nothing inside the step loop.
  */
 #include "data.h"
-#include "gpt2.h"
+#include "model.h"
 #include "log.h"
 #include "optim.h"
 #include "safetensors.h"
@@ -81,7 +81,7 @@ struct rank_state {
 	const struct train_opts *o;
 	struct bundle_info bi;
 	struct data data;
-	struct gpt2 model;
+	struct model model;
 	struct adamw opt;
 	struct bcoll_comm *comm;
 	int B, T;
@@ -114,7 +114,7 @@ static int setup_model(struct rank_state *s)
 	}
 	s->B = p->batch / o->size;
 	s->T = p->seq_len;
-	need = gpt2_memory_bytes(&s->bi.model, s->B, s->T);
+	need = model_memory_bytes(&s->bi.model, s->B, s->T);
 	if (need > limit) {
 		log_err("the model needs %.1f GiB for a micro-batch of %d x %d tokens, more than "
 			"the %.1f GiB allowed (BURSAR_TRAIN_MAX_MEM)", need / 1073741824.0, s->B,
@@ -126,7 +126,7 @@ static int setup_model(struct rank_state *s)
 		log_err("cannot load the training data of '%s': %s", o->bundle, err);
 		return 2;
 	}
-	if (gpt2_build(&s->model, &s->bi.model, s->B, s->T) < 0 ||
+	if (model_build(&s->model, &s->bi.model, s->B, s->T) < 0 ||
 	    adamw_init(&s->opt, s->model.n_params) < 0 ||
 	    !(s->inputs = calloc((size_t)s->B * s->T, sizeof(int))) ||
 	    !(s->targets = calloc((size_t)s->B * s->T, sizeof(int)))) {
@@ -143,7 +143,7 @@ static int setup_model(struct rank_state *s)
 		}
 		log_info("rank %d: loaded weights from %s", o->rank, path);
 	} else {
-		gpt2_init_weights(&s->model, p->seed);
+		model_init_weights(&s->model, p->seed);
 	}
 	return 0;
 }
@@ -201,7 +201,7 @@ static int evaluate(struct rank_state *s, float *out)
 			data_val_seq(&s->data, k, s->T, s->inputs + (size_t)b * s->T,
 				     s->targets + (size_t)b * s->T);
 		}
-		sum += gpt2_forward(&s->model, s->inputs, s->targets);
+		sum += model_forward(&s->model, s->inputs, s->targets);
 	}
 	sum /= nb;
 	if (bcoll_allreduce(s->comm, &sum, &sum, 1, BCOLL_F32, BCOLL_AVG) < 0)
@@ -229,6 +229,36 @@ static int write_outputs(struct rank_state *s)
 	return 0;
 }
 
+/* Test hook: gradients of step 1's batch from the loaded weights, written
+ * under the weights' names, and the log-probabilities beside them. */
+static int dump_grads(struct rank_state *s)
+{
+	struct model view = s->model;
+	size_t n = (size_t)s->B * s->T * s->model.d.V;
+	char err[512], path[PATH_MAX];
+	float loss;
+	int r;
+
+	data_train_batch(&s->data, 0, s->bi.params.batch, 0, s->B, s->T, s->inputs, s->targets);
+	loss = model_forward(&s->model, s->inputs, s->targets);
+	model_backward(&s->model);
+	memcpy(view.p, s->model.g, sizeof(view.p));
+	if (st_save(s->o->dump_grads, &view, err, sizeof(err)) < 0) {
+		log_err("cannot write the gradients: %s", err);
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++)
+		s->model.probs[i] = logf(s->model.probs[i]);
+	snprintf(path, sizeof(path), "%s.logprobs", s->o->dump_grads);
+	r = util_write_file_atomic(path, s->model.probs, n * 4);
+	if (r < 0) {
+		log_err("cannot write '%s': %s", path, strerror(-r));
+		return 1;
+	}
+	emit("{\"event\": \"grads\", \"loss\": %.8f}", loss);
+	return 0;
+}
+
 static int train_loop(struct rank_state *s, float *final_loss)
 {
 	const struct train_opts *o = s->o;
@@ -243,8 +273,8 @@ static int train_loop(struct rank_state *s, float *final_loss)
 		double step_s, comm_s, c0;
 
 		data_train_batch(&s->data, step, p->batch, row0, s->B, s->T, s->inputs, s->targets);
-		loss = gpt2_forward(&s->model, s->inputs, s->targets);
-		gpt2_backward(&s->model);
+		loss = model_forward(&s->model, s->inputs, s->targets);
+		model_backward(&s->model);
 		c0 = bcoll_comm_seconds(s->comm);
 		if (bcoll_allreduce(s->comm, s->model.grads, s->model.grads, s->model.n_params,
 				    BCOLL_F32, BCOLL_AVG) < 0 ||
@@ -298,6 +328,10 @@ int train_rank(const struct train_opts *o)
 	r = setup_comm(&s);
 	if (r)
 		goto out;
+	if (o->dump_grads) {
+		r = o->size == 1 ? dump_grads(&s) : 2;
+		goto out;
+	}
 	s.peak_flops = peak_flops();
 	log_info("rank %d of %d: %zu parameters, micro-batch %d x %d, %ld steps, %zu train "
 		 "tokens, %d threads, peak %.3g FLOP/s", o->rank, o->size, s.model.n_params, s.B,
@@ -335,7 +369,7 @@ out:
 	free(s.inputs);
 	free(s.targets);
 	adamw_free(&s.opt);
-	gpt2_free(&s.model);
+	model_free(&s.model);
 	data_free(&s.data);
 	return r;
 }

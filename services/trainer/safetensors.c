@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <math.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,7 +38,7 @@ static int write_all(int fd, const void *buf, size_t len)
 }
 
 /* temp file beside path, fsync, rename, fsync the directory */
-static int write_atomic(const char *path, const void *head, size_t hlen, const struct gpt2 *g,
+static int write_atomic(const char *path, const void *head, size_t hlen, const struct model *g,
 			char *err, size_t errlen)
 {
 	char tmp[PATH_MAX], dir[PATH_MAX];
@@ -48,9 +49,9 @@ static int write_atomic(const char *path, const void *head, size_t hlen, const s
 	if (fd < 0)
 		return util_fail(err, errlen, -errno, "cannot create '%s': %s", tmp, strerror(errno));
 	r = write_all(fd, head, hlen);
-	for (int i = 0; g && r == 0 && i < gpt2_n_named(g); i++) {
-		struct gpt2_tensor_ref ref;
-		float *p = gpt2_named(g, i, &ref);
+	for (int i = 0; g && r == 0 && i < model_n_named(g); i++) {
+		struct model_tensor_ref ref;
+		float *p = model_named(g, i, &ref);
 		size_t n = (size_t)ref.shape[0] * (ref.ndim == 2 ? (size_t)ref.shape[1] : 1);
 		r = write_all(fd, p, n * 4);
 	}
@@ -73,7 +74,7 @@ static int write_atomic(const char *path, const void *head, size_t hlen, const s
 	return 0;
 }
 
-int st_save(const char *path, const struct gpt2 *g, char *err, size_t errlen)
+int st_save(const char *path, const struct model *g, char *err, size_t errlen)
 {
 	json_t *h = json_object(), *meta = json_pack("{s:s}", "format", "pt");
 	size_t off = 0, len, pad;
@@ -81,12 +82,12 @@ int st_save(const char *path, const struct gpt2 *g, char *err, size_t errlen)
 	int r;
 
 	json_object_set_new(h, "__metadata__", meta);
-	for (int i = 0; i < gpt2_n_named(g); i++) {
-		struct gpt2_tensor_ref ref;
+	for (int i = 0; i < model_n_named(g); i++) {
+		struct model_tensor_ref ref;
 		json_t *shape = json_array();
 		size_t n = 1;
 
-		gpt2_named(g, i, &ref);
+		model_named(g, i, &ref);
 		for (int k = 0; k < ref.ndim; k++) {
 			json_array_append_new(shape, json_integer(ref.shape[k]));
 			n *= (size_t)ref.shape[k];
@@ -120,13 +121,13 @@ int st_save(const char *path, const struct gpt2 *g, char *err, size_t errlen)
 }
 
 /* Matches an HF name (optionally "transformer."-prefixed) to our tensor. */
-static int find_named(const struct gpt2 *g, const char *name)
+static int find_named(const struct model *g, const char *name)
 {
 	if (!strncmp(name, "transformer.", 12))
 		name += 12;
-	for (int i = 0; i < gpt2_n_named(g); i++) {
-		struct gpt2_tensor_ref ref;
-		gpt2_named(g, i, &ref);
+	for (int i = 0; i < model_n_named(g); i++) {
+		struct model_tensor_ref ref;
+		model_named(g, i, &ref);
 		if (!strcmp(ref.name, name))
 			return i;
 	}
@@ -134,28 +135,66 @@ static int find_named(const struct gpt2 *g, const char *name)
 }
 
 /* Buffers and tied weights HF writes that carry nothing to train. */
-static int ignorable(const char *name)
+static int ignorable(const struct model *g, const char *name)
 {
 	size_t l = strlen(name);
 
-	return !strcmp(name, "lm_head.weight") ||
+	return (g->d.tied && !strcmp(name, "lm_head.weight")) ||
 	       (l > 10 && !strcmp(name + l - 10, ".attn.bias")) ||
 	       (l > 17 && !strcmp(name + l - 17, ".attn.masked_bias"));
 }
 
-static int load_tensor(int fd, const struct gpt2 *g, int i, json_t *t, const char *name,
+/* IEEE half to float, subnormals and infinities included. */
+static float half_to_float(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, bits;
+	float f;
+
+	if (e == 0x1f)
+		bits = sign | 0x7f800000u | (m << 13);
+	else if (e)
+		bits = sign | ((e + 112) << 23) | (m << 13);
+	else {
+		f = ldexpf((float)m, -24);
+		return sign ? -f : f;
+	}
+	memcpy(&f, &bits, 4);
+	return f;
+}
+
+/* Widens n 2-byte values stored in the upper half of p to floats, in place. */
+static void widen(float *p, size_t n, int bf16)
+{
+	const unsigned char *raw = (const unsigned char *)p + 2 * n;
+
+	for (size_t i = 0; i < n; i++) {
+		uint16_t h = (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8);
+		uint32_t bits = (uint32_t)h << 16;
+		float f;
+
+		if (bf16)
+			memcpy(&f, &bits, 4);
+		else
+			f = half_to_float(h);
+		p[i] = f;
+	}
+}
+
+static int load_tensor(int fd, const struct model *g, int i, json_t *t, const char *name,
 		       uint64_t data_start, uint64_t data_len, char *err, size_t errlen)
 {
-	struct gpt2_tensor_ref ref;
-	float *p = gpt2_named(g, i, &ref);
+	struct model_tensor_ref ref;
+	float *p = model_named(g, i, &ref);
 	json_t *shape = json_object_get(t, "shape"), *offs = json_object_get(t, "data_offsets");
 	const char *dt = json_string_value(json_object_get(t, "dtype"));
 	uint64_t n = 1, a, b;
 	ssize_t got;
 
-	if (!dt || strcmp(dt, "F32"))
+	int es = !dt ? 0 : !strcmp(dt, "F32") ? 4 : !strcmp(dt, "BF16") || !strcmp(dt, "F16") ? 2 : 0;
+
+	if (!es)
 		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has dtype %s, "
-			    "only F32 is supported", name, dt ? dt : "(missing)");
+			    "supported: F32, BF16, F16", name, dt ? dt : "(missing)");
 	if (!json_is_array(shape) || json_array_size(shape) != (size_t)ref.ndim)
 		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' must have %d "
 			    "dimensions", name, ref.ndim);
@@ -174,19 +213,21 @@ static int load_tensor(int fd, const struct gpt2 *g, int i, json_t *t, const cha
 			    "data_offsets", name);
 	a = (uint64_t)json_integer_value(json_array_get(offs, 0));
 	b = (uint64_t)json_integer_value(json_array_get(offs, 1));
-	if (json_integer_value(json_array_get(offs, 0)) < 0 || b < a || b - a != n * 4 ||
+	if (json_integer_value(json_array_get(offs, 0)) < 0 || b < a || b - a != n * es ||
 	    b > data_len)
 		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' data_offsets "
-			    "[%llu, %llu] do not hold %llu F32 values inside the %llu data bytes",
+			    "[%llu, %llu] do not hold %llu %s values inside the %llu data bytes",
 			    name, (unsigned long long)a, (unsigned long long)b,
-			    (unsigned long long)n, (unsigned long long)data_len);
-	got = pread(fd, p, n * 4, (off_t)(data_start + a));
-	if (got != (ssize_t)(n * 4))
+			    (unsigned long long)n, dt, (unsigned long long)data_len);
+	got = pread(fd, (char *)p + (4 - es) * n, n * es, (off_t)(data_start + a));
+	if (got != (ssize_t)(n * es))
 		return util_fail(err, errlen, -EIO, "model.safetensors: short read of tensor '%s'", name);
+	if (es == 2)
+		widen(p, n, !strcmp(dt, "BF16"));
 	return 0;
 }
 
-int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
+int st_load(const char *path, struct model *g, char *err, size_t errlen)
 {
 	unsigned char lenbuf[8];
 	char *head = NULL;
@@ -195,7 +236,7 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 	json_error_t je;
 	json_t *h = NULL, *t;
 	const char *name;
-	int fd, r = 0, nfound = 0, n = gpt2_n_named(g);
+	int fd, r = 0, nfound = 0, n = model_n_named(g);
 	char *seen = NULL;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -240,11 +281,12 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 		if (!strcmp(name, "__metadata__"))
 			continue;
 		i = find_named(g, name);
-		if (i < 0 && ignorable(name))
+		if (i < 0 && ignorable(g, name))
 			continue;
 		if (i < 0 || !json_is_object(t)) {
 			r = util_fail(err, errlen, -EINVAL, "model.safetensors: unexpected tensor '%.80s' "
-				 "for a GPT-2 with n_layer %d", name, g->d.L);
+				 "for a %s with %d layers", name,
+				 g->d.arch == ARCH_GPT2 ? "GPT-2" : "Llama", g->d.L);
 			goto out;
 		}
 		if (seen[i]) {
@@ -261,8 +303,8 @@ int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen)
 	}
 	for (int i = 0; nfound < n && i < n; i++)
 		if (!seen[i]) {
-			struct gpt2_tensor_ref ref;
-			gpt2_named(g, i, &ref);
+			struct model_tensor_ref ref;
+			model_named(g, i, &ref);
 			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' is missing",
 				 ref.name);
 			goto out;
@@ -275,18 +317,46 @@ out:
 	return r;
 }
 
-int st_save_config(const char *path, const struct gpt2 *g, char *err, size_t errlen)
+/* HF's config.json for g: GPT2LMHeadModel or LlamaForCausalLM. */
+static json_t *config_json(const struct model *g)
 {
+	const struct model_config *m = &g->d.cfg;
 	int eot = g->d.V > 256 ? g->d.V - 1 : 0; /* the end-of-text token, see data.h */
-	json_t *c = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:b, s:f, "
-			      "s:f, s:f, s:f, s:b, s:b, s:i, s:i}",
-			      "architectures", "GPT2LMHeadModel", "model_type", "gpt2", "n_layer",
-			      g->d.L, "n_head", g->d.NH, "n_embd", g->d.C, "n_positions", g->d.maxT,
-			      "n_ctx", g->d.maxT, "vocab_size", g->d.V, "activation_function",
-			      "gelu_new", "layer_norm_epsilon", g->d.eps64,
-			      "tie_word_embeddings", 1, "resid_pdrop", 0.0, "embd_pdrop", 0.0,
-			      "attn_pdrop", 0.0, "initializer_range", 0.02, "scale_attn_weights", 1,
-			      "use_cache", 1, "bos_token_id", eot, "eos_token_id", eot);
+	json_t *c, *rope = json_null();
+
+	if (g->d.arch == ARCH_GPT2)
+		return json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:b, s:f, "
+				 "s:f, s:f, s:f, s:b, s:b, s:i, s:i}",
+				 "architectures", "GPT2LMHeadModel", "model_type", "gpt2", "n_layer",
+				 g->d.L, "n_head", g->d.NH, "n_embd", g->d.C, "n_positions",
+				 g->d.maxT, "n_ctx", g->d.maxT, "vocab_size", g->d.V,
+				 "activation_function", "gelu_new", "layer_norm_epsilon",
+				 m->layer_norm_epsilon, "tie_word_embeddings", 1, "resid_pdrop", 0.0,
+				 "embd_pdrop", 0.0, "attn_pdrop", 0.0, "initializer_range", 0.02,
+				 "scale_attn_weights", 1, "use_cache", 1, "bos_token_id", eot,
+				 "eos_token_id", eot);
+	if (m->rope_type == ROPE_LLAMA3)
+		rope = json_pack("{s:s, s:f, s:f, s:f, s:i}", "rope_type", "llama3", "factor",
+				 m->rope_factor, "low_freq_factor", m->rope_low_freq_factor,
+				 "high_freq_factor", m->rope_high_freq_factor,
+				 "original_max_position_embeddings", m->rope_original_max);
+	c = json_pack("{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:f, s:f, s:o, "
+		      "s:b, s:b, s:b, s:f, s:f, s:b, s:i, s:i}",
+		      "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size",
+		      g->d.C, "intermediate_size", g->d.F, "num_hidden_layers", g->d.L,
+		      "num_attention_heads", g->d.NH, "num_key_value_heads", g->d.KVH, "head_dim",
+		      g->d.hd, "max_position_embeddings", g->d.maxT, "vocab_size", g->d.V,
+		      "hidden_act", "silu", "rms_norm_eps", m->layer_norm_epsilon, "rope_theta",
+		      m->rope_theta, "rope_scaling", rope, "tie_word_embeddings", g->d.tied,
+		      "attention_bias", g->d.attn_bias, "mlp_bias", g->d.mlp_bias,
+		      "attention_dropout", 0.0, "initializer_range", 0.02, "use_cache", 1,
+		      "bos_token_id", eot, "eos_token_id", eot);
+	return c;
+}
+
+int st_save_config(const char *path, const struct model *g, char *err, size_t errlen)
+{
+	json_t *c = config_json(g);
 	char *s = c ? json_dumps(c, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
 	int r;
 

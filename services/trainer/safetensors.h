@@ -1,19 +1,19 @@
-/* safetensors — read and write GPT-2 weights as Hugging Face safetensors
- * (F32, HF GPT-2 names, Conv1D (in, out) layout). The reader is a parser of
+/* safetensors — read and write GPT-2 and Llama weights as Hugging Face
+ * safetensors (written F32, read F32/BF16/F16; HF names and layouts). The reader is a parser of
  * untrusted input: the header size is capped, every shape, dtype and offset
  * is checked, and each error is a sentence naming the tensor and values. */
 #pragma once
 #include <stddef.h>
 
-#include "gpt2.h"
+#include "model.h"
 
 #define ST_MAX_HEADER (16u << 20) /* bytes of JSON header accepted */
 
 /* Writes g's weights to path atomically (temp file, fsync, rename). */
-int st_save(const char *path, const struct gpt2 *g, char *err, size_t errlen);
+int st_save(const char *path, const struct model *g, char *err, size_t errlen);
 /* Loads every tensor of g from path; a missing, extra or mis-shaped tensor
  * is an error. An optional "transformer." prefix, a tied "lm_head.weight"
  * and the "attn.bias"/"attn.masked_bias" buffers HF may write are accepted. */
-int st_load(const char *path, struct gpt2 *g, char *err, size_t errlen);
-/* Writes a Hugging Face GPT2 config.json for g atomically. */
-int st_save_config(const char *path, const struct gpt2 *g, char *err, size_t errlen);
+int st_load(const char *path, struct model *g, char *err, size_t errlen);
+/* Writes a Hugging Face GPT2 or Llama config.json for g atomically. */
+int st_save_config(const char *path, const struct model *g, char *err, size_t errlen);

@@ -1,5 +1,6 @@
 /* bursar-train — the trainer one rank runs; main() only: arguments, mode
- * and signals. The work is in run.c (one rank), gpt2.c (the model),
+ * and signals. The work is in run.c (one rank), model.c, gpt2.c, llama.c and
+ * layers.c (the models),
  * optim.c, data.c, safetensors.c and rdv_http.c.
  *
  * Modes:
@@ -8,6 +9,9 @@
  *   bursar-train BUNDLE --ranks N [--steps S] [--out DIR]   forks N local ranks
  *       that meet through a directory rendezvous; any failure stops them all
  *   bursar-train --probe                            prints {"flops": X}
+ *   bursar-train BUNDLE --dump-grads FILE           (tests) one forward and
+ *       backward of step 1's batch: gradients to FILE (safetensors, the
+ *       weights' names), log-softmax of the logits to FILE.logprobs (raw f32)
  */
 #include "log.h"
 #include "trainer.h"
@@ -185,6 +189,8 @@ int main(int argc, char **argv)
 		if (!strcmp(a, "--probe")) {
 			printf("{\"flops\": %.6g}\n", train_probe_flops(0.3));
 			return 0;
+		} else if (!strcmp(a, "--dump-grads") && i + 1 < argc) {
+			o.dump_grads = argv[++i];
 		} else if (!strcmp(a, "--out") && i + 1 < argc) {
 			o.out = argv[++i];
 		} else if (!strcmp(a, "--steps") && i + 1 < argc) {

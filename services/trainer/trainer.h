@@ -11,6 +11,7 @@ struct train_opts {
 	const char *rdv;      /* "unix:/…", "http://…" (admitd) or "dir:/…" */
 	const char *rdv_key;  /* admitd rendezvous key */
 	const char *job;      /* for messages */
+	const char *dump_grads; /* test only: write step 1's gradients here and stop */
 };
 
 #define TRAIN_MAX_RANKS 256

@@ -1,4 +1,4 @@
-# services/trainer: bursar-train (GPT-2 on the CPU, data parallel over libbcoll).
+# services/trainer: bursar-train (GPT-2 and Llama on the CPU, data parallel over libbcoll).
 trainer_SRCS := $(filter-out services/trainer/test-%.c,$(wildcard services/trainer/*.c))
 trainer_LIB_SRCS := $(filter-out %/train.c,$(trainer_SRCS))
 CFLAGS_services_trainer := -fopenmp $(shell pkg-config --cflags openblas)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""make-bundle.py DIR [--bytes N] [--steps S] [--batch B] — writes a tiny GPT-2
+"""make-bundle.py DIR [--bytes N] [--steps S] [--batch B] [--llama 1] — writes a tiny GPT-2 (or Llama)
 bundle for the trainer tests: config.json, bursar.json and data/ holding a
 deterministic English-like corpus generated from a small grammar (seeded, so
 every run writes the same bytes). Not a test itself."""
@@ -29,6 +29,12 @@ def main():
     cfg = {"model_type": "gpt2", "n_layer": int(args.get("--layers", 2)), "n_head": 4,
            "n_embd": int(args.get("--embd", 64)), "n_positions": 64, "vocab_size": 256,
            "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
+    if args.get("--llama"):
+        cfg = {"model_type": "llama", "num_hidden_layers": int(args.get("--layers", 2)),
+               "num_attention_heads": 4, "num_key_value_heads": 2,
+               "hidden_size": int(args.get("--embd", 64)), "intermediate_size": 96,
+               "max_position_embeddings": 64, "vocab_size": 257, "rms_norm_eps": 1e-5,
+               "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False}
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
     bj = {"steps": int(args.get("--steps", 60)), "batch": int(args.get("--batch", 8)),
           "seq_len": int(args.get("--seq", 64)), "lr": float(args.get("--lr", 3e-3)),

@@ -181,7 +181,7 @@ start=$(date +%s)
 wait $r0
 rc=$?
 took=$(( $(date +%s) - start ))
-if [ $rc -eq 3 ] && [ $took -le 12 ] && grep -q "rank 1 closed the connection" "$tmp/r9.err"; then
+if [ $rc -eq 3 ] && [ $took -le 12 ] && grep -qE "rank 1 (closed the connection|\(pid [0-9]+\) died)" "$tmp/r9.err"; then
 	pass peer_death_names_rank
 else
 	fail peer_death_names_rank "status $rc after ${took}s: $(tail -2 "$tmp/r9.err")"

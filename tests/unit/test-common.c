@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <math.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,7 +27,17 @@ static void test_modelcfg(void)
 		const char *msg; /* substring of the error */
 	} cases[] = {
 		{"{\"model_type\":\"gpt2\",\"n_layer\":2,\"n_head\":4,\"n_embd\":64,\"vocab_size\":256}", 0, ""},
-		{"{\"model_type\":\"llama\"}", -EOPNOTSUPP, "llama"},
+		{"{\"model_type\":\"llama\"}", -EINVAL, "missing required key 'num_hidden_layers'"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128}", 0, ""},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"num_key_value_heads\":2,\"head_dim\":8,\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,\"original_max_position_embeddings\":8192},\"tie_word_embeddings\":true,\"attention_bias\":false,\"mlp_bias\":false,\"hidden_act\":\"silu\",\"pretraining_tp\":1}", 0, ""},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":500000.0}}", 0, ""},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0}}", -EOPNOTSUPP, "rope_scaling type 'yarn'"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"rope_scaling\":{\"type\":\"llama3\",\"factor\":8.0}}", -EINVAL, "needs factor"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"rope_scaling\":{\"type\":\"default\"},\"rope_parameters\":{\"rope_type\":\"default\"}}", -EINVAL, "not both"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"hidden_act\":\"gelu\"}", -EOPNOTSUPP, "'hidden_act'"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"num_key_value_heads\":3}", -EINVAL, "multiple of num_key_value_heads"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"sliding_window\":4096}", -EOPNOTSUPP, "unknown key 'sliding_window' for model_type llama"},
+		{"{\"model_type\":\"llama\",\"num_hidden_layers\":2,\"num_attention_heads\":4,\"hidden_size\":64,\"intermediate_size\":128,\"head_dim\":7}", -EINVAL, "must be even"},
 		{"{\"model_type\":\"bert\"}", -EOPNOTSUPP, "unknown model_type 'bert'"},
 		{"{\"n_layer\":2}", -EINVAL, "missing required key 'model_type'"},
 		{"{\"model_type\":\"gpt2\",\"n_layer\":2,\"n_head\":3,\"n_embd\":64,\"vocab_size\":256}", -EINVAL, "multiple of n_head"},
@@ -56,6 +67,15 @@ static void test_model_size(void)
 
 	T_EQ_INT(modelcfg_n_params(&m), 124439808);
 	T_CHECK(modelcfg_flops_per_token(&m, 1024) > 6.0 * 124439808, "attention flops missing");
+
+	/* Llama-3-8B: 8,030,261,248 parameters (GQA 32/8, untied head). */
+	m = (struct model_config){.model_type = "llama", .n_layer = 32, .n_head = 32,
+				  .n_kv_head = 8, .head_dim = 128, .n_embd = 4096,
+				  .intermediate_size = 14336, .n_positions = 8192,
+				  .vocab_size = 128256};
+	T_EQ_INT(modelcfg_n_params(&m), 8030261248ull);
+	T_CHECK(fabs(modelcfg_flops_per_token(&m, 8192) - (6.0 * 8030261248.0 +
+		6.0 * 32 * 8192 * 4096)) < 1.0, "llama flops %g", modelcfg_flops_per_token(&m, 8192));
 }
 
 static void test_trainparams(void)
