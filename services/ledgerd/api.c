@@ -14,6 +14,7 @@
 
 /* 10000 records of a few hundred bytes each fit well inside this. */
 #define LEDGER_MAX_BODY (16u << 20)
+#define LEDGER_SMALL_BODY (64u << 10)
 
 static void reply_db_error(struct httpd_req *req, int r, const char *what)
 {
@@ -36,6 +37,8 @@ static void do_ingest(struct httpd_req *req, void *ud, int estimates)
 		return;
 	r = ledger_ingest(l, body, estimates, &reply, err, sizeof(err));
 	json_decref(body);
+	if (r < 0)
+		l->n_failed++;
 	if (r == -EINVAL)
 		httpd_reply_error(req, 400, "%s", err);
 	else if (r == -E2BIG)
@@ -128,6 +131,8 @@ static void on_entries(struct httpd_req *req, void *ud)
 	int r;
 
 	if (query_str(req, "job", &q.job) < 0 || query_str(req, "tenant", &q.tenant) < 0 ||
+	    query_str(req, "user", &q.user) < 0 ||
+	    ledger_query_range(req, &q.from_us, &q.to_us) < 0 ||
 	    query_int(req, "after", 0, INT64_MAX, 0, &after) < 0 ||
 	    query_int(req, "limit", 1, LEDGER_MAX_ROWS, LEDGER_DEFAULT_ROWS, &limit) < 0)
 		return;
@@ -161,13 +166,15 @@ static void on_verify(struct httpd_req *req, void *ud)
 	int r;
 
 	r = ledger_verify(l->db, l->head_id, l->head_hash, &v);
+	if (r == 0)
+		r = ledger_verify_credits(l->db, l->credit_head_id, l->credit_head_hash, &v);
 	if (r < 0) {
 		reply_db_error(req, r, "cannot verify the ledger");
 		return;
 	}
 	if (!v.ok)
-		log_err("ledger verify failed at entry %lld: %s", (long long)v.first_bad_id,
-			v.reason);
+		log_err("ledger verify failed at %s %lld: %s", v.bad_credit ? "credit" : "entry",
+			(long long)v.first_bad_id, v.reason);
 	httpd_reply_json(req, 200, ledger_verify_json(&v));
 }
 
@@ -180,6 +187,15 @@ const struct httpd_route ledger_routes[] = {
 	{"POST", "/v1/ingest", on_ingest, 0, LEDGER_MAX_BODY},
 	{"POST", "/v1/estimates", on_estimates, 0, LEDGER_MAX_BODY},
 	{"GET", "/v1/rates", on_rates, 0, 0},
+	{"POST", "/v1/rates", ledger_on_rates_post, 0, LEDGER_SMALL_BODY},
+	{"POST", "/v1/credits", ledger_on_credit, 0, LEDGER_SMALL_BODY},
+	{"GET", "/v1/tenants/{}/balance", ledger_on_balance, 0, 0},
+	{"GET", "/v1/tenants/{}/bill", ledger_on_tenant_bill, 0, 0},
+	{"POST", "/v1/holds", ledger_on_hold, 0, LEDGER_SMALL_BODY},
+	{"GET", "/v1/holds/{}", ledger_on_hold_get, 0, 0},
+	{"POST", "/v1/holds/{}/release", ledger_on_hold_release, 0, LEDGER_SMALL_BODY},
+	{"POST", "/v1/holds/{}/extend", ledger_on_hold_extend, 0, LEDGER_SMALL_BODY},
+	{"GET", "/metrics", ledger_on_metrics, 0, 0},
 	{"GET", "/v1/jobs/{}/bill", on_bill, 0, 0},
 	{"GET", "/v1/entries", on_entries, 0, 0},
 	{"GET", "/v1/verify", on_verify, 0, 0},

@@ -51,32 +51,91 @@ static const char *const ledger_migrations[] = {
 	" BEGIN SELECT RAISE(ABORT, 'ledger rates are versioned, never edited'); END;"
 	"CREATE TRIGGER rates_no_delete BEFORE DELETE ON rates"
 	" BEGIN SELECT RAISE(ABORT, 'ledger rates are versioned, never edited'); END;",
+	/* 2: node classes and energy, credits, holds, running totals */
+	"ALTER TABLE entries ADD COLUMN node_class TEXT NOT NULL DEFAULT 'cpu';"
+	"ALTER TABLE entries ADD COLUMN energy_kwh REAL NOT NULL DEFAULT 0;"
+	"CREATE INDEX entries_user ON entries(user, id);"
+	"ALTER TABLE rates ADD COLUMN kwh_micro INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE rate_classes ("
+	" version INTEGER NOT NULL, node_class TEXT NOT NULL, rank_hour_micro INTEGER NOT NULL,"
+	" PRIMARY KEY (version, node_class)) WITHOUT ROWID;"
+	"INSERT INTO rate_classes SELECT version, 'cpu', rank_hour_micro FROM rates;"
+	"CREATE TRIGGER rate_classes_no_update BEFORE UPDATE ON rate_classes"
+	" BEGIN SELECT RAISE(ABORT, 'ledger rates are versioned, never edited'); END;"
+	"CREATE TRIGGER rate_classes_no_delete BEFORE DELETE ON rate_classes"
+	" BEGIN SELECT RAISE(ABORT, 'ledger rates are versioned, never edited'); END;"
+	"CREATE TABLE credits ("
+	" id INTEGER PRIMARY KEY, source TEXT NOT NULL, seq INTEGER NOT NULL,"
+	" tenant TEXT NOT NULL, amount_micro INTEGER NOT NULL, note TEXT NOT NULL,"
+	" ts_us INTEGER NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,"
+	" UNIQUE(source, seq));"
+	"CREATE INDEX credits_tenant ON credits(tenant, id);"
+	"CREATE TRIGGER credits_no_update BEFORE UPDATE ON credits"
+	" BEGIN SELECT RAISE(ABORT, 'ledger credits are append-only'); END;"
+	"CREATE TRIGGER credits_no_delete BEFORE DELETE ON credits"
+	" BEGIN SELECT RAISE(ABORT, 'ledger credits are append-only'); END;"
+	"CREATE TABLE holds ("
+	" job TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT NOT NULL,"
+	" reserved_micro INTEGER NOT NULL, state TEXT NOT NULL,"
+	" created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL);"
+	"CREATE INDEX holds_open ON holds(tenant) WHERE state = 'open';"
+	"CREATE TABLE tenant_totals ("
+	" tenant TEXT PRIMARY KEY, credits INTEGER NOT NULL DEFAULT 0,"
+	" credits_micro INTEGER NOT NULL DEFAULT 0, spent_micro INTEGER NOT NULL DEFAULT 0,"
+	" quantity REAL NOT NULL DEFAULT 0, energy_kwh REAL NOT NULL DEFAULT 0,"
+	" entries INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE job_totals ("
+	" job TEXT PRIMARY KEY, spent_micro INTEGER NOT NULL, quantity REAL NOT NULL,"
+	" entries INTEGER NOT NULL);"
+	"CREATE TABLE daily ("
+	" tenant TEXT NOT NULL, day INTEGER NOT NULL, job TEXT NOT NULL, user TEXT NOT NULL,"
+	" kind TEXT NOT NULL, node_class TEXT NOT NULL, amount_micro INTEGER NOT NULL,"
+	" quantity REAL NOT NULL, energy_kwh REAL NOT NULL, entries INTEGER NOT NULL,"
+	" PRIMARY KEY (tenant, day, job, user, kind, node_class)) WITHOUT ROWID;"
+	"INSERT INTO daily SELECT tenant, start_us / 86400000000, job, user, kind, node_class,"
+	" sum(amount_micro), total(quantity), total(energy_kwh), count(*) FROM entries"
+	" GROUP BY 1, 2, 3, 4, 5, 6;"
+	"INSERT INTO job_totals SELECT job, sum(amount_micro), total(quantity), count(*)"
+	" FROM entries GROUP BY job;"
+	"INSERT INTO tenant_totals (tenant, spent_micro, quantity, energy_kwh, entries)"
+	" SELECT tenant, sum(amount_micro), total(quantity), total(energy_kwh), count(*)"
+	" FROM entries GROUP BY tenant;",
 };
 
 #define ENTRY_COLS                                                                                 \
 	"id, source, seq, job, tenant, user, rank, kind, quantity, unit, rate_version, "           \
-	"amount_micro, start_us, end_us, ts_us, prev_hash, hash"
+	"amount_micro, start_us, end_us, ts_us, prev_hash, hash, node_class, energy_kwh"
 
+/* Entries of the default class without energy keep the v1 form (and so the
+ * hashes written before classes existed); the others add both fields under a
+ * different header, so no entry can be read in the other form. */
 int ledger_entry_canon(const struct ledger_entry *e, char *buf, size_t size)
 {
-	int n;
+	int v2 = strcmp(e->node_class[0] ? e->node_class : "cpu", "cpu") || e->energy_kwh != 0;
+	int n, m;
 
 	/* Strings are length-prefixed so no choice of content can forge a field
 	 * boundary; %.17g round-trips every double. */
 	n = snprintf(buf, size,
-		     "bursar-ledger-entry-v1\nid=%" PRId64 "\nsource=%zu:%s\nseq=%" PRId64
+		     "bursar-ledger-entry-v%d\nid=%" PRId64 "\nsource=%zu:%s\nseq=%" PRId64
 		     "\njob=%zu:%s\ntenant=%zu:%s\nuser=%zu:%s\nrank=%" PRId64
 		     "\nkind=%zu:%s\nquantity=%.17g\nunit=%zu:%s\nrate_version=%" PRId64
 		     "\namount_micro=%" PRId64 "\nstart_us=%" PRId64 "\nend_us=%" PRId64
 		     "\nts_us=%" PRId64 "\nprev_hash=%s\n",
-		     e->id, strlen(e->source), e->source, e->seq, strlen(e->job), e->job,
+		     v2 ? 2 : 1, e->id, strlen(e->source), e->source, e->seq, strlen(e->job), e->job,
 		     strlen(e->tenant), e->tenant, strlen(e->user), e->user, e->rank,
 		     strlen(e->kind), e->kind, e->quantity, strlen(e->unit), e->unit,
 		     e->rate_version, e->amount_micro, e->start_us, e->end_us, e->ts_us,
 		     e->prev_hash);
 	if (n < 0 || (size_t)n >= size)
 		return -E2BIG;
-	return n;
+	if (!v2)
+		return n;
+	m = snprintf(buf + n, size - n, "node_class=%zu:%s\nenergy_kwh=%.17g\n",
+		     strlen(e->node_class), e->node_class, e->energy_kwh);
+	if (m < 0 || (size_t)m >= size - n)
+		return -E2BIG;
+	return n + m;
 }
 
 int ledger_entry_hash(const struct ledger_entry *e, char out[65])
@@ -90,14 +149,8 @@ int ledger_entry_hash(const struct ledger_entry *e, char out[65])
 	return 0;
 }
 
-void ledger_price(const struct ledger *l, struct ledger_entry *e)
-{
-	e->rate_version = l->rate.version;
-	e->amount_micro = llround(e->quantity * ((double)l->rate.rank_hour_micro / 3600.0));
-}
-
 /* Copies column i as text into buf; -E2BIG when it does not fit (edited). */
-static int col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
+int ledger_col_text(sqlite3_stmt *st, int i, char *buf, size_t size)
 {
 	const unsigned char *s = sqlite3_column_text(st, i);
 	int n = sqlite3_column_bytes(st, i);
@@ -119,22 +172,24 @@ static int entry_from_row(sqlite3_stmt *st, struct ledger_entry *e)
 	int r = 0;
 
 	e->id = sqlite3_column_int64(st, 0);
-	r |= col_text(st, 1, e->source, sizeof(e->source));
+	r |= ledger_col_text(st, 1, e->source, sizeof(e->source));
 	e->seq = sqlite3_column_int64(st, 2);
-	r |= col_text(st, 3, e->job, sizeof(e->job));
-	r |= col_text(st, 4, e->tenant, sizeof(e->tenant));
-	r |= col_text(st, 5, e->user, sizeof(e->user));
+	r |= ledger_col_text(st, 3, e->job, sizeof(e->job));
+	r |= ledger_col_text(st, 4, e->tenant, sizeof(e->tenant));
+	r |= ledger_col_text(st, 5, e->user, sizeof(e->user));
 	e->rank = sqlite3_column_int64(st, 6);
-	r |= col_text(st, 7, e->kind, sizeof(e->kind));
+	r |= ledger_col_text(st, 7, e->kind, sizeof(e->kind));
 	e->quantity = sqlite3_column_double(st, 8);
-	r |= col_text(st, 9, e->unit, sizeof(e->unit));
+	r |= ledger_col_text(st, 9, e->unit, sizeof(e->unit));
 	e->rate_version = sqlite3_column_int64(st, 10);
 	e->amount_micro = sqlite3_column_int64(st, 11);
 	e->start_us = sqlite3_column_int64(st, 12);
 	e->end_us = sqlite3_column_int64(st, 13);
 	e->ts_us = sqlite3_column_int64(st, 14);
-	r |= col_text(st, 15, e->prev_hash, sizeof(e->prev_hash));
-	r |= col_text(st, 16, e->hash, sizeof(e->hash));
+	r |= ledger_col_text(st, 15, e->prev_hash, sizeof(e->prev_hash));
+	r |= ledger_col_text(st, 16, e->hash, sizeof(e->hash));
+	r |= ledger_col_text(st, 17, e->node_class, sizeof(e->node_class));
+	e->energy_kwh = sqlite3_column_double(st, 18);
 	return r ? -E2BIG : 0;
 }
 
@@ -151,65 +206,13 @@ static int load_head(struct ledger *l)
 	strcpy(l->head_hash, LEDGER_ZERO_HASH);
 	if (rc == SQLITE_ROW) {
 		l->head_id = sqlite3_column_int64(st, 0);
-		if (col_text(st, 1, l->head_hash, sizeof(l->head_hash)) < 0)
+		if (ledger_col_text(st, 1, l->head_hash, sizeof(l->head_hash)) < 0)
 			r = -EBADMSG;
 	} else if (rc != SQLITE_DONE) {
 		r = db_errno(rc);
 	}
 	sqlite3_finalize(st);
 	return r;
-}
-
-static int load_rate(struct ledger *l)
-{
-	sqlite3_stmt *st;
-	int r, rc;
-
-	r = db_prepare(l->db,
-		       "SELECT version, rank_hour_micro, effective_us FROM rates"
-		       " ORDER BY version DESC LIMIT 1",
-		       &st);
-	if (r < 0)
-		return r;
-	rc = sqlite3_step(st);
-	memset(&l->rate, 0, sizeof(l->rate));
-	if (rc == SQLITE_ROW) {
-		l->rate.version = sqlite3_column_int64(st, 0);
-		l->rate.rank_hour_micro = sqlite3_column_int64(st, 1);
-		l->rate.effective_us = sqlite3_column_int64(st, 2);
-	} else if (rc != SQLITE_DONE) {
-		r = db_errno(rc);
-	}
-	sqlite3_finalize(st);
-	return r;
-}
-
-int ledger_set_rate(struct ledger *l, int64_t rank_hour_micro)
-{
-	struct ledger_rate nr = {l->rate.version + 1, rank_hour_micro, (int64_t)util_wall_us()};
-	sqlite3_stmt *st;
-	int r, rc;
-
-	if (rank_hour_micro < 0)
-		return -EINVAL;
-	if (l->rate.version > 0 && l->rate.rank_hour_micro == rank_hour_micro)
-		return 0;
-	r = db_prepare(l->db,
-		       "INSERT INTO rates (version, rank_hour_micro, rank_second_micro, currency,"
-		       " effective_us) VALUES (?, ?, ?, 'USD', ?)",
-		       &st);
-	if (r < 0)
-		return r;
-	sqlite3_bind_int64(st, 1, nr.version);
-	sqlite3_bind_int64(st, 2, nr.rank_hour_micro);
-	sqlite3_bind_double(st, 3, (double)nr.rank_hour_micro / 3600.0);
-	sqlite3_bind_int64(st, 4, nr.effective_us);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		return db_errno(rc);
-	l->rate = nr;
-	return 0;
 }
 
 void ledger_free(struct ledger *l)
@@ -220,6 +223,7 @@ void ledger_free(struct ledger *l)
 	sqlite3_finalize(l->st_insert);
 	sqlite3_finalize(l->st_est_find);
 	sqlite3_finalize(l->st_est_insert);
+	ledger_agg_free(l->agg);
 	db_close(l->db);
 	free(l);
 }
@@ -234,15 +238,25 @@ int ledger_open(const char *path, struct ledger **out)
 	r = db_open(path, 1, &l->db);
 	if (r < 0)
 		goto out_free;
+	/* Index pages of a large ledger stay in memory; fewer, larger checkpoints.
+	 * Durability is unchanged: every commit still fsyncs the WAL. */
+	r = db_exec(l->db, "PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=8192;");
+	if (r < 0)
+		goto out_free;
 	r = db_migrate(l->db, ledger_migrations, (int)(sizeof(ledger_migrations) /
 						       sizeof(ledger_migrations[0])));
+	if (r < 0)
+		goto out_free;
+	r = ledger_agg_new(&l->agg);
 	if (r < 0)
 		goto out_free;
 	r = db_prepare(l->db, "SELECT id FROM entries WHERE source = ? AND seq = ?", &l->st_find);
 	if (r < 0)
 		goto out_free;
+	/* A duplicate (source, seq) inserts nothing: one B-tree probe, not two. */
 	r = db_prepare(l->db, "INSERT INTO entries (" ENTRY_COLS ") VALUES"
-			      " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			      " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+			      " ON CONFLICT(source, seq) DO NOTHING",
 		       &l->st_insert);
 	if (r < 0)
 		goto out_free;
@@ -259,7 +273,10 @@ int ledger_open(const char *path, struct ledger **out)
 	r = load_head(l);
 	if (r < 0)
 		goto out_free;
-	r = load_rate(l);
+	r = ledger_load_rate(l);
+	if (r < 0)
+		goto out_free;
+	r = ledger_load_credit_head(l);
 	if (r < 0)
 		goto out_free;
 	*out = l;
@@ -277,20 +294,24 @@ int ledger_batch_begin(struct ledger *l)
 		return r;
 	l->saved_head_id = l->head_id;
 	memcpy(l->saved_head_hash, l->head_hash, sizeof(l->head_hash));
+	ledger_agg_reset(l->agg);
 	return 0;
 }
 
 void ledger_batch_rollback(struct ledger *l)
 {
 	db_rollback(l->db);
+	ledger_agg_reset(l->agg);
 	l->head_id = l->saved_head_id;
 	memcpy(l->head_hash, l->saved_head_hash, sizeof(l->head_hash));
 }
 
 int ledger_batch_commit(struct ledger *l)
 {
-	int r = db_commit(l->db);
+	int r = ledger_agg_flush(l);
 
+	if (r == 0)
+		r = db_commit(l->db);
 	if (r < 0)
 		ledger_batch_rollback(l);
 	return r;
@@ -316,12 +337,8 @@ int ledger_append(struct ledger *l, struct ledger_entry *e, int *dup)
 	sqlite3_stmt *st = l->st_insert;
 	int r, rc;
 
-	r = exists(l->st_find, e->source, e->seq);
-	if (r < 0)
-		return r;
-	*dup = r;
-	if (r)
-		return 0;
+	if (!e->node_class[0])
+		strcpy(e->node_class, "cpu");
 	e->id = l->head_id + 1;
 	if (!e->ts_us)
 		e->ts_us = (int64_t)util_wall_us();
@@ -347,10 +364,18 @@ int ledger_append(struct ledger *l, struct ledger_entry *e, int *dup)
 	sqlite3_bind_int64(st, 15, e->ts_us);
 	sqlite3_bind_text(st, 16, e->prev_hash, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 17, e->hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 18, e->node_class, -1, SQLITE_STATIC);
+	sqlite3_bind_double(st, 19, e->energy_kwh);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return db_errno(rc);
+	*dup = sqlite3_changes(l->db) == 0;
+	if (*dup)
+		return 0;
+	r = ledger_agg_add(l, e);
+	if (r < 0)
+		return r;
 	l->head_id = e->id;
 	memcpy(l->head_hash, e->hash, sizeof(l->head_hash));
 	return 0;
@@ -383,9 +408,8 @@ int ledger_append_estimate(struct ledger *l, const struct ledger_estimate *e, in
 	return rc == SQLITE_DONE ? 0 : db_errno(rc);
 }
 
-/* Marks v bad at id with a reason; returns 0 so callers can `return bad(...)`. */
-static int __attribute__((format(printf, 3, 4)))
-bad(struct ledger_verify *v, int64_t id, const char *fmt, ...)
+/* Marks v bad at id with a reason; returns 0 so callers can `return ledger_verify_bad(..)`. */
+int ledger_verify_bad(struct ledger_verify *v, int64_t id, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -405,25 +429,25 @@ static int check_entry(struct ledger_verify *v, const struct ledger_entry *e, in
 
 	if (e->id != prev_id + 1) {
 		if (e->id <= prev_id) /* cannot happen with INTEGER PRIMARY KEY order */
-			return bad(v, e->id, "entry %" PRId64 " is out of order", e->id);
+			return ledger_verify_bad(v, e->id, "entry %" PRId64 " is out of order", e->id);
 		if (e->id == prev_id + 2)
-			return bad(v, prev_id + 1,
+			return ledger_verify_bad(v, prev_id + 1,
 				   "entry %" PRId64 " is missing (entry %" PRId64
 				   " follows entry %" PRId64 "): it was deleted",
 				   prev_id + 1, e->id, prev_id);
-		return bad(v, prev_id + 1,
+		return ledger_verify_bad(v, prev_id + 1,
 			   "entries %" PRId64 "..%" PRId64 " are missing (entry %" PRId64
 			   " follows entry %" PRId64 "): they were deleted",
 			   prev_id + 1, e->id - 1, e->id, prev_id);
 	}
 	if (strcmp(e->prev_hash, prev_hash))
-		return bad(v, e->id,
+		return ledger_verify_bad(v, e->id,
 			   "entry %" PRId64 " does not link to entry %" PRId64
 			   " (prev_hash %.12s... != %.12s...): entries were deleted, inserted or "
 			   "reordered",
 			   e->id, prev_id, e->prev_hash, prev_hash);
 	if (ledger_entry_hash(e, h) < 0 || strcmp(h, e->hash))
-		return bad(v, e->id,
+		return ledger_verify_bad(v, e->id,
 			   "entry %" PRId64 " was edited: its stored hash %.12s... does not match "
 			   "its contents (%.12s...)",
 			   e->id, e->hash, h);
@@ -448,7 +472,7 @@ int ledger_verify(sqlite3 *db, int64_t expect_id, const char *expect_hash,
 		if (!v.ok)
 			continue; /* keep counting */
 		if (entry_from_row(st, &e) < 0) {
-			bad(&v, e.id, "entry %" PRId64 " has a field over %d characters: it was edited",
+			ledger_verify_bad(&v, e.id, "entry %" PRId64 " has a field over %d characters: it was edited",
 			    e.id, LEDGER_MAX_STR);
 			continue;
 		}
@@ -461,17 +485,17 @@ int ledger_verify(sqlite3 *db, int64_t expect_id, const char *expect_hash,
 	if (rc != SQLITE_DONE)
 		return db_errno(rc);
 	if (v.ok && expect_id > prev_id)
-		bad(&v, prev_id + 1,
+		ledger_verify_bad(&v, prev_id + 1,
 		    "the chain ends at entry %" PRId64 " but the ledger's head is entry %" PRId64
 		    ": entries after %" PRId64 " were deleted",
 		    prev_id, expect_id, prev_id);
 	else if (v.ok && expect_hash && expect_id < prev_id)
-		bad(&v, expect_id + 1,
+		ledger_verify_bad(&v, expect_id + 1,
 		    "entry %" PRId64 " was added behind the ledger's back (the ledger appended up "
 		    "to entry %" PRId64 ")",
 		    expect_id + 1, expect_id);
 	else if (v.ok && expect_hash && expect_id == prev_id && strcmp(expect_hash, prev))
-		bad(&v, prev_id,
+		ledger_verify_bad(&v, prev_id,
 		    "entry %" PRId64 " is not the head the ledger appended (hash %.12s... != "
 		    "%.12s...): it was replaced",
 		    prev_id, prev, expect_hash);
@@ -483,8 +507,11 @@ int ledger_verify(sqlite3 *db, int64_t expect_id, const char *expect_hash,
 json_t *ledger_verify_json(const struct ledger_verify *v)
 {
 	if (v->ok)
-		return json_pack("{s:b, s:I, s:s}", "ok", 1, "entries", (json_int_t)v->entries,
-				 "head", v->head);
-	return json_pack("{s:b, s:I, s:I, s:s}", "ok", 0, "entries", (json_int_t)v->entries,
-			 "first_bad_id", (json_int_t)v->first_bad_id, "reason", v->reason);
+		return json_pack("{s:b, s:I, s:s, s:I, s:s}", "ok", 1, "entries",
+				 (json_int_t)v->entries, "head", v->head, "credits",
+				 (json_int_t)v->credits, "credit_head", v->credit_head);
+	return json_pack("{s:b, s:I, s:I, s:s, s:I, s:s}", "ok", 0, "entries",
+			 (json_int_t)v->entries, "first_bad_id", (json_int_t)v->first_bad_id,
+			 "reason", v->reason, "credits", (json_int_t)v->credits, "chain",
+			 v->bad_credit ? "credits" : "entries");
 }

@@ -103,6 +103,30 @@ static int is_kind(const char *k)
 	return !strcmp(k, "compute") || !strcmp(k, "comm_wait") || !strcmp(k, "idle");
 }
 
+static const char *const entry_keys[] = {
+	"seq", "job", "tenant", "user", "rank", "kind", "quantity", "unit", "start_us", "end_us",
+	"node_class", "energy_kwh",
+};
+
+/* An unknown field is an error, not ignored: it is most likely a typo of a
+ * field that changes the price. */
+static int check_keys(json_t *rec, char *why, size_t n)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(rec, key, v) {
+		size_t i;
+
+		for (i = 0; i < sizeof(entry_keys) / sizeof(entry_keys[0]); i++)
+			if (!strcmp(key, entry_keys[i]))
+				break;
+		if (i == sizeof(entry_keys) / sizeof(entry_keys[0]))
+			return fail(why, n, "unknown field '%.64s'", key);
+	}
+	return 0;
+}
+
 int ledger_parse_entry(json_t *rec, struct ledger_entry *e, char *why, size_t n)
 {
 	int r;
@@ -110,6 +134,9 @@ int ledger_parse_entry(json_t *rec, struct ledger_entry *e, char *why, size_t n)
 	memset(e, 0, sizeof(*e));
 	if (!json_is_object(rec))
 		return fail(why, n, "record must be a JSON object");
+	r = check_keys(rec, why, n);
+	if (r < 0)
+		return r;
 	if ((r = get_int(rec, "seq", 1, INT64_MAX, &e->seq, why, n)) < 0 ||
 	    (r = get_str(rec, "job", e->job, LEDGER_MAX_STR, 1, why, n)) < 0 ||
 	    (r = get_str(rec, "tenant", e->tenant, LEDGER_MAX_STR, 1, why, n)) < 0 ||
@@ -136,6 +163,16 @@ int ledger_parse_entry(json_t *rec, struct ledger_entry *e, char *why, size_t n)
 	if (e->end_us < e->start_us)
 		return fail(why, n, "end_us %lld is before start_us %lld", (long long)e->end_us,
 			    (long long)e->start_us);
+	r = get_str(rec, "node_class", e->node_class, LEDGER_MAX_CLASS_NAME, 0, why, n);
+	if (r < 0)
+		return r;
+	if (r == 1)
+		strcpy(e->node_class, "cpu");
+	if (json_object_get(rec, "energy_kwh")) {
+		r = get_num(rec, "energy_kwh", 0, LEDGER_MAX_KWH, &e->energy_kwh, why, n);
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 
@@ -203,7 +240,11 @@ static int ingest_one(struct ledger *l, json_t *rec, const char *source, int est
 		return 1;
 	strcpy(u.en.source, source);
 	*seq = u.en.seq;
-	ledger_price(l, &u.en);
+	if (ledger_price(l, &u.en) < 0) {
+		snprintf(why, n, "node class '%s' has no rate in rate version %lld",
+			 u.en.node_class, (long long)l->rate.version);
+		return 1;
+	}
 	r = ledger_append(l, &u.en, &dup);
 	return r;
 }
@@ -243,8 +284,10 @@ int ledger_ingest(struct ledger *l, json_t *req, int estimates, json_t **reply, 
 		int64_t seq = 0;
 
 		r = ingest_one(l, rec, json_string_value(src), estimates, &seq, why, sizeof(why));
-		if (r == 1)
+		if (r == 1) {
+			l->n_rejected++;
 			r = add_rejected(rejected, rec, i, why);
+		}
 		else if (r == 0)
 			r = json_array_append_new(acked, json_integer(seq)) ? -ENOMEM : 0;
 		if (r < 0) {

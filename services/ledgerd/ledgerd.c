@@ -2,6 +2,13 @@
  *
  *   bursar-ledgerd --state DIR [--listen ADDR]... [--rate-rank-hour USD]
  *   bursar-ledgerd verify --state DIR
+ *   bursar-ledgerd bench-fill --state DIR --entries N [--tenants T] [--jobs J]
+ *
+ * --rate-rank-hour sets the "cpu" rate (a new version when it changed); left
+ * out, a new ledger starts at 0.72 USD/rank-hour and an existing one keeps
+ * the rates an operator set with POST /v1/rates. `bench-fill` appends N
+ * synthetic entries through the real append path (chain, totals), in batches
+ * of 10,000, for benchmarks and tests of large ledgers.
  *
  * The daemon keeps DIR/ledgerd.db and listens on unix:DIR/run/ledgerd.sock
  * unless --listen says otherwise. `verify` walks the chain offline and exits 0
@@ -30,17 +37,23 @@ struct opts {
 	const char *listen[HTTPD_MAX_LISTEN];
 	int n_listen;
 	double rate_rank_hour;
+	int rate_given;
+	long long fill_entries, fill_tenants, fill_jobs;
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: bursar-ledgerd --state DIR [--listen ADDR]... [--rate-rank-hour USD]\n"
-		   "       bursar-ledgerd verify --state DIR\n");
+		   "       bursar-ledgerd verify --state DIR\n"
+		   "       bursar-ledgerd bench-fill --state DIR --entries N [--tenants T] "
+		   "[--jobs J]\n");
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	o->rate_rank_hour = 0.72;
+	o->fill_tenants = 1;
+	o->fill_jobs = 1000;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -70,6 +83,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			    o->rate_rank_hour > LEDGER_MAX_RANK_HOUR) {
 				log_err("--rate-rank-hour '%s' is not a price in 0..%g USD", v,
 					LEDGER_MAX_RANK_HOUR);
+				return -EINVAL;
+			}
+			o->rate_given = 1;
+		} else if (!strcmp(a, "--entries") || !strcmp(a, "--tenants") ||
+			   !strcmp(a, "--jobs")) {
+			long long *p = a[2] == 'e' ? &o->fill_entries
+				       : a[2] == 't' ? &o->fill_tenants : &o->fill_jobs;
+			char *end;
+
+			*p = strtoll(v, &end, 10);
+			if (!*v || *end || *p < 1 || *p > 1000000000LL) {
+				log_err("%s '%s' is not a count in 1..1000000000", a, v);
 				return -EINVAL;
 			}
 		} else {
@@ -105,6 +130,8 @@ static int run_verify(const struct opts *o)
 		return 2;
 	}
 	r = ledger_verify(db, 0, NULL, &v);
+	if (r == 0)
+		r = ledger_verify_credits(db, 0, NULL, &v);
 	db_close(db);
 	if (r < 0) {
 		fprintf(stderr, "cannot read the entries of '%s' (is it a ledger?): %s\n", path,
@@ -112,12 +139,12 @@ static int run_verify(const struct opts *o)
 		return 2;
 	}
 	if (!v.ok) {
-		printf("ledger '%s' is broken at entry %lld: %s\n", path,
-		       (long long)v.first_bad_id, v.reason);
+		printf("ledger '%s' is broken at %s %lld: %s\n", path,
+		       v.bad_credit ? "credit" : "entry", (long long)v.first_bad_id, v.reason);
 		return 1;
 	}
-	printf("ledger '%s' verified: %lld entries, head %s\n", path, (long long)v.entries,
-	       v.head);
+	printf("ledger '%s' verified: %lld entries, head %s; %lld credits, head %s\n", path,
+	       (long long)v.entries, v.head, (long long)v.credits, v.credit_head);
 	return 0;
 }
 
@@ -176,7 +203,9 @@ static int run_daemon(const struct opts *o)
 		goto out_unlock;
 	}
 	old_version = l->rate.version;
-	r = ledger_set_rate(l, llround(o->rate_rank_hour * 1e6));
+	r = 0;
+	if (o->rate_given || l->rate.version == 0)
+		r = ledger_set_rate(l, llround(o->rate_rank_hour * 1e6));
 	if (r < 0) {
 		log_err_errno(r, "cannot record rate %.6f USD/rank-hour", o->rate_rank_hour);
 		goto out_free;
@@ -227,13 +256,84 @@ out_unlock:
 	return r < 0 ? 1 : 0;
 }
 
+/* `bench-fill`: N entries for T tenants and J jobs (each job 1 rank-second a
+ * record, 3 kinds, start times one second apart from 2024-01-01). */
+static int run_fill(const struct opts *o)
+{
+	static const char *const kinds[] = {"compute", "comm_wait", "idle"};
+	char path[PATH_MAX], source[64];
+	struct ledger *l;
+	uint64_t t0 = util_now_us();
+	long long done = 0, base;
+	int lock_fd, r;
+
+	if (!o->fill_entries) {
+		log_err("bench-fill needs --entries N");
+		return 2;
+	}
+	r = util_mkdir_p(o->state);
+	if (r < 0)
+		return log_err_errno(r, "cannot create '%s'", o->state), 1;
+	lock_fd = lock_state(o->state);
+	if (lock_fd < 0)
+		return 1;
+	snprintf(path, sizeof(path), "%s/ledgerd.db", o->state);
+	r = ledger_open(path, &l);
+	if (r < 0) {
+		log_err_errno(r, "cannot open ledger '%s'", path);
+		goto out_unlock;
+	}
+	if (l->rate.version == 0)
+		r = ledger_set_rate(l, llround(o->rate_rank_hour * 1e6));
+	base = l->head_id;
+	snprintf(source, sizeof(source), "bench-%lld", (long long)util_wall_us());
+	while (r == 0 && done < o->fill_entries) {
+		long long n = o->fill_entries - done < 10000 ? o->fill_entries - done : 10000;
+
+		r = ledger_batch_begin(l);
+		for (long long i = 0; r == 0 && i < n; i++) {
+			long long k = done + i, job = k % o->fill_jobs;
+			struct ledger_entry e = {.seq = k + 1, .rank = k % 8, .quantity = 1.0};
+			int dup;
+
+			snprintf(e.source, sizeof(e.source), "%s", source);
+			snprintf(e.job, sizeof(e.job), "j-bench-%lld", job);
+			snprintf(e.tenant, sizeof(e.tenant), "tenant-%lld", job % o->fill_tenants);
+			snprintf(e.user, sizeof(e.user), "user-%lld", job % 17);
+			snprintf(e.kind, sizeof(e.kind), "%s", kinds[k % 3]);
+			strcpy(e.unit, "rank_s");
+			e.start_us = 1704067200000000LL + (k / o->fill_jobs) * 1000000LL;
+			e.end_us = e.start_us + 1000000;
+			ledger_price(l, &e);
+			r = ledger_append(l, &e, &dup);
+		}
+		if (r == 0)
+			r = ledger_batch_commit(l);
+		else
+			ledger_batch_rollback(l);
+		done += n;
+	}
+	if (r < 0)
+		log_err_errno(r, "bench-fill stopped after %lld entries", done);
+	else
+		printf("{\"entries\": %lld, \"first_id\": %lld, \"seconds\": %.3f}\n", done,
+		       base + 1, (double)(util_now_us() - t0) / 1e6);
+	ledger_free(l);
+out_unlock:
+	close(lock_fd);
+	return r < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o = {0};
 	int verify = argc > 1 && !strcmp(argv[1], "verify");
+	int fill = argc > 1 && !strcmp(argv[1], "bench-fill");
 
 	log_init("bursar-ledgerd");
-	if (parse_args(argc - verify, argv + verify, &o) < 0)
+	if (parse_args(argc - (verify | fill), argv + (verify | fill), &o) < 0)
 		return 2;
+	if (fill)
+		return run_fill(&o);
 	return verify ? run_verify(&o) : run_daemon(&o);
 }

@@ -1,5 +1,5 @@
 /* query — read side of the ledger: a job's bill, entry listings (JSON and
- * CSV) with keyset pagination, and the current rate.
+ * CSV) with keyset pagination and filters (job, tenant, user, time).
  *
  * Sums are SQLite integer sums of amount_micro, so a bill is exactly the sum
  * of its entries. Every listing is capped at LEDGER_MAX_ROWS rows. This file
@@ -19,16 +19,6 @@ static const char *const kinds[] = {"compute", "comm_wait", "idle"};
 static double dollars(int64_t micro)
 {
 	return (double)micro / 1e6;
-}
-
-json_t *ledger_rates_json(const struct ledger *l)
-{
-	return json_pack("{s:I, s:f, s:f, s:I, s:s, s:I}", "version",
-			 (json_int_t)l->rate.version, "rank_second",
-			 dollars(l->rate.rank_hour_micro) / 3600.0, "rank_hour",
-			 dollars(l->rate.rank_hour_micro), "rank_hour_micro",
-			 (json_int_t)l->rate.rank_hour_micro, "currency", "USD", "effective_us",
-			 (json_int_t)l->rate.effective_us);
 }
 
 /* Sets o[key] to a copy of text column i. */
@@ -195,18 +185,23 @@ out_decref:
 	return r;
 }
 
-/* Prepares the filtered, keyset-paginated listing (limit + 1 rows). */
+/* Prepares the filtered, keyset-paginated listing (limit + 1 rows). Only the
+ * filters given go into the SQL, so SQLite can use the job, tenant or user
+ * index instead of walking every entry. */
 static int prepare_listing(struct ledger *l, const struct ledger_query *q, sqlite3_stmt **out)
 {
+	char sql[768];
 	sqlite3_stmt *st;
 	int r;
 
-	r = db_prepare(l->db,
-		       "SELECT id, source, seq, job, tenant, user, rank, kind, quantity, unit,"
-		       " rate_version, amount_micro, start_us, end_us, ts_us, prev_hash, hash"
-		       " FROM entries WHERE id > ?1 AND (?2 IS NULL OR job = ?2)"
-		       " AND (?3 IS NULL OR tenant = ?3) ORDER BY id LIMIT ?4",
-		       &st);
+	snprintf(sql, sizeof(sql),
+		 "SELECT id, source, seq, job, tenant, user, rank, kind, quantity, unit,"
+		 " rate_version, amount_micro, start_us, end_us, ts_us, prev_hash, hash,"
+		 " node_class, energy_kwh FROM entries WHERE id > ?1%s%s%s%s%s ORDER BY id LIMIT ?4",
+		 q->job ? " AND job = ?2" : "", q->tenant ? " AND tenant = ?3" : "",
+		 q->user ? " AND user = ?5" : "", q->from_us > 0 ? " AND start_us >= ?6" : "",
+		 q->to_us > 0 && q->to_us < INT64_MAX ? " AND start_us < ?7" : "");
+	r = db_prepare(l->db, sql, &st);
 	if (r < 0)
 		return r;
 	sqlite3_bind_int64(st, 1, q->after);
@@ -215,6 +210,12 @@ static int prepare_listing(struct ledger *l, const struct ledger_query *q, sqlit
 	if (q->tenant)
 		sqlite3_bind_text(st, 3, q->tenant, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 4, q->limit + 1);
+	if (q->user)
+		sqlite3_bind_text(st, 5, q->user, -1, SQLITE_STATIC);
+	if (q->from_us > 0)
+		sqlite3_bind_int64(st, 6, q->from_us);
+	if (q->to_us > 0 && q->to_us < INT64_MAX)
+		sqlite3_bind_int64(st, 7, q->to_us);
 	*out = st;
 	return 0;
 }
@@ -223,6 +224,7 @@ static const char *const entry_keys[] = {
 	"id",	      "source",	      "seq",	  "job",    "tenant", "user",
 	"rank",	      "kind",	      "quantity", "unit",   "rate_version",
 	"amount_micro", "start_us",   "end_us",	  "ts_us",  "prev_hash", "hash",
+	"node_class", "energy_kwh",
 };
 
 int ledger_entries_json(struct ledger *l, const struct ledger_query *q, json_t **out)
@@ -307,7 +309,7 @@ int ledger_entries_csv(struct ledger *l, const struct ledger_query *q, char **ou
 		return -ENOMEM;
 	}
 	fputs("id,source,seq,job,tenant,user,rank,kind,quantity,unit,rate_version,amount_micro,"
-	      "amount,start_us,end_us,ts_us,prev_hash,hash\r\n",
+	      "amount,start_us,end_us,ts_us,prev_hash,hash,node_class,energy_kwh\r\n",
 	      f);
 	while (n < q->limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int64_t micro = sqlite3_column_int64(st, 11);
@@ -332,7 +334,9 @@ int ledger_entries_csv(struct ledger *l, const struct ledger_query *q, char **ou
 		csv_str(f, (const char *)sqlite3_column_text(st, 15));
 		fputc(',', f);
 		csv_str(f, (const char *)sqlite3_column_text(st, 16));
-		fputs("\r\n", f);
+		fputc(',', f);
+		csv_str(f, (const char *)sqlite3_column_text(st, 17));
+		fprintf(f, ",%.17g\r\n", sqlite3_column_double(st, 18));
 		n++;
 	}
 	if (n < q->limit && rc != SQLITE_DONE)
