@@ -471,10 +471,20 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 		} else if (!strcmp(k, "priority")) {
 			r = apply_int(v, k, -100, 100, &d, err, errlen);
 			q.priority = (int)d;
+		} else if (!strcmp(k, "ckpt_every")) {
+			r = apply_int(v, k, 0, 1e7, &d, err, errlen);
+			q.ckpt_every = (long)d;
+		} else if (!strcmp(k, "eval_every")) {
+			r = apply_int(v, k, 0, 1e7, &d, err, errlen);
+			q.eval_every = (long)d;
+		} else if (!strcmp(k, "grad_accum")) {
+			r = apply_int(v, k, 0, 4096, &d, err, errlen);
+			q.grad_accum = (int)d;
 		} else {
 			return util_fail(err, errlen, -EINVAL, "bursar.json: unknown key '%.60s' (known: "
 				    "steps, tokens, batch, seq_len, lr, warmup, schedule, "
-				    "weight_decay, grad_clip, seed, ranks, budget, deadline, priority)",
+				    "weight_decay, grad_clip, seed, ranks, budget, deadline, priority, "
+				    "ckpt_every, eval_every, grad_accum)",
 				    k);
 		}
 		if (r < 0)
@@ -493,18 +503,27 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 	if (q.ranks > 0 && q.batch % q.ranks)
 		return util_fail(err, errlen, -EINVAL, "bursar.json: batch %d must be a multiple of "
 			    "ranks %d", q.batch, q.ranks);
+	if (q.grad_accum > 0 && q.batch % q.grad_accum)
+		return util_fail(err, errlen, -EINVAL, "bursar.json: batch %d must be a multiple of "
+			    "grad_accum %d", q.batch, q.grad_accum);
+	if (q.grad_accum > 0 && q.ranks > 0 && q.batch % ((long)q.ranks * q.grad_accum))
+		return util_fail(err, errlen, -EINVAL, "bursar.json: batch %d must be a multiple of "
+			    "ranks x grad_accum = %d", q.batch, q.ranks * q.grad_accum);
 	*p = q;
 	return 0;
 }
 
 json_t *trainparams_to_json(const struct train_params *p)
 {
-	return json_pack("{s:I, s:i, s:i, s:f, s:i, s:s, s:f, s:f, s:I, s:i, s:f, s:f, s:i}",
+	return json_pack("{s:I, s:i, s:i, s:f, s:i, s:s, s:f, s:f, s:I, s:i, s:f, s:f, s:i, s:I, "
+			 "s:I, s:i}",
 			 "steps", (json_int_t)p->steps, "batch", p->batch, "seq_len", p->seq_len,
 			 "lr", p->lr, "warmup", p->warmup, "schedule", p->schedule,
 			 "weight_decay", p->weight_decay, "grad_clip", p->grad_clip, "seed",
 			 (json_int_t)p->seed, "ranks", p->ranks, "budget", p->budget, "deadline",
-			 p->deadline_s, "priority", p->priority);
+			 p->deadline_s, "priority", p->priority, "ckpt_every",
+			 (json_int_t)p->ckpt_every, "eval_every", (json_int_t)p->eval_every,
+			 "grad_accum", p->grad_accum);
 }
 
 static int load_json(const char *path, const char *name, json_t **out, char *err, size_t errlen)

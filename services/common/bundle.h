@@ -51,6 +51,9 @@ struct train_params {
 	double budget;     /* dollars; 0 = none */
 	double deadline_s; /* seconds from submission; 0 = none */
 	int priority;
+	long ckpt_every;   /* steps between checkpoints under --ckpt; 0 = at the end only */
+	long eval_every;   /* steps between eval losses; 0 = at the end only */
+	int grad_accum;    /* micro-batches per rank per step; 0 = the trainer picks */
 };
 
 /* Parses a Hugging Face config.json (model_type gpt2 or llama). err receives

@@ -1,12 +1,16 @@
 /* run — one rank of bursar-train from bundle to checkpoint.
  *
- * Loads the bundle, builds the model for this rank's share of the global
- * batch, joins the communicator, then each step: forward and backward on
- * its rows, allreduce-average the gradients (one flat buffer), clip, AdamW.
- * Every rank applies the identical update, so the weights never diverge.
- * Prints the JSON lines of services/README.md on stdout; rank 0 writes the
- * checkpoint. Allocates nothing inside the step loop.
+ * Loads the bundle, builds the model for a micro-batch of this rank's share
+ * of the global batch (grad_accum micro-batches per step, chosen to fit the
+ * memory cap unless bursar.json sets it), resumes from --ckpt DIR when it
+ * holds a checkpoint, joins the communicator, then each step: forward and
+ * backward over the micro-batches (gradients summed), allreduce-average the
+ * gradients (one flat buffer), clip, AdamW. Every rank applies the identical
+ * update, so the weights never diverge. Prints the JSON lines of
+ * services/README.md on stdout; rank 0 writes outputs and checkpoints.
+ * Allocates nothing inside the step loop.
  */
+#include "ckpt.h"
 #include "data.h"
 #include "model.h"
 #include "log.h"
@@ -28,6 +32,8 @@
 #include <unistd.h>
 
 #define EVAL_MAX_BATCHES 8
+
+volatile sig_atomic_t train_stop_requested;
 
 /* One JSON line on stdout in a single write(), so lines of ranks sharing a
  * pipe or file never interleave. */
@@ -84,10 +90,53 @@ struct rank_state {
 	struct model model;
 	struct adamw opt;
 	struct bcoll_comm *comm;
-	int B, T;
+	int B, T;     /* micro-batch */
+	int accum;    /* micro-batches per rank per step */
+	long start;   /* steps already done (resumed checkpoint) */
 	int *inputs, *targets;
+	float *acc;   /* summed gradients when accum > 1 */
 	double peak_flops;
 };
+
+/* The micro-batch: bursar.json's grad_accum, or the fewest micro-batches
+ * whose activations (plus an accumulation buffer) fit the memory cap. */
+static int pick_micro_batch(struct rank_state *s, int rows)
+{
+	const struct train_params *p = &s->bi.params;
+	uint64_t limit = memory_limit(), need = 0;
+	uint64_t accb = modelcfg_n_params(&s->bi.model) * 4;
+
+	if (p->grad_accum > 0) {
+		if (rows % p->grad_accum) {
+			log_err("the %d sequences of each rank cannot be split into grad_accum %d "
+				"micro-batches; make \"batch\" a multiple of ranks x grad_accum",
+				rows, p->grad_accum);
+			return 2;
+		}
+		s->accum = p->grad_accum;
+		s->B = rows / s->accum;
+		need = model_memory_bytes(&s->bi.model, s->B, s->T) + (s->accum > 1 ? accb : 0);
+	} else {
+		for (s->accum = 1; s->accum <= rows; s->accum++) {
+			if (rows % s->accum)
+				continue;
+			s->B = rows / s->accum;
+			need = model_memory_bytes(&s->bi.model, s->B, s->T) +
+			       (s->accum > 1 ? accb : 0);
+			if (need <= limit)
+				break;
+		}
+		if (s->accum > rows)
+			s->accum = rows;
+	}
+	if (need > limit) {
+		log_err("the model needs %.1f MiB for a micro-batch of %d x %d tokens, more than "
+			"the %.1f MiB allowed (BURSAR_TRAIN_MAX_MEM)", need / 1048576.0, s->B,
+			s->T, limit / 1048576.0);
+		return 2;
+	}
+	return 0;
+}
 
 /* Bundle, batch split, memory budget, data. Returns an exit status. */
 static int setup_model(struct rank_state *s)
@@ -95,7 +144,6 @@ static int setup_model(struct rank_state *s)
 	const struct train_opts *o = s->o;
 	struct train_params *p = &s->bi.params;
 	char err[512] = "", path[PATH_MAX];
-	uint64_t need, limit = memory_limit();
 	struct stat st;
 	int r;
 
@@ -112,15 +160,10 @@ static int setup_model(struct rank_state *s)
 			o->size);
 		return 2;
 	}
-	s->B = p->batch / o->size;
 	s->T = p->seq_len;
-	need = model_memory_bytes(&s->bi.model, s->B, s->T);
-	if (need > limit) {
-		log_err("the model needs %.1f GiB for a micro-batch of %d x %d tokens, more than "
-			"the %.1f GiB allowed (BURSAR_TRAIN_MAX_MEM)", need / 1073741824.0, s->B,
-			s->T, limit / 1073741824.0);
-		return 2;
-	}
+	r = pick_micro_batch(s, p->batch / o->size);
+	if (r)
+		return r;
 	r = data_load(o->bundle, s->bi.model.vocab_size, s->T, &s->data, err, sizeof(err));
 	if (r < 0) {
 		log_err("cannot load the training data of '%s': %s", o->bundle, err);
@@ -129,7 +172,8 @@ static int setup_model(struct rank_state *s)
 	if (model_build(&s->model, &s->bi.model, s->B, s->T) < 0 ||
 	    adamw_init(&s->opt, s->model.n_params) < 0 ||
 	    !(s->inputs = calloc((size_t)s->B * s->T, sizeof(int))) ||
-	    !(s->targets = calloc((size_t)s->B * s->T, sizeof(int)))) {
+	    !(s->targets = calloc((size_t)s->B * s->T, sizeof(int))) ||
+	    (s->accum > 1 && !(s->acc = calloc(s->model.n_params, sizeof(float))))) {
 		log_err("out of memory building a model of %zu parameters",
 			(size_t)modelcfg_n_params(&s->bi.model));
 		return 1;
@@ -144,6 +188,15 @@ static int setup_model(struct rank_state *s)
 		log_info("rank %d: loaded weights from %s", o->rank, path);
 	} else {
 		model_init_weights(&s->model, p->seed);
+	}
+	if (o->ckpt && o->rank == 0) {
+		r = ckpt_load(o->ckpt, &s->model, &s->opt, &s->start, p, err, sizeof(err));
+		if (r < 0 && r != -ENOENT) {
+			log_err("cannot resume: %s", err);
+			return 2;
+		}
+		if (r == 0)
+			log_info("resumed from the checkpoint in %s at step %ld", o->ckpt, s->start);
 	}
 	return 0;
 }
@@ -172,6 +225,17 @@ static int setup_comm(struct rank_state *s)
 		return 3;
 	}
 	r = bcoll_broadcast(s->comm, s->model.params, s->model.n_params, BCOLL_F32, 0);
+	if (r == 0 && o->ckpt) {
+		int64_t st[2] = {s->start, s->opt.t};
+
+		r = bcoll_broadcast(s->comm, st, 2, BCOLL_I64, 0);
+		s->start = (long)st[0];
+		s->opt.t = (long)st[1];
+		if (r == 0 && s->start > 0)
+			r = bcoll_broadcast(s->comm, s->opt.m, s->model.n_params, BCOLL_F32, 0);
+		if (r == 0 && s->start > 0)
+			r = bcoll_broadcast(s->comm, s->opt.v, s->model.n_params, BCOLL_F32, 0);
+	}
 	if (r < 0) {
 		log_err("rank %d: cannot receive the initial weights: %s", o->rank,
 			bcoll_last_error(s->comm));
@@ -259,35 +323,115 @@ static int dump_grads(struct rank_state *s)
 	return 0;
 }
 
+/* Forward and backward over this rank's accum micro-batches of `step`;
+ * leaves the mean gradient in model.grads. Returns the mean loss. */
+static float micro_steps(struct rank_state *s, long step)
+{
+	const struct train_params *p = &s->bi.params;
+	int row0 = s->o->rank * s->B * s->accum;
+	size_t n = s->model.n_params;
+	float *g = s->model.grads, inv = 1.0f / s->accum;
+	double loss = 0;
+
+	for (int k = 0; k < s->accum; k++) {
+		data_train_batch(&s->data, step, p->batch, row0 + k * s->B, s->B, s->T, s->inputs,
+				 s->targets);
+		loss += model_forward(&s->model, s->inputs, s->targets);
+		model_backward(&s->model);
+		if (s->accum == 1)
+			break;
+		if (k == 0)
+			memcpy(s->acc, g, n * sizeof(float));
+		else if (k < s->accum - 1) {
+#pragma omp parallel for
+			for (size_t i = 0; i < n; i++)
+				s->acc[i] += g[i];
+		} else {
+#pragma omp parallel for
+			for (size_t i = 0; i < n; i++)
+				g[i] = (s->acc[i] + g[i]) * inv;
+		}
+	}
+	return (float)(loss / s->accum);
+}
+
+/* Rank 0 writes the checkpoint after `done` steps; every rank waits for it,
+ * so no rank reports a checkpoint that is not on disk yet. */
+static int checkpoint(struct rank_state *s, long done)
+{
+	char err[512] = "", esc[PATH_MAX * 2];
+	float ok = 1;
+	int r = 0;
+
+	if (s->o->rank == 0) {
+		r = ckpt_save(s->o->ckpt, &s->model, &s->opt, done, &s->bi.params, err,
+			      sizeof(err));
+		if (r < 0) {
+			log_err("cannot write the checkpoint at step %ld: %s", done, err);
+			ok = 0;
+		}
+	}
+	if (bcoll_allreduce(s->comm, &ok, &ok, 1, BCOLL_F32, BCOLL_MIN) < 0) {
+		log_err("rank %d: checkpoint barrier failed: %s", s->o->rank,
+			bcoll_last_error(s->comm));
+		return 3;
+	}
+	if (ok < 1)
+		return 1;
+	json_escape(s->o->ckpt, esc, sizeof(esc));
+	emit("{\"event\": \"checkpoint\", \"rank\": %d, \"step\": %ld, \"dir\": \"%s\"}",
+	     s->o->rank, done, esc);
+	return 0;
+}
+
+/* A periodic eval line; the losses of every rank are averaged. */
+static int eval_line(struct rank_state *s, long done)
+{
+	float ev;
+
+	if (evaluate(s, &ev) < 0) {
+		log_err("rank %d: evaluation failed: %s", s->o->rank, bcoll_last_error(s->comm));
+		return 3;
+	}
+	if (!isnan(ev))
+		emit("{\"event\": \"eval\", \"rank\": %d, \"step\": %ld, \"eval_loss\": %.6f}",
+		     s->o->rank, done, ev);
+	return 0;
+}
+
 static int train_loop(struct rank_state *s, float *final_loss)
 {
 	const struct train_opts *o = s->o;
 	const struct train_params *p = &s->bi.params;
 	double fpt = modelcfg_flops_per_token(&s->bi.model, s->T);
 	double tokens_step = (double)p->batch * s->T, comm_total = 0;
-	int row0 = o->rank * s->B;
+	int r, warned = 0;
 
-	for (long step = 0; step < p->steps; step++) {
+	for (long step = s->start; step < p->steps; step++) {
 		uint64_t t0 = util_now_us();
-		float loss, lr, norm;
+		float lr, norm, ls[2];
 		double step_s, comm_s, c0;
+		int stop;
 
-		data_train_batch(&s->data, step, p->batch, row0, s->B, s->T, s->inputs, s->targets);
-		loss = model_forward(&s->model, s->inputs, s->targets);
-		model_backward(&s->model);
+		ls[0] = micro_steps(s, step);
+		ls[1] = train_stop_requested ? 1.0f : 0.0f;
 		c0 = bcoll_comm_seconds(s->comm);
 		if (bcoll_allreduce(s->comm, s->model.grads, s->model.grads, s->model.n_params,
 				    BCOLL_F32, BCOLL_AVG) < 0 ||
-		    bcoll_allreduce(s->comm, &loss, &loss, 1, BCOLL_F32, BCOLL_AVG) < 0) {
+		    bcoll_allreduce(s->comm, ls, ls, 2, BCOLL_F32, BCOLL_AVG) < 0) {
 			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
 				step + 1, bcoll_last_error(s->comm));
 			return 3;
 		}
 		comm_s = bcoll_comm_seconds(s->comm) - c0;
 		comm_total += comm_s;
-		if (!isfinite(loss)) {
+		stop = ls[1] > 0 && o->ckpt;
+		if (ls[1] > 0 && !o->ckpt && !warned++)
+			log_warn("rank %d: SIGUSR1 asks for a checkpoint, but no --ckpt DIR was "
+				 "given; training on", o->rank);
+		if (!isfinite(ls[0])) {
 			log_err("the loss became %f at step %ld; lower \"lr\" (now %g) or check the "
-				"data", loss, step + 1, p->lr);
+				"data", ls[0], step + 1, p->lr);
 			return 1;
 		}
 		norm = optim_clip(s->model.grads, s->model.n_params, (float)p->grad_clip);
@@ -297,9 +441,26 @@ static int train_loop(struct rank_state *s, float *final_loss)
 		emit("{\"event\": \"step\", \"rank\": %d, \"step\": %ld, \"steps\": %ld, \"loss\": "
 		     "%.6f, \"lr\": %.6g, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, \"comm_ms\": "
 		     "%.3f, \"comm_s\": %.6f, \"mfu\": %.4f, \"grad_norm\": %.4f}",
-		     o->rank, step + 1, p->steps, loss, lr, tokens_step / step_s, step_s * 1e3,
-		     comm_s * 1e3, comm_total, fpt * s->B * s->T / step_s / s->peak_flops, norm);
-		*final_loss = loss;
+		     o->rank, step + 1, p->steps, ls[0], lr, tokens_step / step_s, step_s * 1e3,
+		     comm_s * 1e3, comm_total, fpt * tokens_step / o->size / step_s / s->peak_flops,
+		     norm);
+		*final_loss = ls[0];
+		if (p->eval_every > 0 && (step + 1) % p->eval_every == 0 && step + 1 < p->steps) {
+			r = eval_line(s, step + 1);
+			if (r)
+				return r;
+		}
+		if (o->ckpt && (stop || step + 1 == p->steps ||
+				(p->ckpt_every > 0 && (step + 1) % p->ckpt_every == 0))) {
+			r = checkpoint(s, step + 1);
+			if (r)
+				return r;
+		}
+		if (stop && step + 1 < p->steps) {
+			log_info("rank %d: checkpointed at step %ld on request; exiting %d", o->rank,
+				 step + 1, TRAIN_EXIT_CHECKPOINTED);
+			return TRAIN_EXIT_CHECKPOINTED;
+		}
 	}
 	return 0;
 }
@@ -333,12 +494,14 @@ int train_rank(const struct train_opts *o)
 		goto out;
 	}
 	s.peak_flops = peak_flops();
-	log_info("rank %d of %d: %zu parameters, micro-batch %d x %d, %ld steps, %zu train "
-		 "tokens, %d threads, peak %.3g FLOP/s", o->rank, o->size, s.model.n_params, s.B,
-		 s.T, s.bi.params.steps, s.data.n_train, omp_get_max_threads(), s.peak_flops);
+	log_info("rank %d of %d: %zu parameters, micro-batch %d x %d (x%d), %ld steps from %ld, "
+		 "%zu train tokens, %d threads, peak %.3g FLOP/s", o->rank, o->size,
+		 s.model.n_params, s.B, s.T, s.accum, s.bi.params.steps, s.start, s.data.n_train,
+		 omp_get_max_threads(), s.peak_flops);
 	emit("{\"event\": \"start\", \"rank\": %d, \"size\": %d, \"steps\": %ld, \"n_params\": %zu, "
-	     "\"tokens_per_step\": %ld}", o->rank, o->size, s.bi.params.steps, s.model.n_params,
-	     (long)s.bi.params.batch * s.T);
+	     "\"tokens_per_step\": %ld, \"grad_accum\": %d, \"micro_batch\": %d, \"start_step\": "
+	     "%ld}", o->rank, o->size, s.bi.params.steps, s.model.n_params,
+	     (long)s.bi.params.batch * s.T, s.accum, s.B, s.start);
 	r = train_loop(&s, &final_loss);
 	if (r)
 		goto out;
@@ -357,17 +520,22 @@ int train_rank(const struct train_opts *o)
 		json_escape(o->out, esc, sizeof(esc));
 		snprintf(out_json, sizeof(out_json), "\"%s\"", esc);
 	}
-	if (isnan(eval_loss))
-		emit("{\"event\": \"done\", \"rank\": %d, \"final_loss\": %.6f, \"eval_loss\": null, "
-		     "\"out\": %s}", o->rank, final_loss, out_json);
-	else
-		emit("{\"event\": \"done\", \"rank\": %d, \"final_loss\": %.6f, \"eval_loss\": %.6f, "
-		     "\"out\": %s}", o->rank, final_loss, eval_loss, out_json);
+	{
+		char fl[32] = "null", el[32] = "null";
+
+		if (!isnan(final_loss))
+			snprintf(fl, sizeof(fl), "%.6f", final_loss);
+		if (!isnan(eval_loss))
+			snprintf(el, sizeof(el), "%.6f", eval_loss);
+		emit("{\"event\": \"done\", \"rank\": %d, \"final_loss\": %s, \"eval_loss\": %s, "
+		     "\"out\": %s}", o->rank, fl, el, out_json);
+	}
 	log_info("rank %d: done, final loss %.4f, eval loss %.4f", o->rank, final_loss, eval_loss);
 out:
 	bcoll_comm_destroy(s.comm);
 	free(s.inputs);
 	free(s.targets);
+	free(s.acc);
 	adamw_free(&s.opt);
 	model_free(&s.model);
 	data_free(&s.data);

@@ -4,10 +4,13 @@
  * optim.c, data.c, safetensors.c and rdv_http.c.
  *
  * Modes:
- *   bursar-train BUNDLE --out DIR [--steps S]       one rank; with BURSAR_RANK,
+ *   bursar-train BUNDLE --out DIR [--steps S] [--ckpt DIR]  one rank; with BURSAR_RANK,
  *       BURSAR_SIZE, BURSAR_RDV, BURSAR_RDV_KEY from noded, or alone (size 1)
  *   bursar-train BUNDLE --ranks N [--steps S] [--out DIR]   forks N local ranks
  *       that meet through a directory rendezvous; any failure stops them all
+ *   --ckpt DIR: checkpoints there (bursar.json ckpt_every, and at the end);
+ *       resumes from it when it holds one. SIGUSR1: checkpoint at the next
+ *       step boundary and exit 75 (the parent of --ranks forwards it).
  *   bursar-train --probe                            prints {"flops": X}
  *   bursar-train BUNDLE --dump-grads FILE           (tests) one forward and
  *       backward of step 1's batch: gradients to FILE (safetensors, the
@@ -26,12 +29,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t got_signal;
+static volatile sig_atomic_t got_signal, got_usr1;
 static char term_msg[128];
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N]\n"
+	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N] "
+			"[--ckpt DIR]\n"
 			"       bursar-train --probe\n");
 }
 
@@ -48,6 +52,18 @@ static void on_term_rank(int sig)
 static void on_term_parent(int sig)
 {
 	got_signal = sig;
+}
+
+static void on_usr1_rank(int sig)
+{
+	(void)sig;
+	train_stop_requested = 1;
+}
+
+static void on_usr1_parent(int sig)
+{
+	(void)sig;
+	got_usr1 = 1;
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -99,8 +115,8 @@ static int run_local(int n, char **argv, int argc)
 	char tmpl[] = "/tmp/bursar-train-rdv-XXXXXX", rdv[PATH_MAX], num[16], size[16];
 	char *args[32];
 	pid_t pids[TRAIN_MAX_RANKS] = {0};
-	int left = n, status = 0, na = 0, threads;
-	struct sigaction sa = {.sa_handler = on_term_parent};
+	int left = n, status = 0, na = 0, threads, ckpted = 0;
+	struct sigaction sa = {.sa_handler = on_term_parent}, su = {.sa_handler = on_usr1_parent};
 
 	for (int i = 0; i < argc && na < 30; i++) {
 		if (!strcmp(argv[i], "--ranks")) {
@@ -117,6 +133,7 @@ static int run_local(int n, char **argv, int argc)
 	threads = (int)sysconf(_SC_NPROCESSORS_ONLN) / n;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &su, NULL);
 	for (int r = 0; r < n; r++) {
 		pids[r] = fork();
 		if (pids[r] < 0) {
@@ -145,6 +162,10 @@ static int run_local(int n, char **argv, int argc)
 		if (p < 0 && errno == EINTR) {
 			if (got_signal)
 				stop_all(pids, n, SIGTERM);
+			if (got_usr1) {
+				got_usr1 = 0;
+				stop_all(pids, n, SIGUSR1);
+			}
 			continue;
 		}
 		if (p < 0)
@@ -156,6 +177,10 @@ static int run_local(int n, char **argv, int argc)
 			left--;
 			if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 				break;
+			if (WIFEXITED(st) && WEXITSTATUS(st) == TRAIN_EXIT_CHECKPOINTED) {
+				ckpted++;
+				break;
+			}
 			if (!status)
 				log_err("rank %d %s %d; stopping the other ranks", r,
 					WIFEXITED(st) ? "exited with status" : "was killed by signal",
@@ -166,13 +191,15 @@ static int run_local(int n, char **argv, int argc)
 		}
 	}
 	util_rm_rf(tmpl);
-	return got_signal ? 128 + got_signal : status;
+	if (got_signal)
+		return 128 + got_signal;
+	return status ? status : ckpted ? TRAIN_EXIT_CHECKPOINTED : 0;
 }
 
 int main(int argc, char **argv)
 {
 	struct train_opts o = {.rank = 0, .size = 1};
-	struct sigaction sa = {.sa_handler = on_term_rank};
+	struct sigaction sa = {.sa_handler = on_term_rank}, su = {.sa_handler = on_usr1_rank};
 	long ranks = 0;
 
 	/* OpenMP threads that spin between parallel regions steal the cores
@@ -191,6 +218,8 @@ int main(int argc, char **argv)
 			return 0;
 		} else if (!strcmp(a, "--dump-grads") && i + 1 < argc) {
 			o.dump_grads = argv[++i];
+		} else if (!strcmp(a, "--ckpt") && i + 1 < argc) {
+			o.ckpt = argv[++i];
 		} else if (!strcmp(a, "--out") && i + 1 < argc) {
 			o.out = argv[++i];
 		} else if (!strcmp(a, "--steps") && i + 1 < argc) {
@@ -223,5 +252,6 @@ int main(int argc, char **argv)
 		 o.rank, o.size);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGUSR1, &su, NULL);
 	return train_rank(&o);
 }

@@ -3,6 +3,8 @@
 #pragma once
 #include "bcoll.h"
 
+#include <signal.h>
+
 struct train_opts {
 	const char *bundle;   /* bundle directory */
 	const char *out;      /* output directory, NULL: write nothing */
@@ -12,13 +14,22 @@ struct train_opts {
 	const char *rdv_key;  /* admitd rendezvous key */
 	const char *job;      /* for messages */
 	const char *dump_grads; /* test only: write step 1's gradients here and stop */
+	const char *ckpt;     /* checkpoint directory (resume from it), NULL: none */
 };
+
+/* Exit status of a rank that checkpointed on request (SIGUSR1) and stopped
+ * before its last step: "checkpointed, resume later" (EX_TEMPFAIL). */
+#define TRAIN_EXIT_CHECKPOINTED 75
+
+/* Set by the SIGUSR1 handler: checkpoint at the next step boundary, exit 75. */
+extern volatile sig_atomic_t train_stop_requested;
 
 #define TRAIN_MAX_RANKS 256
 #define TRAIN_RDV_TIMEOUT_MS 120000
 
 /* Runs one rank to the end. Returns the process exit status: 0 success,
- * 2 bad bundle or arguments, 3 communication failure, 1 anything else. */
+ * 2 bad bundle or arguments, 3 communication failure, 75 checkpointed on
+ * request, 1 anything else. */
 int train_rank(const struct train_opts *o);
 
 /* Rendezvous through admitd's /v1/rdv/{key}: POST our address, poll GET

@@ -12,3 +12,8 @@ $(BIN)/test-trainer-gpt2: $(call objs,services/trainer/test-gpt2.c $(trainer_LIB
 	$(BCOLL_LIB) $(COMMON_LIB)
 LDLIBS_test-trainer-gpt2 := $(TRAINER_LIBS)
 UNIT_TESTS += $(BIN)/test-trainer-gpt2
+
+$(BIN)/test-trainer-fuzz: $(call objs,services/trainer/test-fuzz.c $(trainer_LIB_SRCS)) \
+	$(BCOLL_LIB) $(COMMON_LIB)
+LDLIBS_test-trainer-fuzz := $(TRAINER_LIBS)
+UNIT_TESTS += $(BIN)/test-trainer-fuzz

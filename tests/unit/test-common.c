@@ -95,6 +95,12 @@ static void test_trainparams(void)
 		{"{\"schedule\":\"step\"}", -EINVAL, 0},
 		{"{\"ranks\":\"auto\", \"budget\": 12.5}", 0, 100},
 		{"{\"ranks\":0}", 0, 100}, /* what trainparams_to_json writes for auto */
+		{"{\"ckpt_every\":5, \"eval_every\":10, \"grad_accum\":4}", 0, 100},
+		{"{\"ckpt_every\":-1}", -ERANGE, 0},
+		{"{\"eval_every\":\"often\"}", -EINVAL, 0},
+		{"{\"grad_accum\":3}", -EINVAL, 0}, /* batch 8 */
+		{"{\"grad_accum\":2, \"ranks\":8}", -EINVAL, 0},
+		{"{\"grad_accum\":5000}", -ERANGE, 0},
 	};
 	struct model_config m = {.n_layer = 1, .n_head = 1, .n_embd = 8, .n_positions = 128,
 				 .vocab_size = 256};
