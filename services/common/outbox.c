@@ -46,6 +46,11 @@ void outbox_free(struct outbox *o)
 	free(o);
 }
 
+void outbox_set_limit(struct outbox *o, int64_t max_records)
+{
+	o->max = max_records;
+}
+
 /* The span of queued sequence numbers: two rowid look-ups, not a count(*)
  * scan, so a spool grown large while its receiver was down stays cheap to
  * bound. Exact, since records leave in sequence order (flush takes the lowest

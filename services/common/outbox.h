@@ -13,6 +13,8 @@ struct outbox;
 /* table names the queue (created if needed); max_records bounds it. */
 int outbox_open(sqlite3 *db, const char *table, int64_t max_records, struct outbox **out);
 void outbox_free(struct outbox *o);
+/* Changes the bound (at shutdown a producer may spool what it held back). */
+void outbox_set_limit(struct outbox *o, int64_t max_records);
 /* Stores rec durably (committed before return). -ENOSPC when the queue is full:
  * callers must stop producing, never drop. *seq gets the record's sequence. */
 int outbox_put(struct outbox *o, json_t *rec, int64_t *seq);

@@ -11,6 +11,7 @@
  * integer microseconds so the sums are exact.
  */
 #include "noded.h"
+#include "outbox.h"
 #include "db.h"
 #include "log.h"
 #include "util.h"
@@ -173,6 +174,20 @@ void meter_rank_exited(struct noded *n, struct rank *rk, uint64_t fallback_cpu_u
 	rk->final_pending = 1;
 	if (meter_emit(n, rk, &rk->exit_mark) == 0)
 		rk->final_pending = 0;
+}
+
+/* At shutdown nothing may be lost: the spool's bound exists to refuse new
+ * launches, so the intervals held back for room are spooled past it. */
+void meter_drain(struct noded *n)
+{
+	outbox_set_limit(n->spool, INT64_MAX);
+	for (struct job *j = n->jobs; j; j = j->next)
+		for (int i = 0; i < j->n_ranks; i++) {
+			struct rank *rk = &j->ranks[i];
+
+			if (rk->final_pending && meter_emit(n, rk, &rk->exit_mark) == 0)
+				rk->final_pending = 0;
+		}
 }
 
 void meter_tick(void *userdata)

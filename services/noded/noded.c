@@ -16,12 +16,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define PROBE_TIMEOUT_S 60
 #define STOP_GRACE_US (3 * 1000000ULL)
 
 static void usage(FILE *f)
@@ -134,31 +134,6 @@ static int parse_args(struct noded *n, int argc, char **argv)
 	return 0;
 }
 
-/* The node's FLOP/s per rank: stored from an earlier probe, or probed now. */
-static void setup_flops(struct noded *n)
-{
-	char err[512];
-	int r;
-
-	if (!n->reprobe && jobdb_get_flops(n, &n->flops) == 0) {
-		log_info("using the stored probe result: %.3g FLOP/s per rank", n->flops);
-		return;
-	}
-	log_info("probing this node's FLOP/s per rank with '%s --probe' (%d threads)", n->trainer,
-		 n->threads_per_rank);
-	r = probe_run(n->trainer, n->threads_per_rank, PROBE_TIMEOUT_S, &n->flops, err, sizeof(err));
-	if (r < 0) {
-		n->flops = NODED_DEFAULT_FLOPS;
-		log_err("probe failed: %s; using the conservative default %.3g FLOP/s per rank "
-			"(rerun with --reprobe)", err, n->flops);
-		return; /* not stored: the next start probes again */
-	}
-	log_info("probe: %.3g FLOP/s per rank", n->flops);
-	r = jobdb_set_flops(n, n->flops);
-	if (r < 0)
-		log_err_errno(r, "cannot store the probe result in noded.db");
-}
-
 /* A daemon started with a closed stdin/stdout would hand those fds to pipes. */
 static void ensure_std_fds(void)
 {
@@ -195,7 +170,7 @@ static int setup(struct noded *n)
 	r = jobdb_recover(n);
 	if (r < 0)
 		return log_err_errno(r, "cannot load the jobs in %s/noded.db", n->state_dir);
-	setup_flops(n);
+	noded_profile(n, n->reprobe);
 	if (n->listen) {
 		struct httpd_config cfg = {.routes = routes, .n_routes = ARRAY_SIZE(routes),
 					   .userdata = n, .max_body = 4096, .max_conns = 16};
@@ -247,6 +222,7 @@ int main(int argc, char **argv)
 	/* stop: no more heartbeats; end every job, meter it, flush once */
 	n.stopping = 1;
 	launch_stop_all(&n, STOP_GRACE_US);
+	meter_drain(&n);
 	spool_flush(&n, 5);
 	log_info("stopped with %lld meter records spooled", (long long)spool_pending(&n));
 out_free:

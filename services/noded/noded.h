@@ -119,6 +119,10 @@ struct noded {
 	int slots, threads_per_rank, reprobe;
 	int64_t spool_max;
 	double flops;
+	/* the measured profile (0: unknown) and when it was measured */
+	double mem_bytes, alpha_s, beta_bps;
+	uint64_t probed_us;
+	int reprobe_asked; /* admitd asked for a re-probe; done when no job runs */
 	struct job *jobs;
 	int n_jobs;
 	int admitd_down, ledgerd_down; /* for logging transitions once */
@@ -141,6 +145,9 @@ int jobdb_insert_refused(struct noded *n, const char *id, const char *tenant, co
 int jobdb_recover(struct noded *n);
 int jobdb_get_flops(struct noded *n, double *flops);
 int jobdb_set_flops(struct noded *n, double flops);
+/* The stored profile as JSON text in buf ({"mem_bytes", ...}); -ENOENT. */
+int jobdb_get_profile(struct noded *n, char *buf, size_t len);
+int jobdb_set_profile(struct noded *n, const char *json_text);
 const char *job_state_name(enum job_state s);
 
 /* launch.c — ranks as child processes. */
@@ -162,6 +169,7 @@ void job_unlink(struct noded *n, struct job *j);
 int meter_emit(struct noded *n, struct rank *rk, const struct meter_mark *m);
 /* Every second: samples each live rank and retries pending final intervals. */
 void meter_tick(void *userdata);
+void meter_drain(struct noded *n);
 /* A rank just exited: takes its exit mark and spools its last interval. */
 void meter_rank_exited(struct noded *n, struct rank *rk, uint64_t fallback_cpu_us);
 
@@ -179,6 +187,14 @@ json_t *job_progress_json(const struct job *j);
 int job_progress_load(struct job *j, const char *json_text);
 void heartbeat_tick(void *userdata);
 
-/* probe.c — the node's FLOP/s per rank. */
+/* probe.c — the node's FLOP/s per rank, memory and allreduce α-β. */
 int probe_run(const char *trainer, int threads, int timeout_s, double *flops, char *err,
 	      size_t errlen);
+/* Runs the allreduce probe program prog (bursar-arprobe). */
+int probe_allreduce(const char *prog, int timeout_s, double *alpha_s, double *beta_bps,
+		    char *err, size_t errlen);
+/* MemTotal of /proc/meminfo in bytes. */
+int probe_mem(double *bytes);
+/* noded.c: measures the node (all three probes) and stores the profile;
+ * force: even when noded.db holds an earlier result. */
+void noded_profile(struct noded *n, int force);
