@@ -9,7 +9,8 @@
  *   - two banks of per-rank slots for the direct allreduce: each rank copies
  *     its chunk in, reduces its own segment reading every peer's slot in
  *     place, and copies every reduced segment out: two copies per byte.
- * Waits spin briefly, then yield, then sleep; each has a deadline and checks
+ * Waits spin briefly (not at all when ranks outnumber CPUs), yield for a
+ * few ms, then sleep; each has a deadline and checks
  * the peers' pidfds (a dead rank, zombies included) and the shared abort
  * word, so a dead, frozen or aborting rank fails every survivor, named.
  */
@@ -34,6 +35,7 @@
 #define SHM_SLOTS_TOTAL (64u << 20) /* both banks of every rank's slot */
 #define SHM_SMALL 16384		    /* bytes reduced by every rank in one phase */
 #define SHM_BLOCK 8192		    /* elements reduced while hot in cache */
+#define SHM_YIELD_MS 4		    /* yield, not sleep, for this long in a wait */
 #define CL 64
 
 struct shm_ctl {
@@ -44,8 +46,11 @@ struct shm_ctl {
 		uint64_t seq;
 		struct bcoll_desc d;
 	} post[2]; /* by bank: rewritten only once every rank has read it */
-	char pad[2 * CL - 80];
+	atomic_llong beat;     /* bcoll_now_ms() of this rank's last idle step */
+	atomic_int waiting_on; /* and the rank it was waiting on then */
+	char pad[2 * CL - 96];
 };
+_Static_assert(sizeof(struct shm_ctl) == 2 * CL, "shm_ctl is two cache lines");
 
 struct shm_mb {
 	atomic_ullong head;
@@ -70,12 +75,13 @@ struct shm {
 	char *mb;	    /* size*size boxes of sizeof(struct shm_mb) + SHM_MB_BYTES */
 	char *slots;	    /* 2 banks x size slots */
 	uint64_t nchunk;    /* chunks of direct allreduce so far: picks the bank */
+	unsigned spin_max;  /* busy polls before yielding: few when ranks > CPUs */
 	struct pollfd *pfd; /* pidfds of peers, -1 when unavailable */
 };
 
 struct shm_waiter {
 	unsigned spins;
-	int64_t deadline, next_check;
+	int64_t start, deadline, next_check;
 };
 
 static struct shm *shm_of(struct bcoll_comm *c)
@@ -140,10 +146,31 @@ static int peer_dead(struct bcoll_comm *c, int j)
 	return s->ctl[j].pid > 0 && kill(s->ctl[j].pid, 0) < 0 && errno == ESRCH;
 }
 
+/* The rank to blame when our wait on `peer` times out: follow the chain of
+ * ranks that are alive (idle step within a quarter deadline) and waiting,
+ * to the first one that is not: frozen, dead or never arrived. */
+static int chain_culprit(struct bcoll_comm *c, int peer, int64_t now)
+{
+	struct shm *s = shm_of(c);
+	int who = peer;
+
+	for (int hop = 0; hop < c->size; hop++) {
+		int64_t beat = atomic_load(&s->ctl[who].beat);
+		int next = atomic_load(&s->ctl[who].waiting_on);
+
+		if (now - beat > c->timeout_ms / 4 || next < 0 || next >= c->size ||
+		    next == who || next == c->rank)
+			break;
+		who = next;
+	}
+	return who;
+}
+
 static void waiter_init(struct bcoll_comm *c, struct shm_waiter *w)
 {
 	w->spins = 0;
-	w->deadline = bcoll_now_ms() + c->timeout_ms;
+	w->start = bcoll_now_ms();
+	w->deadline = w->start + c->timeout_ms;
 	w->next_check = 0;
 }
 
@@ -168,13 +195,15 @@ static int shm_idle(struct bcoll_comm *c, struct shm_waiter *w, int peer, const 
 		return bcoll_fail(c, who == c->rank ? -ECANCELED : -ECONNRESET,
 				  "rank %d failed (reported by rank %d)", who, by);
 	}
-	if (++w->spins < 64) {
+	if (++w->spins < s->spin_max) {
 		__builtin_ia32_pause();
 		return 0;
 	}
 	now = bcoll_now_ms();
 	if (now >= w->next_check) {
 		w->next_check = now + 5;
+		atomic_store_explicit(&s->ctl[c->rank].waiting_on, peer, memory_order_relaxed);
+		atomic_store_explicit(&s->ctl[c->rank].beat, now, memory_order_relaxed);
 		/* Only the peer we wait on: a rank that finished and left is no fault. */
 		if (peer_dead(c, peer)) {
 			blame(c, peer);
@@ -183,11 +212,21 @@ static int shm_idle(struct bcoll_comm *c, struct shm_waiter *w, int peer, const 
 		}
 	}
 	if (now >= w->deadline) {
-		blame(c, peer);
+		int who = chain_culprit(c, peer, now);
+
+		blame(c, who);
+		who = atomic_load(&s->hdr->abort_rank); /* another rank may have named it first */
+		if (who != peer)
+			return bcoll_fail(c, -ETIMEDOUT, "rank %d failed (stuck for %d ms; rank %d "
+					  "waits on it; named by rank %d)", who, c->timeout_ms, peer,
+					  atomic_load(&s->hdr->abort_by));
 		return bcoll_fail(c, -ETIMEDOUT, "rank %d %s within %d ms", peer, what,
 				  c->timeout_ms);
 	}
-	if (w->spins < 2000)
+	/* Oversubscribed (4 ranks on 2 cores), spinning only delays the rank we
+	 * wait for: yield for the first few ms, then sleep (long waits between
+	 * steps must not steal the CPU from ranks still computing). */
+	if (now - w->start < SHM_YIELD_MS)
 		sched_yield();
 	else
 		nanosleep(&(struct timespec){0, 50000}, NULL);
@@ -452,6 +491,13 @@ static int shm_map(struct bcoll_comm *c, int fd)
 	return 0;
 }
 
+static int ncpus(void)
+{
+	cpu_set_t set;
+
+	return sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+}
+
 static int shm_alloc(struct bcoll_comm *c)
 {
 	struct shm *s = calloc(1, sizeof(*s));
@@ -463,6 +509,7 @@ static int shm_alloc(struct bcoll_comm *c)
 	for (int j = 0; j < c->size; j++)
 		s->pfd[j].fd = -1;
 	s->len = seg_len(c->size, &s->slot_bytes);
+	s->spin_max = c->size > ncpus() ? 2 : 64;
 	c->shm_priv = s;
 	return 0;
 }

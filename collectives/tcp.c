@@ -3,7 +3,18 @@
  * with a hello that checks rank and size), and the sendrecv verb over it.
  * Every message carries a struct bcoll_wire header, so a peer in another
  * collective, another sequence number or with another count is an error
- * before any payload lands. Never raises SIGPIPE (MSG_NOSIGNAL), never
+ * before any payload lands.
+ *
+ * Faults are told in band: a rank whose deadline passes while waiting on X
+ * sends every peer a BLOCKED notice (a header with no payload, harmless to a
+ * healthy stream: readers skip it, give the sender one more deadline and pass
+ * the notice on, so the whole chain of waiters waits for the verdict),
+ * waits half a deadline more, peeking at every peer for a verdict, then
+ * names X and sends FAILED(X) to every peer; a rank that reads FAILED(X) or
+ * sees its peer close fails naming X and forwards the verdict. So a frozen
+ * rank is named by every survivor, not only by its neighbours, within about
+ * 1.5x the deadline. Notices go only where the stream is at a message
+ * boundary (a half-sent message is finished first, briefly). Never raises SIGPIPE (MSG_NOSIGNAL), never
  * blocks outside poll() with a deadline, never allocates after setup.
  */
 #include "bcoll_int.h"
@@ -22,10 +33,14 @@
 #include <unistd.h>
 
 #define BCOLL_MAGIC 0x62636f6cu /* "bcol" */
+#define NOTE_BLOCKED 0x62634f42u    /* "I am stuck waiting on rank pad" */
+#define NOTE_FAILED 0x62634f46u	    /* "rank pad failed": every survivor names it */
+#define NOTE_SEND_MS 200	    /* finishing a half-sent message before a notice */
 
 struct tcp {
 	int lfd;
-	int fd[]; /* by rank; -1 for self */
+	int64_t *blocked_at; /* by rank: when it last said it was stuck, or 0 */
+	int fd[];	     /* by rank; -1 for self */
 };
 
 struct hello {
@@ -86,6 +101,77 @@ static int cursor_iov(const struct cursor *k, struct iovec *v)
 	return 1;
 }
 
+/* Sends a notice about rank `who` to every peer but `skip` (whose stream is
+ * mid-message); best effort, never blocks. */
+static void tcp_notify(struct bcoll_comm *c, uint32_t magic, int who, int skip)
+{
+	struct tcp *t = tcp_of(c);
+	struct bcoll_wire w;
+
+	bcoll_wire_fill(c, &w, 0);
+	w.magic = magic;
+	w.pad = (uint32_t)who;
+	for (int i = 0; i < c->size; i++)
+		if (i != c->rank && i != skip && t->fd[i] >= 0)
+			(void)!send(t->fd[i], &w, sizeof(w), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* Records the verdict of a FAILED notice from rank `by` naming `who`. */
+static int note_failed(struct bcoll_comm *c, uint32_t who, int by, int *culprit)
+{
+	if (who >= (uint32_t)c->size)
+		return bcoll_fail(c, -EPROTO, "rank %d sent a notice naming rank %u", by, who);
+	*culprit = (int)who;
+	if ((int)who == c->rank)
+		return bcoll_fail(c, -ECONNRESET, "rank %d (this rank) was reported failed by "
+				  "rank %d", c->rank, by);
+	return bcoll_fail(c, -ECONNRESET, "rank %d failed (reported by rank %d)", (int)who, by);
+}
+
+/* Consumes notices at the head of rank i's stream (which must be at a
+ * message boundary); returns a FAILED verdict as an error, else 0. */
+static int take_notices(struct bcoll_comm *c, int i, int *culprit)
+{
+	struct tcp *t = tcp_of(c);
+	struct bcoll_wire w;
+
+	for (int k = 0; k < 8; k++) {
+		if (recv(t->fd[i], &w, sizeof(w), MSG_PEEK | MSG_DONTWAIT) != (ssize_t)sizeof(w))
+			return 0;
+		if (w.magic != NOTE_FAILED && w.magic != NOTE_BLOCKED)
+			return 0;
+		(void)!recv(t->fd[i], &w, sizeof(w), MSG_DONTWAIT);
+		if (w.magic == NOTE_BLOCKED)
+			t->blocked_at[i] = bcoll_now_ms();
+		if (w.magic == NOTE_FAILED)
+			return note_failed(c, w.pad, i, culprit);
+	}
+	return 0;
+}
+
+/* Finishes a half-sent message within NOTE_SEND_MS, so a notice can follow. */
+static int finish_send(struct cursor *s, int fd)
+{
+	int64_t end = bcoll_now_ms() + NOTE_SEND_MS;
+
+	while (s->done > 0 && s->done < s->len) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		struct iovec v[2];
+		struct msghdr m = {.msg_iov = v, .msg_iovlen = cursor_iov(s, v)};
+		int left = (int)(end - bcoll_now_ms());
+		ssize_t w;
+
+		if (left <= 0 || poll(&p, 1, left) != 1)
+			return -ETIMEDOUT;
+		w = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (w > 0)
+			s->done += (size_t)w;
+	}
+	return 0;
+}
+
 static int tcp_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t slen, int from,
 			void *rbuf, size_t rlen)
 {
@@ -93,7 +179,7 @@ static int tcp_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 	struct bcoll_wire sh, rh;
 	struct cursor s, r;
 	int64_t deadline = bcoll_now_ms() + c->timeout_ms;
-	int checked = 0;
+	int checked = 0, grace = 0, extended = 0, waited = 0, culprit = -1, e;
 
 	bcoll_wire_fill(c, &sh, slen);
 	cursor_init(&s, &sh, (void *)sbuf, to >= 0 ? slen : 0);
@@ -118,28 +204,70 @@ static int tcp_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 			ir = n++;
 		}
 		left = (int)(deadline - bcoll_now_ms());
+		if (grace && left > 20)
+			left = 20;
 		k = poll(p, n, left > 0 ? left : 0);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)
 			return bcoll_fail(c, -errno, "poll failed: %s", strerror(errno));
-		if (k == 0) {
-			if (ir >= 0)
-				return fail_peer(c, -ETIMEDOUT, from, "sent nothing for the deadline");
-			return fail_peer(c, -ETIMEDOUT, to, "accepted nothing for the deadline");
+		if (grace) {
+			/* A verdict from any peer but the one mid-message to us. */
+			for (int i = 0; i < c->size; i++) {
+				if (i == c->rank || (i == from && r.done > 0 && r.done < r.len))
+					continue;
+				e = take_notices(c, i, &culprit);
+				if (e < 0)
+					goto fail;
+			}
+		}
+		if (k == 0 && bcoll_now_ms() >= deadline) {
+			int suspect = ir >= 0 ? from : to;
+
+			if (!grace) {
+				/* Tell peers we are stuck (so they wait for our verdict) and
+				 * listen half a deadline more for theirs. */
+				grace = 1;
+				tcp_notify(c, NOTE_BLOCKED, suspect,
+					   s.done > 0 && s.done < s.len ? to : -1);
+				deadline = bcoll_now_ms() + c->timeout_ms / 2;
+				continue;
+			}
+			if (!waited && t->blocked_at[suspect] + 2 * c->timeout_ms > bcoll_now_ms()) {
+				/* It said it is stuck too: its verdict is due first. */
+				waited = 1;
+				deadline = t->blocked_at[suspect] + 2 * c->timeout_ms;
+				continue;
+			}
+			culprit = suspect;
+			e = ir >= 0 ? fail_peer(c, -ETIMEDOUT, from, "sent nothing for the deadline")
+				    : fail_peer(c, -ETIMEDOUT, to, "accepted nothing for the deadline");
+			goto fail;
 		}
 		if (is >= 0 && p[is].revents) {
 			struct msghdr m = {.msg_iov = v, .msg_iovlen = cursor_iov(&s, v)};
 			ssize_t w;
 
-			if (p[is].revents & (POLLRDHUP | POLLHUP | POLLERR))
-				return fail_peer(c, -ECONNRESET, to, "closed the connection");
+			if (p[is].revents & (POLLRDHUP | POLLHUP | POLLERR)) {
+				/* A peer that failed tells why before it closes. */
+				if (to != from || r.done == 0 || r.done == r.len) {
+					e = take_notices(c, to, &culprit);
+					if (e < 0)
+						goto fail;
+				}
+				culprit = to;
+				e = fail_peer(c, -ECONNRESET, to, "closed the connection");
+				goto fail;
+			}
 			w = sendmsg(t->fd[to], &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (w < 0 && errno != EAGAIN && errno != EINTR)
-				return fail_peer(c, -errno, to, "closed the connection");
+			if (w < 0 && errno != EAGAIN && errno != EINTR) {
+				culprit = to;
+				e = fail_peer(c, -errno, to, "closed the connection");
+				goto fail;
+			}
 			if (w > 0) {
 				s.done += (size_t)w;
-				deadline = bcoll_now_ms() + c->timeout_ms;
+				deadline = bcoll_now_ms() + c->timeout_ms / (grace ? 2 : 1);
 			}
 		}
 		if (ir >= 0 && p[ir].revents) {
@@ -150,17 +278,36 @@ static int tcp_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 			if (!checked)
 				m.msg_iovlen = 1;
 			g = recvmsg(t->fd[from], &m, MSG_DONTWAIT);
-			if (g == 0)
-				return fail_peer(c, -ECONNRESET, from, "closed the connection");
-			if (g < 0 && errno != EAGAIN && errno != EINTR)
-				return fail_peer(c, -errno, from, "closed the connection");
+			if (g == 0 || (g < 0 && errno != EAGAIN && errno != EINTR)) {
+				culprit = from;
+				e = fail_peer(c, g == 0 ? -ECONNRESET : -errno, from,
+					      "closed the connection");
+				goto fail;
+			}
 			if (g > 0) {
 				r.done += (size_t)g;
-				deadline = bcoll_now_ms() + c->timeout_ms;
+				deadline = bcoll_now_ms() + c->timeout_ms / (grace ? 2 : 1);
 			}
 			if (!checked && r.done >= sizeof(rh)) {
-				int e = bcoll_wire_check(c, &rh, from, rlen);
-
+				if (rh.magic == NOTE_BLOCKED) {
+					/* Alive but stuck: give it time to send its verdict. */
+					r.done = 0;
+					t->blocked_at[from] = bcoll_now_ms();
+					if (!extended) {
+						/* And so are we: tell those waiting on us too. */
+						extended = 1;
+						deadline = bcoll_now_ms() + c->timeout_ms;
+						if (!grace)
+							tcp_notify(c, NOTE_BLOCKED, from,
+								   s.done > 0 && s.done < s.len ? to : -1);
+					}
+					continue;
+				}
+				if (rh.magic == NOTE_FAILED) {
+					e = note_failed(c, rh.pad, from, &culprit);
+					goto fail;
+				}
+				e = bcoll_wire_check(c, &rh, from, rlen);
 				if (e < 0)
 					return e;
 				checked = 1;
@@ -168,6 +315,16 @@ static int tcp_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 		}
 	}
 	return 0;
+fail:
+	/* Every survivor must name the culprit: pass the verdict on. */
+	if (e != -ECANCELED && e != -EPROTO && culprit >= 0 && culprit < c->size) {
+		int skip = -1;
+
+		if (to >= 0 && finish_send(&s, t->fd[to]) < 0)
+			skip = to;
+		tcp_notify(c, NOTE_FAILED, culprit, skip);
+	}
+	return e;
 }
 
 /* Blocking-style exact read or write on a non-blocking fd, until deadline. */
@@ -256,8 +413,11 @@ int bcoll_tcp_listen(struct bcoll_comm *c, char *host_out, size_t hlen, int *por
 	t->lfd = -1;
 	for (int i = 0; i < c->size; i++)
 		t->fd[i] = -1;
+	t->blocked_at = calloc(c->size, sizeof(*t->blocked_at));
 	c->tp_priv = t;
 	c->tp = &bcoll_tp_tcp;
+	if (!t->blocked_at)
+		return bcoll_fail(c, -ENOMEM, "out of memory");
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return bcoll_fail(c, -errno, "socket: %s", strerror(errno));
@@ -417,6 +577,7 @@ static void tcp_destroy(struct bcoll_comm *c)
 			close(t->fd[i]);
 	if (t->lfd >= 0)
 		close(t->lfd);
+	free(t->blocked_at);
 	free(t);
 	c->tp_priv = NULL;
 }

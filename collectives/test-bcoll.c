@@ -432,13 +432,12 @@ static void run_cases(const char *tp, const char *algo, int ranks, int level)
 	t_run(name, t_cases);
 }
 
-/* True when msg names "rank 1" (not rank 10, 11...). */
-static int names_rank1(const char *msg)
+/* The rank an error blames: the first "rank N" after "#seq: ", or -1. */
+static int culprit_of(const char *msg)
 {
-	for (const char *p = strstr(msg, "rank 1"); p; p = strstr(p + 1, "rank 1"))
-		if (p[6] < '0' || p[6] > '9')
-			return 1;
-	return 0;
+	const char *p = strstr(msg, ": rank ");
+
+	return p && p[7] >= '0' && p[7] <= '9' ? atoi(p + 7) : -1;
 }
 
 static int wait_file(const char *path, double timeout)
@@ -455,20 +454,21 @@ static int wait_file(const char *path, double timeout)
 
 static int g_sig; /* SIGKILL, SIGSTOP, or 0 for rank 1 aborting */
 
-/* Rank 1 of 3 dies, freezes or aborts; survivors must fail within 2x the
- * 1 s deadline plus slack, naming rank 1 and the operation. */
+/* Rank 1 of 4 dies, freezes or aborts; every survivor (rank 3 is nobody's
+ * neighbour of rank 1 in a ring) must fail within 2x the 1 s deadline plus
+ * slack, blaming rank 1 and naming the operation; nothing is left running. */
 static void t_fault(void)
 {
 	char dir[300], p[400], msg[300];
-	pid_t pids[3];
+	pid_t pids[4];
 	double t0;
-	int st, named = 0;
+	int st;
 
 	setenv("BCOLL_TRANSPORT", g_transport, 1);
 	setenv("BCOLL_ALGO", "auto", 1);
 	new_dir(dir, sizeof(dir));
-	for (int r = 0; r < 3; r++)
-		pids[r] = spawn_rank(dir, r, 3, g_sig ? M_LOOP : M_ABORT, 0);
+	for (int r = 0; r < 4; r++)
+		pids[r] = spawn_rank(dir, r, 4, g_sig ? M_LOOP : M_ABORT, 0);
 	snprintf(p, sizeof(p), "%s/started-1", dir);
 	T_CHECK(wait_file(p, 30) == 0, "rank 1 never completed an allreduce");
 	t0 = now_s();
@@ -477,24 +477,26 @@ static void t_fault(void)
 		t0 = now_s();
 		kill(pids[1], g_sig);
 	}
-	for (int r = 0; r < 3; r += 2) {
+	for (int r = 0; r < 4; r += 1 + (r == 0)) {
 		waitpid(pids[r], &st, 0);
 		read_err(dir, r, msg, sizeof(msg));
 		T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3, "rank %d: status 0x%x, want exit 3",
 			r, st);
 		T_CHECK(strstr(msg, "allreduce #"), "rank %d: error '%s' names no operation", r,
 			msg);
-		named += names_rank1(msg);
+		T_CHECK(culprit_of(msg) == 1, "rank %d blames rank %d, not rank 1: '%s'", r,
+			culprit_of(msg), msg);
 		printf("# rank %d: %s\n", r, msg);
 	}
 	printf("# survivors failed %.2f s after the fault (deadline 1 s)\n", now_s() - t0);
 	T_CHECK(now_s() - t0 < 4.5, "survivors took %.1f s to fail (deadline 1 s)", now_s() - t0);
-	if (g_sig == SIGSTOP)
-		T_CHECK(named >= 1, "no survivor named the frozen rank 1");
-	else
-		T_EQ_INT(named, 2);
 	kill(pids[1], SIGKILL);
+	if (g_sig == SIGSTOP)
+		kill(pids[1], SIGCONT);
 	waitpid(pids[1], &st, 0);
+	for (int r = 0; r < 4; r++)
+		T_CHECK(kill(pids[r], 0) < 0 && errno == ESRCH, "rank %d (pid %d) is still there",
+			r, (int)pids[r]);
 }
 
 static int g_mode;
@@ -556,7 +558,12 @@ static void t_bad_join(void)
 	printf("# %s\n", all);
 	T_CHECK(bad >= 1, "every process succeeded");
 	if (g_mode == 0 && !strcmp(g_transport, "shm"))
-		T_CHECK(strstr(all, "joined twice") != NULL, "no clear error: %s", all);
+		/* Which of the two rank-1 processes the rendezvous and the segment
+		 * see first is a race: the error names the double join, the
+		 * rendezvous or the rank 1 that left. */
+		T_CHECK(strstr(all, "joined twice") || strstr(all, "rendezvous") ||
+				strstr(all, "rank 1 "),
+			"no clear error: %s", all);
 	else if (g_mode == 0)
 		T_CHECK(all[0], "no rank said what went wrong");
 	else
@@ -604,16 +611,19 @@ int main(void)
 	if (!root)
 		return 1;
 	t_run("bad_args", t_bad_args);
-	for (int n = 1; n <= 8; n++)
+	/* BCOLL_TEST_FAULTS=1 runs only the fault and bad-use cases (for iterating). */
+	for (int n = 1; n <= 8 && !getenv("BCOLL_TEST_FAULTS"); n++)
 		run_cases("shm", "auto", n, 0);
-	for (size_t i = 0; i < ARRAY_SIZE(level0_tcp); i++)
+	for (size_t i = 0; i < ARRAY_SIZE(level0_tcp) && !getenv("BCOLL_TEST_FAULTS"); i++)
 		run_cases("tcp", "auto", level0_tcp[i], 0);
-	for (size_t a = 0; a < ARRAY_SIZE(algos); a++)
+	for (size_t a = 0; a < ARRAY_SIZE(algos) && !getenv("BCOLL_TEST_FAULTS"); a++)
 		for (int t = 0; t < 2; t++)
 			for (int k = 0; k < 2; k++)
 				run_cases(tps[t], algos[a], level1[t][k], 1);
-	run_cases("shm", "direct", 3, 1);
-	run_cases("shm", "auto", 4, 2);
+	if (!getenv("BCOLL_TEST_FAULTS")) {
+		run_cases("shm", "direct", 3, 1);
+		run_cases("shm", "auto", 4, 2);
+	}
 	setenv("BCOLL_TIMEOUT_MS", "1000", 1);
 	for (int t = 0; t < 2; t++) {
 		static const int sigs[] = {SIGKILL, SIGSTOP, 0};
@@ -621,7 +631,7 @@ int main(void)
 
 		g_transport = tps[t];
 		for (int s = 0; s < 3; s++)
-			for (int trial = 0; trial < 3; trial++) {
+			for (int trial = 0; trial < (sigs[s] == SIGSTOP ? 4 : 8); trial++) {
 				g_sig = sigs[s];
 				snprintf(name, sizeof(name), "%s_fault_%s_rank1_trial%d", tps[t],
 					 sn[s], trial);
