@@ -1,0 +1,21 @@
+# netstack: libbnet.a (packet layer and RC queue pair, pure C, no DPDK) and,
+# when pkg-config finds libdpdk, libbnet-dpdk.a (the DPDK port, ARP, the
+# polling loop) and bnet-peer, the two-process test and benchmark tool.
+bnet_SRCS := netstack/pkt.c netstack/qp.c
+BNET_LIB := $(LIBDIR)/libbnet.a
+$(BNET_LIB): $(call objs,$(bnet_SRCS))
+ALL_BINS += $(BNET_LIB)
+
+$(BIN)/test-bnet-pkt: $(call objs,netstack/test-bnet-pkt.c) $(BNET_LIB)
+$(BIN)/test-bnet-qp: $(call objs,netstack/test-bnet-qp.c) $(BNET_LIB)
+UNIT_TESTS += $(BIN)/test-bnet-pkt $(BIN)/test-bnet-qp
+CFLAGS_netstack := -Itests
+
+ifneq ($(shell pkg-config --exists libdpdk 2>/dev/null && echo yes),)
+BNET_DPDK_LIB := $(LIBDIR)/libbnet-dpdk.a
+$(BNET_DPDK_LIB): $(call objs,netstack/port.c)
+ALL_BINS += $(BNET_DPDK_LIB) $(BIN)/bnet-peer
+$(BIN)/bnet-peer: $(call objs,netstack/peer.c) $(BNET_DPDK_LIB) $(BNET_LIB)
+LDLIBS_bnet-peer := $(shell pkg-config --libs libdpdk)
+$(OBJ)/netstack/port.o $(OBJ)/netstack/peer.o: CFLAGS += $(shell pkg-config --cflags libdpdk) -Wno-error=deprecated-declarations
+endif
