@@ -76,7 +76,7 @@ $(LIBDIR)/%.a:
 DEB_PKGS := gcc make pkg-config libsystemd-dev libsqlite3-dev sqlite3 libmicrohttpd-dev \
 	libjansson-dev libarchive-dev libcurl4-openssl-dev libssl-dev libopenblas-dev \
 	libzstd-dev zstd python3-numpy python3-torch chromium curl jq procps \
-	libdpdk-dev dpdk tshark iproute2
+	libdpdk-dev dpdk tshark iproute2 libibverbs-dev rdma-core
 deps:
 	@missing=$$(dpkg-query -W -f='$${db:Status-Abbrev} $${Package}\n' $(DEB_PKGS) 2>/dev/null \
 		| awk '$$1=="ii"{print $$2}' | sort > /tmp/.bursar-have; \

@@ -67,6 +67,7 @@ struct bcoll_comm {
 	const struct bcoll_tp *tp;
 	void *tp_priv;	       /* tcp's state (the listener exists before the choice) */
 	void *shm_priv;	       /* shm's state */
+	void *verbs_priv;      /* verbs' state (tcp stays up under it) */
 	uint64_t seq;	       /* collective calls so far, for messages */
 	const char *op;	       /* the collective in progress, for messages */
 	struct bcoll_desc cur; /* and its descriptor */
@@ -95,6 +96,9 @@ int bcoll_tcp_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN]);
 int bcoll_shm_create(struct bcoll_comm *c, char *tag, size_t tlen);
 int bcoll_shm_attach(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN]);
 void bcoll_shm_unlink_own(void);
+/* verbs*.c, in libbcoll-verbs.a (DPDK): weak, NULL when not linked in. */
+int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
+	__attribute__((weak));
 
 /* Reductions: dst[i] = dst[i] op src[i] for f32/f64/i32/i64 (AVX2 when the
  * CPU has it); AVG sums here and bcoll_divide() runs once at the end. */

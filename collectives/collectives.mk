@@ -1,7 +1,7 @@
 # collectives: libbcoll.a (shm and tcp transports; ring, recursive doubling,
 # Rabenseifner, tree algorithms; blocking and non-blocking), its test and
 # bcoll-bench. libbcoll depends on libc and pthreads only: no services code.
-bcoll_SRCS := $(filter-out collectives/test-%.c collectives/bench.c,$(wildcard collectives/*.c))
+bcoll_SRCS := $(filter-out collectives/test-%.c collectives/bench.c collectives/verbs%.c,$(wildcard collectives/*.c))
 BCOLL_LIB := $(LIBDIR)/libbcoll.a
 $(BCOLL_LIB): $(call objs,$(bcoll_SRCS))
 ALL_BINS += $(BCOLL_LIB) $(BIN)/bcoll-bench

@@ -109,6 +109,13 @@ static int choose_transport(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN],
 		if (addr_host(addrs[i]) != addr_host(addrs[c->rank]) || !addr_host(addrs[i]))
 			same = 0;
 	}
+	if (!strcmp(mode, "verbs")) {
+		bcoll_tp_shm.destroy(c);
+		if (!bcoll_verbs_connect)
+			return bcoll_fail(c, -ENOTSUP, "BCOLL_TRANSPORT=verbs but this program "
+					  "was built without libbcoll-verbs (DPDK)");
+		return bcoll_verbs_connect(c, addrs);
+	}
 	if (!strcmp(mode, "shm") && !same)
 		return bcoll_fail(c, -EINVAL, "BCOLL_TRANSPORT=shm but the ranks are not all on "
 				  "one host");
@@ -133,8 +140,9 @@ static int comm_connect(struct bcoll_comm *c, const struct bcoll_rendezvous *rdv
 
 	if (!mode || !*mode)
 		mode = "auto";
-	if (strcmp(mode, "auto") && strcmp(mode, "shm") && strcmp(mode, "tcp"))
-		return bcoll_fail(c, -EINVAL, "BCOLL_TRANSPORT must be shm, tcp or auto, not "
+	if (strcmp(mode, "auto") && strcmp(mode, "shm") && strcmp(mode, "tcp") &&
+	    strcmp(mode, "verbs"))
+		return bcoll_fail(c, -EINVAL, "BCOLL_TRANSPORT must be shm, tcp, verbs or auto, not "
 				  "'%.20s'", mode);
 	r = bcoll_tcp_listen(c, host, sizeof(host), &port);
 	if (r < 0)
@@ -214,6 +222,8 @@ void bcoll_abort(struct bcoll_comm *c)
 	atomic_store(&c->aborted, 1);
 	if (c->shm_priv)
 		bcoll_tp_shm.abort(c);
+	if (c->verbs_priv)
+		c->tp->abort(c);
 	if (c->tp_priv)
 		bcoll_tp_tcp.abort(c);
 }
@@ -223,6 +233,8 @@ void bcoll_comm_destroy(struct bcoll_comm *c)
 	if (!c)
 		return;
 	bcoll_queue_free(c);
+	if (c->verbs_priv)
+		c->tp->destroy(c);
 	bcoll_tp_tcp.destroy(c);
 	bcoll_tp_shm.destroy(c);
 	free(c->scratch[0]);

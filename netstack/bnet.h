@@ -217,6 +217,14 @@ uint64_t bnet_now_ns(void);
  * our IPv4 address ip (host order). Once per process. */
 int bnet_port_open(int argc, char **argv, uint32_t ip, struct bnet_port **out);
 void bnet_port_close(struct bnet_port *p);
+/* Several ports in one process: the EAL once, then each port by its DPDK
+ * name (NULL: the first port); bnet_port_stop leaves the EAL running. */
+int bnet_eal_init(int argc, char **argv);
+void bnet_eal_cleanup(void);
+int bnet_port_start(const char *name, uint32_t ip, struct bnet_port **out);
+void bnet_port_stop(struct bnet_port *p);
+/* 1 once the link dropped after being up (the port is never polled again). */
+int bnet_port_dead(const struct bnet_port *p);
 int bnet_port_wait_link(struct bnet_port *p, uint64_t timeout_ns);
 /* Resolves the peer's MAC by ARP (answering the peer's requests meanwhile). */
 int bnet_port_resolve(struct bnet_port *p, uint32_t peer_ip, uint64_t timeout_ns);

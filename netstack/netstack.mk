@@ -13,9 +13,16 @@ CFLAGS_netstack := -Itests
 
 ifneq ($(shell pkg-config --exists libdpdk 2>/dev/null && echo yes),)
 BNET_DPDK_LIB := $(LIBDIR)/libbnet-dpdk.a
-$(BNET_DPDK_LIB): $(call objs,netstack/port.c)
+$(BNET_DPDK_LIB): $(call objs,netstack/port.c netstack/verbs.c)
 ALL_BINS += $(BNET_DPDK_LIB) $(BIN)/bnet-peer
 $(BIN)/bnet-peer: $(call objs,netstack/peer.c) $(BNET_DPDK_LIB) $(BNET_LIB)
 LDLIBS_bnet-peer := $(shell pkg-config --libs libdpdk)
 $(OBJ)/netstack/port.o $(OBJ)/netstack/peer.o: CFLAGS += $(shell pkg-config --cflags libdpdk) -Wno-error=deprecated-declarations
+
+# libbcoll's verbs transport (BCOLL_TRANSPORT=verbs, collectives/verbs*.c)
+# over libbnet: linked into bcoll-bench as objects, since comm.c only holds a
+# weak reference to it.
+bcoll_verbs_SRCS := collectives/verbs.c collectives/verbs_setup.c
+$(BIN)/bcoll-bench: $(call objs,$(bcoll_verbs_SRCS)) $(BNET_DPDK_LIB) $(BNET_LIB)
+LDLIBS_bcoll-bench := $(shell pkg-config --libs libdpdk) -ldl
 endif

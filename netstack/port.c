@@ -7,6 +7,8 @@
  * dropped is never polled again (-ENOTCONN).
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,24 +47,40 @@ uint64_t bnet_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-int bnet_port_open(int argc, char **argv, uint32_t ip, struct bnet_port **out)
+int bnet_eal_init(int argc, char **argv)
+{
+	if (rte_eal_init(argc, argv) < 0)
+		return -rte_errno ? -rte_errno : -EINVAL;
+	return 0;
+}
+
+void bnet_eal_cleanup(void)
+{
+	rte_eal_cleanup();
+}
+
+int bnet_port_start(const char *name, uint32_t ip, struct bnet_port **out)
 {
 	struct rte_eth_conf conf = { 0 };
 	struct bnet_port *p;
+	char pool[32];
+	uint16_t id = 0;
 	int r;
 
-	r = rte_eal_init(argc, argv);
-	if (r < 0)
-		return -rte_errno ? -rte_errno : -EINVAL;
-	if (rte_eth_dev_count_avail() < 1)
+	if (name) {
+		if (rte_eth_dev_get_port_by_name(name, &id) < 0)
+			return -ENODEV;
+	} else if (rte_eth_dev_count_avail() < 1) {
 		return -ENODEV;
+	}
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->port_id = 0;
+	p->port_id = id;
 	p->ip = ip;
-	p->pool = rte_pktmbuf_pool_create("bnet_pool", NB_MBUF, 256, 0,
-					  RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
+	snprintf(pool, sizeof(pool), "bnet_pool%u", id);
+	p->pool = rte_pktmbuf_pool_create(pool, NB_MBUF, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+					  (int)rte_socket_id());
 	if (!p->pool) {
 		r = -ENOMEM;
 		goto out_free;
@@ -91,16 +109,36 @@ out_free:
 	return r;
 }
 
-void bnet_port_close(struct bnet_port *p)
+int bnet_port_open(int argc, char **argv, uint32_t ip, struct bnet_port **out)
+{
+	int r = bnet_eal_init(argc, argv);
+
+	return r < 0 ? r : bnet_port_start(NULL, ip, out);
+}
+
+void bnet_port_stop(struct bnet_port *p)
 {
 	if (!p)
 		return;
 	rte_pktmbuf_free_bulk(p->txq, (unsigned)p->n_tx);
+	/* a memif whose peer is gone must not be touched beyond stop/close */
 	rte_eth_dev_stop(p->port_id);
 	rte_eth_dev_close(p->port_id);
 	rte_mempool_free(p->pool);
 	free(p);
+}
+
+void bnet_port_close(struct bnet_port *p)
+{
+	if (!p)
+		return;
+	bnet_port_stop(p);
 	rte_eal_cleanup();
+}
+
+int bnet_port_dead(const struct bnet_port *p)
+{
+	return p->dead;
 }
 
 /* 1 while the link is up; once it was up and dropped, the port is dead. */

@@ -1,0 +1,292 @@
+/* verbs.c — libbcoll's verbs transport: one RC queue pair per peer, written
+ * against the libibverbs types; the setup calls go through a provider table
+ * and the data path through ibv_post_send/ibv_post_recv/ibv_poll_cq.
+ *
+ * Providers: rdma-core (probed with ibv_get_device_list through dlopen; with
+ * no device it returns NULL/ENOSYS and we say so) and libbnet over DPDK
+ * net_memif: one memif per pair of ranks (the lower rank is the server, its
+ * socket in BCOLL_VERBS_DIR, default /tmp), so a rank has size-1 ports and a
+ * QP on each. EAL inits are chained over the tcp mesh (rank j starts after
+ * every i < j), since a memif client does not retry a missing socket.
+ *
+ * sendrecv: the receiver registers its buffer (registration cache) and RDMA
+ * WRITEs a clear-to-send (wire header, address, rkey, size, stamp) into its
+ * slot of the sender's FIFO; the sender checks the header, RDMA WRITEs the data
+ * in chunks (at most VB_INFLIGHT in flight), the last WITH IMMEDIATE carrying
+ * the sequence number, which completes a posted receive at the receiver.
+ */
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "verbs_int.h"
+
+/* Says whether rdma-core sees a device; msg gets the sentence for the log. */
+int bcoll_verbs_rdma_core_probe(char *msg, size_t len)
+{
+	struct ibv_device **(*get)(int *);
+	void (*put)(struct ibv_device **);
+	struct ibv_device **l;
+	void *h = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_LOCAL);
+	int n = 0;
+
+	if (!h) {
+		snprintf(msg, len, "no RDMA device (libibverbs not installed)");
+		return 0;
+	}
+	get = (struct ibv_device **(*)(int *))dlsym(h, "ibv_get_device_list");
+	put = (void (*)(struct ibv_device **))dlsym(h, "ibv_free_device_list");
+	errno = 0;
+	l = get ? get(&n) : NULL;
+	if (!l || !n)
+		snprintf(msg, len, "no RDMA device (ibv_get_device_list: %s)",
+			 l ? "0 devices" : strerror(errno ? errno : ENOSYS));
+	else
+		snprintf(msg, len, "%d RDMA device(s), but the rdma-core provider is not "
+			 "supported yet", n);
+	if (l && put)
+		put(l);
+	dlclose(h);
+	return l && n ? n : 0;
+}
+
+static struct vb_state *vs(struct bcoll_comm *c)
+{
+	return c->verbs_priv;
+}
+
+/* The MR covering [p, p+len), registering (and evicting the LRU) on a miss. */
+static struct ibv_mr *vb_reg(struct bcoll_comm *c, void *p, size_t len)
+{
+	struct vb_state *s = vs(c);
+	struct vb_cache *lru = &s->cache[0];
+
+	for (int i = 0; i < VB_CACHE; i++) {
+		struct vb_cache *e = &s->cache[i];
+
+		if (e->mr && (char *)p >= e->addr && (char *)p + len <= e->addr + e->len) {
+			e->used = ++s->tick;
+			return e->mr;
+		}
+		if (!e->mr || e->used < lru->used)
+			lru = e;
+	}
+	if (lru->mr)
+		s->pv->dereg_mr(lru->mr);
+	lru->mr = s->pv->reg_mr(s->pd, p, len ? len : 1, IBV_ACCESS_LOCAL_WRITE |
+			       IBV_ACCESS_REMOTE_WRITE);
+	lru->addr = p;
+	lru->len = len ? len : 1;
+	lru->used = ++s->tick;
+	return lru->mr;
+}
+
+static int vb_write(struct bcoll_comm *c, int peer, int kind, const void *buf, uint32_t len,
+		    uint32_t lkey, uint64_t va, uint32_t rkey, int imm, uint32_t immv)
+{
+	struct ibv_sge sge = { (uintptr_t)buf, len, lkey };
+	struct ibv_send_wr wr = { 0 }, *bad;
+
+	wr.wr_id = (uint64_t)peer << 8 | (uint64_t)kind;
+	wr.sg_list = &sge;
+	wr.num_sge = len ? 1 : 0;
+	wr.opcode = imm ? IBV_WR_RDMA_WRITE_WITH_IMM : IBV_WR_RDMA_WRITE;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	wr.imm_data = htonl(immv);
+	wr.wr.rdma.remote_addr = va;
+	wr.wr.rdma.rkey = rkey;
+	return -ibv_post_send(vs(c)->peers[peer].qp, &wr, &bad);
+}
+
+int vb_post_recv(struct bcoll_comm *c, int peer)
+{
+	struct ibv_recv_wr wr = { .wr_id = (uint64_t)peer << 8 | WR_RECV }, *bad;
+
+	return -ibv_post_recv(vs(c)->peers[peer].qp, &wr, &bad);
+}
+
+struct vb_op {
+	int to, from;
+	const char *sbuf;
+	size_t slen, off;
+	uint32_t lkey, rkey;
+	uint64_t va;
+	int have_cts, inflight, send_done, recv_done, mismatch;
+};
+
+/* Handles one completion; returns 0 or a failure naming the peer. */
+static int vb_complete(struct bcoll_comm *c, struct vb_op *o, const struct ibv_wc *wc)
+{
+	int peer = (int)(wc->wr_id >> 8), kind = (int)(wc->wr_id & 0xff);
+
+	if (wc->status != IBV_WC_SUCCESS)
+		return bcoll_fail(c, -ECONNRESET, "rank %d: work request failed (ibv_wc_status %d)", peer,
+				  (int)wc->status);
+	if (kind == WR_DATA && peer == o->to)
+		o->inflight--;
+	if (kind != WR_RECV)
+		return 0;
+	if (vb_post_recv(c, peer) < 0)
+		return bcoll_fail(c, -EIO, "rank %d: cannot post a receive", peer);
+	if (peer != o->from || o->recv_done)
+		return bcoll_fail(c, -EPROTO, "rank %d wrote without a clear-to-send", peer);
+	if (ntohl(wc->imm_data) & VB_MISMATCH)
+		return bcoll_fail(c, -EPROTO, "rank %d is in a different collective than this "
+				  "rank's #%llu (see its error)", peer, (unsigned long long)c->seq);
+	if ((ntohl(wc->imm_data) ^ (uint32_t)c->seq) & ~VB_MISMATCH)
+		return bcoll_fail(c, -EPROTO, "rank %d completed a message of another collective",
+				  peer);
+	o->recv_done = 1;
+	return 0;
+}
+
+/* Sends the next chunks once the receiver's clear-to-send is in our FIFO. */
+static int vb_push(struct bcoll_comm *c, struct vb_op *o, int *busy)
+{
+	struct vb_state *s = vs(c);
+	struct vb_peer *p = &s->peers[o->to];
+	int r;
+
+	if (!o->have_cts) {
+		volatile struct vb_cts *k = &s->fifo[o->to][p->cts_seen % VB_FIFO];
+		struct vb_cts cts;
+
+		if (k->stamp != p->cts_seen + 1)
+			return 0;
+		memcpy(&cts, (const void *)k, sizeof(cts));
+		p->cts_seen++;
+		o->have_cts = 1;
+		*busy = 1;
+		o->va = cts.va;
+		o->rkey = cts.rkey;
+		r = bcoll_wire_check(c, &cts.w, o->to, o->slen);
+		if (r < 0) {
+			o->mismatch = 1;
+			vb_write(c, o->to, WR_DATA, NULL, 0, 0, 0, 0, 1,
+				 VB_MISMATCH | (uint32_t)c->seq);
+			return r;
+		}
+		if (o->slen)
+			o->lkey = vb_reg(c, (void *)o->sbuf, o->slen)->lkey;
+	}
+	while (!o->send_done && o->inflight < VB_INFLIGHT) {
+		size_t n = o->slen - o->off < VB_CHUNK ? o->slen - o->off : VB_CHUNK;
+		int last = o->off + n == o->slen;
+
+		r = vb_write(c, o->to, WR_DATA, o->sbuf + o->off, (uint32_t)n, o->lkey,
+			     o->va + o->off, o->rkey, last, (uint32_t)c->seq & ~VB_MISMATCH);
+		if (r < 0)
+			return bcoll_fail(c, r, "rank %d: posting a write failed", o->to);
+		o->off += n;
+		o->inflight++;
+		o->send_done = last;
+		*busy = 1;
+	}
+	return 0;
+}
+
+static int vb_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t slen, int from,
+		       void *rbuf, size_t rlen)
+{
+	struct vb_state *s = vs(c);
+	struct vb_op o = { .to = to, .from = from, .sbuf = sbuf, .slen = slen };
+	int64_t deadline = bcoll_now_ms() + c->timeout_ms;
+	struct ibv_wc wc[16];
+	int r;
+
+	if (from >= 0) {
+		struct vb_peer *p = &s->peers[from];
+		struct vb_cts *k = &s->out[from];
+		struct ibv_mr *mr = rlen ? vb_reg(c, rbuf, rlen) : NULL;
+
+		if (rlen && !mr)
+			return bcoll_fail(c, -ENOMEM, "cannot register %zu bytes", rlen);
+		bcoll_wire_fill(c, &k->w, rlen);
+		k->va = (uintptr_t)rbuf;
+		k->rkey = mr ? mr->rkey : 0;
+		k->stamp = ++p->cts_sent;
+		r = vb_write(c, from, WR_CTS, k, sizeof(*k), s->out_mr->lkey,
+			     p->fifo_va + ((k->stamp - 1) % VB_FIFO) * sizeof(*k), p->fifo_rkey, 0,
+			     0);
+		if (r < 0)
+			return bcoll_fail(c, r, "rank %d: posting a clear-to-send failed", from);
+	}
+	o.send_done = to < 0;
+	o.recv_done = from < 0;
+	while (!o.send_done || o.inflight || !o.recv_done) {
+		int busy = 0, n = ibv_poll_cq(s->cq, 16, wc);
+
+		for (int i = 0; i < n; i++)
+			if ((r = vb_complete(c, &o, &wc[i])) < 0)
+				return r;
+		if (to >= 0 && !o.send_done && (r = vb_push(c, &o, &busy)) < 0)
+			return r;
+		if (atomic_load(&c->aborted))
+			return bcoll_fail(c, -ECANCELED, "aborted");
+		for (int k = 0; k < 2; k++) {
+			int peer = k ? from : to;
+
+			if (peer >= 0 && s->peers[peer].qp->state == IBV_QPS_ERR)
+				return bcoll_fail(c, -ECONNRESET, "rank %d died (link down)", peer);
+		}
+		if (bcoll_now_ms() > deadline)
+			return bcoll_fail(c, -ETIMEDOUT, "rank %d did not arrive within %d ms",
+					  !o.recv_done ? from : to, c->timeout_ms);
+		if (!n && !busy)
+			sched_yield();
+	}
+	return 0;
+}
+
+static void vb_abort(struct bcoll_comm *c)
+{
+	atomic_store(&c->aborted, 1);
+}
+
+static void vb_destroy(struct bcoll_comm *c)
+{
+	struct vb_state *s = vs(c);
+
+	if (!s)
+		return;
+	for (int i = 0; i < s->n_ports; i++)
+		bnet_port_stop(s->ports[i]);
+	for (int i = 0; i < c->size && s->peers; i++)
+		if (s->peers[i].qp)
+			s->pv->destroy_qp(s->peers[i].qp);
+	for (int i = 0; i < VB_CACHE; i++)
+		if (s->cache[i].mr)
+			s->pv->dereg_mr(s->cache[i].mr);
+	if (s->fifo_mr)
+		s->pv->dereg_mr(s->fifo_mr);
+	if (s->out_mr)
+		s->pv->dereg_mr(s->out_mr);
+	if (s->cq)
+		s->pv->destroy_cq(s->cq);
+	if (s->pd)
+		s->pv->dealloc_pd(s->pd);
+	if (s->ctx)
+		s->pv->close(s->ctx);
+	for (int i = 0; i < VB_MAX_PEERS; i++)
+		if (s->sock[i][0])
+			unlink(s->sock[i]);
+	if (s->n_ports)
+		bnet_eal_cleanup();
+	free(s->fifo);
+	free(s->out);
+	free(s->peers);
+	free(s);
+	c->verbs_priv = NULL;
+}
+
+const struct bcoll_tp bcoll_tp_verbs = {
+	.name = "verbs",
+	.sendrecv = vb_sendrecv,
+	.abort = vb_abort,
+	.destroy = vb_destroy,
+};
