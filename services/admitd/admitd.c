@@ -76,6 +76,7 @@ static void on_tick(void *ud)
 	queue_schedule(a);
 	budget_tick(a);
 	flush_estimates(a, now);
+	learn_tick(a);
 	if (now - last_rdv_sweep > 60 * TICK_US) {
 		store_run(a->db, "DELETE FROM rdv WHERE ts_us < ?", "i",
 			  (int64_t)(util_wall_us() - RDV_MAX_AGE_US));

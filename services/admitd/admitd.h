@@ -40,6 +40,14 @@ struct price_cluster {
 	double efficiency;     /* fraction of flops_per_slot a training step achieves */
 	double rate;           /* $ per rank-second */
 	int rate_is_default;   /* rate is ADMIT_DEFAULT_RATE because ledgerd is unreachable */
+	/* where efficiency comes from: learned from eff_jobs metered jobs on
+	 * eff_node, or the default (eff_jobs 0) */
+	int eff_jobs;
+	char eff_node[ADMIT_MAX_STR + 1];
+	/* measured allreduce between ranks of a node (0: the built-in guesses) */
+	double alpha_s, beta_bps;
+	/* smallest memory of a node that is up, bytes (0: unknown) */
+	double mem_bytes;
 };
 
 struct price_option {
@@ -68,7 +76,25 @@ int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
 /* "1 m 10 s", "$0.0300" */
 void pricing_fmt_duration(double s, char *buf, size_t len);
 void pricing_fmt_money(double amount, char *buf, size_t len);
-json_t *pricing_estimate_json(const struct price_result *r);
+json_t *pricing_estimate_json(const struct price_result *r, const struct price_cluster *c);
+#define PRICING_MAX_CANDIDATES 64
+/* [{"ranks", "seconds", "compute_s", "comm_s", "amount", "amount_micro"}] of
+ * every allocation pricing_choose considers (capped). */
+json_t *pricing_candidates_json(const struct model_config *m, const struct train_params *p,
+				const struct price_cluster *c);
+/* Memory one data-parallel rank of m needs (fp32 weights, gradients, two
+ * Adam moments, plus activations of one micro-batch), bytes. */
+double pricing_rank_mem(const struct model_config *m, const struct train_params *p);
+/* The efficiency a finished job achieved: its predicted option pred (priced
+ * with efficiency eff_used) against the seconds one rank actually ran.
+ * -ERANGE when the run was dominated by fixed costs and says nothing about
+ * compute speed. */
+int pricing_observed_efficiency(const struct price_option *pred, double eff_used,
+				double actual_s, double *out);
+/* Moves efficiency eff, learned from n jobs, towards observation obs. */
+double pricing_learn(double eff, int n, double obs);
+#define PRICING_EFF_MIN 0.005
+#define PRICING_EFF_MAX 1.0
 
 /* ---- the daemon ---- */
 
@@ -118,6 +144,8 @@ void nodes_heartbeat(struct httpd_req *req, struct admitd *a);
 /* Marks silent nodes down and fails their jobs. */
 int nodes_check_timeouts(struct admitd *a);
 int nodes_list(struct admitd *a, json_t **out);
+/* Flags node id for a re-probe (answered in its heartbeats); -ENOENT. */
+int nodes_reprobe(struct admitd *a, const char *id);
 /* Settles a running job from its assignments (succeeded, failed, cancelled). */
 int nodes_settle_job(sqlite3 *db, const char *id);
 
@@ -151,6 +179,12 @@ int tenants_quota(sqlite3 *db, const char *tenant, struct tenant_quota *q);
 void tenants_put(struct httpd_req *req, struct admitd *a);
 void tenants_get(struct httpd_req *req, struct admitd *a);
 void tenants_list(struct httpd_req *req, struct admitd *a);
+
+/* ---- learn.c: the estimator learns from metered bills ---- */
+
+/* Reads the bills of jobs that succeeded a few seconds ago from ledgerd and
+ * moves their nodes' efficiency towards what the job achieved. */
+void learn_tick(struct admitd *a);
 
 /* ---- rdv.c ---- */
 

@@ -279,9 +279,10 @@ static void post_estimate(struct httpd_req *req, void *ud)
 		httpd_reply_error(req, 500, "cannot price: %s", strerror(-r));
 	if (r < 0 && r != -EDQUOT)
 		goto out;
-	est = pricing_estimate_json(&pr);
+	est = pricing_estimate_json(&pr, &c);
 	if (r == -EDQUOT) /* the price of the cheapest, and why a job would be refused */
 		json_object_set_new(est, "rejected", json_string(err));
+	json_object_set_new(est, "candidates", pricing_candidates_json(&m, &p, &c));
 	httpd_reply_json(req, 200, est);
 out:
 	json_decref(b);
@@ -312,6 +313,19 @@ static void list_nodes(struct httpd_req *req, void *ud)
 		httpd_reply_json(req, 200, out);
 }
 
+static void reprobe_node(struct httpd_req *req, void *ud)
+{
+	const char *id = httpd_req_arg(req, 0);
+	int r = nodes_reprobe(ud, id);
+
+	if (r == -ENOENT)
+		httpd_reply_error(req, 404, "no such node: %s", id);
+	else if (r < 0)
+		httpd_reply_error(req, 500, "cannot flag node %s: %s", id, strerror(-r));
+	else
+		httpd_reply_json(req, 202, json_pack("{s:s, s:b}", "node", id, "reprobe", 1));
+}
+
 static void tenants_list_route(struct httpd_req *req, void *ud)
 {
 	tenants_list(req, ud);
@@ -340,6 +354,7 @@ const struct httpd_route admit_routes[] = {
 	{"POST", "/v1/estimate", post_estimate, 0, 0},
 	{"GET", "/v1/nodes", list_nodes, 0, 0},
 	{"POST", "/v1/nodes/heartbeat", heartbeat, 0, 0},
+	{"POST", "/v1/nodes/{}/reprobe", reprobe_node, 0, 0},
 	{"POST", "/v1/rdv/{}", rdv_post_route, 0, 0},
 	{"GET", "/v1/rdv/{}", rdv_get_route, 0, 0},
 	{"GET", "/v1/tenants", tenants_list_route, 0, 0},

@@ -22,22 +22,40 @@ struct hb_report {
 	json_t *progress;
 };
 
+/* The cluster pricing sees: all slots of the nodes that are up, the speed of
+ * the slowest of them (probed FLOP/s × learned efficiency), the worst
+ * measured allreduce α and β, and the smallest memory. */
 int nodes_cluster(struct admitd *a, struct price_cluster *c)
 {
 	sqlite3_stmt *st;
 	int r;
 
 	memset(c, 0, sizeof(*c));
-	r = store_prep(a->db, "SELECT coalesce(sum(slots), 0), min(flops_per_slot) FROM nodes"
-		       " WHERE down = 0 AND slots > 0", "", &st);
+	r = store_prep(a->db, "SELECT coalesce(sum(slots), 0), max(alpha_s), min(beta_bps),"
+		       " min(mem_bytes) FROM nodes WHERE down = 0 AND slots > 0", "", &st);
 	if (r < 0)
 		return r;
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		c->total_slots = sqlite3_column_int(st, 0);
-		c->flops_per_slot = sqlite3_column_double(st, 1);
+		c->alpha_s = sqlite3_column_double(st, 1);
+		c->beta_bps = sqlite3_column_double(st, 2);
+		c->mem_bytes = sqlite3_column_double(st, 3);
 	}
 	sqlite3_finalize(st);
 	c->efficiency = a->efficiency;
+	r = store_prep(a->db, "SELECT id, flops_per_slot, coalesce(eff, ?), eff_jobs FROM nodes"
+		       " WHERE down = 0 AND slots > 0 ORDER BY flops_per_slot * coalesce(eff, ?),"
+		       " id LIMIT 1", "dd", &st, a->efficiency, a->efficiency);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(c->eff_node, sizeof(c->eff_node), "%s",
+			 (const char *)sqlite3_column_text(st, 0));
+		c->flops_per_slot = sqlite3_column_double(st, 1);
+		c->efficiency = sqlite3_column_double(st, 2);
+		c->eff_jobs = sqlite3_column_int(st, 3);
+	}
+	sqlite3_finalize(st);
 	c->rate = a->rate_known ? a->rate : ADMIT_DEFAULT_RATE;
 	c->rate_is_default = !a->rate_known;
 	return 0;
@@ -227,6 +245,44 @@ static int drop_unreported(sqlite3 *db, const char *node)
 	return r;
 }
 
+/* A number field in [lo, hi] or absent; -EINVAL after replying 400. */
+static int opt_number(struct httpd_req *req, json_t *o, const char *k, double lo, double hi)
+{
+	json_t *v = json_object_get(o, k);
+
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_number(v) || !(json_number_value(v) >= lo) || json_number_value(v) > hi)
+		return httpd_reply_error(req, 400, "'%s' must be a number in [%g, %g]", k, lo, hi),
+		       -EINVAL;
+	return 0;
+}
+
+/* The optional measured profile: "mem_bytes", "allreduce": {"alpha_s",
+ * "beta_bps"}, "probed_us". */
+static int parse_profile(struct httpd_req *req, json_t *b)
+{
+	json_t *ar = json_object_get(b, "allreduce");
+
+	if (opt_number(req, b, "mem_bytes", 1 << 20, 1e16) < 0 ||
+	    opt_number(req, b, "probed_us", 0, 1e17) < 0)
+		return -EINVAL;
+	if (ar && !json_is_null(ar) && !json_is_object(ar))
+		return httpd_reply_error(req, 400, "'allreduce' must be an object {\"alpha_s\", "
+					 "\"beta_bps\"}"), -EINVAL;
+	if (opt_number(req, ar, "alpha_s", 1e-9, 10) < 0 ||
+	    opt_number(req, ar, "beta_bps", 1e3, 1e13) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+static double opt_double(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+
+	return json_is_number(v) ? json_number_value(v) : -1;
+}
+
 /* Validates a heartbeat body into reps; replies 400 itself on a bad one. */
 static int parse_heartbeat(struct httpd_req *req, json_t *b, struct hb_report *reps, int *n)
 {
@@ -251,6 +307,8 @@ static int parse_heartbeat(struct httpd_req *req, json_t *b, struct hb_report *r
 		       -EINVAL;
 	if (jobs && !json_is_array(jobs))
 		return httpd_reply_error(req, 400, "'jobs' must be an array"), -EINVAL;
+	if (parse_profile(req, b) < 0)
+		return -EINVAL;
 	if (json_array_size(jobs) > ADMIT_MAX_HB_JOBS)
 		return httpd_reply_error(req, 400, "too many job reports (%zu > limit %d)",
 					 json_array_size(jobs), ADMIT_MAX_HB_JOBS), -E2BIG;
@@ -321,13 +379,22 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 	} else if (down) {
 		log_info("node %s is back", node);
 	}
-	r = store_run(a->db, "INSERT INTO nodes (id, addr, slots, flops_per_slot, last_seen_us, down)"
-		      " VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT(id) DO UPDATE SET addr = excluded.addr,"
+	r = store_run(a->db, "INSERT INTO nodes (id, addr, slots, flops_per_slot, last_seen_us, down,"
+		      " mem_bytes, alpha_s, beta_bps, probed_us) VALUES (?, ?, ?, ?, ?, 0,"
+		      " nullif(?, -1), nullif(?, -1), nullif(?, -1), nullif(?, -1))"
+		      " ON CONFLICT(id) DO UPDATE SET addr = excluded.addr,"
 		      " slots = excluded.slots, flops_per_slot = excluded.flops_per_slot,"
-		      " last_seen_us = excluded.last_seen_us, down = 0", "ssidi", node,
+		      " last_seen_us = excluded.last_seen_us, down = 0,"
+		      " mem_bytes = coalesce(excluded.mem_bytes, mem_bytes),"
+		      " alpha_s = coalesce(excluded.alpha_s, alpha_s),"
+		      " beta_bps = coalesce(excluded.beta_bps, beta_bps),"
+		      " probed_us = coalesce(excluded.probed_us, probed_us)", "ssididddi", node,
 		      addr ? addr : "", (int64_t)json_integer_value(json_object_get(b, "slots")),
 		      json_number_value(json_object_get(b, "flops_per_slot")),
-		      (int64_t)util_wall_us());
+		      (int64_t)util_wall_us(), opt_double(b, "mem_bytes"),
+		      opt_double(json_object_get(b, "allreduce"), "alpha_s"),
+		      opt_double(json_object_get(b, "allreduce"), "beta_bps"),
+		      (int64_t)opt_double(b, "probed_us"));
 	for (int i = 0; r == 0 && i < n; i++)
 		r = apply_report(a->db, node, &reps[i], kill);
 	if (r == 0)
@@ -343,7 +410,8 @@ out_rollback:
 }
 
 /* The launches and kills for node. */
-static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, json_t *kill)
+static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, json_t *kill,
+			   int *reprobe)
 {
 	sqlite3_stmt *st;
 	int r;
@@ -383,6 +451,13 @@ static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, j
 	while (sqlite3_step(st) == SQLITE_ROW)
 		add_kill(kill, (const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
+	/* repeated until the node reports a probe newer than the request */
+	r = store_prep(a->db, "SELECT reprobe_us > coalesce(probed_us, 0) FROM nodes WHERE id = ?",
+		       "s", &st, node);
+	if (r < 0)
+		return r;
+	*reprobe = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
 	return 0;
 }
 
@@ -391,7 +466,7 @@ void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
 	static struct hb_report reps[ADMIT_MAX_HB_JOBS];
 	json_t *b = httpd_req_json(req), *launch, *kill;
 	unsigned status = 500;
-	int n = 0, r;
+	int n = 0, reprobe = 0, r;
 
 	if (!b)
 		return;
@@ -410,14 +485,16 @@ void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
 	}
 	queue_schedule(a); /* freed slots or a new node may start queued jobs */
 	launch = json_array();
-	r = heartbeat_reply(a, json_string_value(json_object_get(b, "node")), launch, kill);
+	r = heartbeat_reply(a, json_string_value(json_object_get(b, "node")), launch, kill,
+			    &reprobe);
 	if (r < 0) {
 		json_decref(launch);
 		json_decref(kill);
 		httpd_reply_error(req, 500, "cannot read launches: %s", strerror(-r));
 		goto out_decref;
 	}
-	httpd_reply_json(req, 200, json_pack("{s:o, s:o}", "launch", launch, "kill", kill));
+	httpd_reply_json(req, 200, json_pack("{s:o, s:o, s:b}", "launch", launch, "kill", kill,
+					     "reprobe", reprobe));
 out_decref:
 	json_decref(b);
 }
@@ -479,6 +556,28 @@ int nodes_check_timeouts(struct admitd *a)
 	return changed;
 }
 
+static json_t *col_num(sqlite3_stmt *st, int i)
+{
+	if (sqlite3_column_type(st, i) == SQLITE_NULL)
+		return json_null();
+	if (sqlite3_column_type(st, i) == SQLITE_INTEGER)
+		return json_integer(sqlite3_column_int64(st, i));
+	return json_real(sqlite3_column_double(st, i));
+}
+
+/* Asks node id to measure itself again: flagged in its heartbeat replies
+ * until it reports a probe newer than now. 0, or -ENOENT. */
+int nodes_reprobe(struct admitd *a, const char *id)
+{
+	int r;
+
+	r = store_run(a->db, "UPDATE nodes SET reprobe_us = ? WHERE id = ?", "is",
+		      (int64_t)util_wall_us(), id);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(a->db) ? 0 : -ENOENT;
+}
+
 /* The node table for operators: capacity, measured speed, liveness, and the
  * slots in use (assignments not yet reported finished). */
 int nodes_list(struct admitd *a, json_t **out)
@@ -491,22 +590,29 @@ int nodes_list(struct admitd *a, json_t **out)
 		return -ENOMEM;
 	r = store_prep(a->db, "SELECT n.id, n.addr, n.slots, n.flops_per_slot, n.last_seen_us,"
 		       " n.down, coalesce((SELECT sum(x.n) FROM assign x WHERE x.node = n.id AND"
-		       " (x.state IS NULL OR x.state = 'running')), 0) FROM nodes n ORDER BY n.id"
-		       " LIMIT ?", "i", &st, (int64_t)ADMIT_MAX_NODES);
+		       " (x.state IS NULL OR x.state = 'running')), 0), coalesce(n.eff, ?),"
+		       " n.eff_jobs, n.mem_bytes, n.alpha_s, n.beta_bps, n.probed_us,"
+		       " n.reprobe_us > coalesce(n.probed_us, 0) FROM nodes n ORDER BY n.id"
+		       " LIMIT ?", "di", &st, a->efficiency, (int64_t)ADMIT_MAX_NODES);
 	if (r < 0) {
 		json_decref(list);
 		return r;
 	}
 	while (sqlite3_step(st) == SQLITE_ROW)
 		json_array_append_new(list, json_pack(
-			"{s:s, s:s, s:i, s:f, s:I, s:b, s:i}",
+			"{s:s, s:s, s:i, s:f, s:I, s:b, s:i, s:f, s:i, s:o, s:{s:o, s:o}, s:o, s:b}",
 			"id", (const char *)sqlite3_column_text(st, 0),
 			"addr", (const char *)sqlite3_column_text(st, 1),
 			"slots", sqlite3_column_int(st, 2),
 			"flops_per_slot", sqlite3_column_double(st, 3),
 			"last_seen_us", (json_int_t)sqlite3_column_int64(st, 4),
 			"down", sqlite3_column_int(st, 5),
-			"used", sqlite3_column_int(st, 6)));
+			"used", sqlite3_column_int(st, 6),
+			"efficiency", sqlite3_column_double(st, 7),
+			"efficiency_jobs", sqlite3_column_int(st, 8),
+			"mem_bytes", col_num(st, 9), "allreduce", "alpha_s", col_num(st, 10),
+			"beta_bps", col_num(st, 11), "probed_us", col_num(st, 12),
+			"reprobe_pending", sqlite3_column_int(st, 13)));
 	sqlite3_finalize(st);
 	*out = json_pack("{s:o}", "nodes", list);
 	return 0;

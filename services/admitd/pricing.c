@@ -2,9 +2,12 @@
  *
  * Pure functions over a model, its training parameters and a summary of the
  * cluster: FLOPs per token × tokens ÷ (ranks × FLOP/s per slot × efficiency)
- * plus ring-allreduce time of the fp32 gradients (α-β model) plus a fixed
- * startup, priced at the ledger's rate per rank-second. Never does I/O, never
- * logs, so the unit tests exercise exactly what the daemon runs.
+ * plus ring-allreduce time of the fp32 gradients (α-β model, measured by the
+ * nodes' probes when they reported it) plus a fixed startup, priced at the
+ * ledger's rate per rank-second. The efficiency is learned per node from
+ * metered bills (learn.c); the observation and the moving average are here.
+ * Never does I/O, never logs, so the unit tests exercise exactly what the
+ * daemon runs.
  */
 #include "admitd.h"
 #include "util.h"
@@ -18,12 +21,55 @@
 #define PRICE_BETA_BPS 2e9    /* link bandwidth, bytes/s */
 #define PRICE_STARTUP_S 2.0   /* process start, rendezvous, data load */
 
-/* Ring allreduce of bytes over r ranks: 2(r-1)·α + 2(r-1)/r · bytes/β. */
-static double allreduce_s(double bytes, int r)
+#define PRICE_MIN_LEARN 0.25 /* weight of a new observation once history is long */
+
+/* Ring allreduce of bytes over r ranks: 2(r-1)·α + 2(r-1)/r · bytes/β, with
+ * the probed α and β when the nodes measured them. */
+static double allreduce_s(const struct price_cluster *c, double bytes, int r)
 {
+	double alpha = c->alpha_s > 0 ? c->alpha_s : PRICE_ALPHA_S;
+	double beta = c->beta_bps > 0 ? c->beta_bps : PRICE_BETA_BPS;
+
 	if (r <= 1)
 		return 0;
-	return 2.0 * (r - 1) * PRICE_ALPHA_S + 2.0 * (r - 1) / r * bytes / PRICE_BETA_BPS;
+	return 2.0 * (r - 1) * alpha + 2.0 * (r - 1) / r * bytes / beta;
+}
+
+double pricing_rank_mem(const struct model_config *m, const struct train_params *p)
+{
+	double n = (double)modelcfg_n_params(m);
+	int r = p->ranks > 0 ? p->ranks : 1;
+	double seqs = (double)p->batch / r;
+
+	/* weights, grads, Adam m and v in fp32; activations ~ 16 floats per
+	 * token per layer per channel plus the logits */
+	return 16.0 * n + 4.0 * seqs * p->seq_len *
+	       (16.0 * m->n_layer * m->n_embd + 2.0 * m->vocab_size);
+}
+
+int pricing_observed_efficiency(const struct price_option *pred, double eff_used,
+				double actual_s, double *out)
+{
+	double compute = actual_s - pred->comm_s - PRICE_STARTUP_S, e;
+
+	/* less than a tenth of the predicted compute left: overheads dominate */
+	if (!(pred->compute_s > 0) || !(eff_used > 0) || !(compute > 0.1 * pred->compute_s) ||
+	    !isfinite(actual_s))
+		return -ERANGE;
+	e = eff_used * pred->compute_s / compute;
+	*out = e < PRICING_EFF_MIN ? PRICING_EFF_MIN : e > PRICING_EFF_MAX ? PRICING_EFF_MAX : e;
+	return 0;
+}
+
+double pricing_learn(double eff, int n, double obs)
+{
+	/* 1/2, 1/3, 1/4 for the first jobs, then an EWMA with weight 1/4:
+	 * the first bill moves a guessed default half way, later ones track drift */
+	double w = 1.0 / (n + 2);
+
+	if (w < PRICE_MIN_LEARN)
+		w = PRICE_MIN_LEARN;
+	return (1 - w) * eff + w * obs;
 }
 
 void pricing_option(const struct model_config *m, const struct train_params *p,
@@ -35,7 +81,7 @@ void pricing_option(const struct model_config *m, const struct train_params *p,
 
 	out->ranks = r;
 	out->compute_s = fpt * tokens / (r * c->flops_per_slot * c->efficiency);
-	out->comm_s = (double)p->steps * allreduce_s(bytes, r);
+	out->comm_s = (double)p->steps * allreduce_s(c, bytes, r);
 	out->seconds = out->compute_s + out->comm_s + PRICE_STARTUP_S;
 	out->amount = out->seconds * r * c->rate;
 }
@@ -87,6 +133,12 @@ static void explain(struct price_result *out, const char *why, const struct pric
 			 alt->ranks == 1 ? "" : "s", d, m);
 		k += snprintf(e + k, n - k, "%s", al);
 	}
+	if ((size_t)k < n && c->eff_jobs > 0)
+		k += snprintf(e + k, n - k, "; efficiency %.2f learned from %d job%s on %s",
+			      c->efficiency, c->eff_jobs, c->eff_jobs == 1 ? "" : "s", c->eff_node);
+	else if ((size_t)k < n)
+		k += snprintf(e + k, n - k, "; efficiency %.2f (default, nothing learned yet)",
+			      c->efficiency);
 	if (c->rate_is_default && (size_t)k < n)
 		snprintf(e + k, n - k, "; priced at the default rate $%g/rank-s because ledgerd "
 			 "is unreachable", c->rate);
@@ -115,6 +167,11 @@ int pricing_choose(const struct model_config *m, const struct train_params *p,
 	}
 	if (hi > ADMIT_MAX_RANKS)
 		hi = ADMIT_MAX_RANKS;
+	if (c->mem_bytes > 0 && pricing_rank_mem(m, p) > c->mem_bytes) {
+		snprintf(err, errlen, "needs %.1f GiB per rank, the smallest node has %.1f GiB",
+			 pricing_rank_mem(m, p) / (1 << 30), c->mem_bytes / (1 << 30));
+		return -E2BIG;
+	}
 	memset(out, 0, sizeof(*out));
 	for (int r = lo; r <= hi; r++) {
 		if (p->batch % r)
@@ -216,13 +273,39 @@ int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
 	return 0;
 }
 
-json_t *pricing_estimate_json(const struct price_result *r)
+json_t *pricing_estimate_json(const struct price_result *r, const struct price_cluster *c)
 {
-	return json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:s}",
+	return json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:i, s:s}",
 			 "ranks", r->chosen.ranks, "seconds", r->chosen.seconds,
 			 "amount", r->chosen.amount, "amount_micro",
 			 (json_int_t)llround(r->chosen.amount * 1e6), "flops_per_token",
 			 r->flops_per_token, "tokens", r->tokens, "node_flops", r->node_flops,
 			 "compute_s", r->chosen.compute_s, "comm_s", r->chosen.comm_s,
-			 "explain", r->explain);
+			 "explain", r->explain, "efficiency", c->efficiency, "efficiency_jobs",
+			 c->eff_jobs, "efficiency_node", c->eff_node);
+}
+
+json_t *pricing_candidates_json(const struct model_config *m, const struct train_params *p,
+				const struct price_cluster *c)
+{
+	json_t *list = json_array();
+	struct price_option o;
+	int n = 0;
+
+	for (int r = 1; list && r <= c->total_slots && r <= ADMIT_MAX_RANKS; r++) {
+		if (p->batch % r || (p->ranks > 0 && r != p->ranks))
+			continue;
+		/* every count up to 16, then powers of two and the largest */
+		if (r > 16 && (r & (r - 1)) && r != c->total_slots)
+			continue;
+		if (++n > PRICING_MAX_CANDIDATES)
+			break;
+		pricing_option(m, p, c, r, &o);
+		json_array_append_new(list, json_pack("{s:i, s:f, s:f, s:f, s:f, s:I}", "ranks", r,
+						      "seconds", o.seconds, "compute_s", o.compute_s,
+						      "comm_s", o.comm_s, "amount", o.amount,
+						      "amount_micro",
+						      (json_int_t)llround(o.amount * 1e6)));
+	}
+	return list;
 }

@@ -85,7 +85,7 @@ static int price_one(struct admitd *a, const struct price_cluster *c, sqlite3_st
 	}
 	if (r < 0)
 		goto out;
-	est = pricing_estimate_json(&pr);
+	est = pricing_estimate_json(&pr, c);
 	est_s = est ? json_dumps(est, JSON_COMPACT) : NULL;
 	rec = json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:I, s:s}", "job", id, "tenant", tenant,
 			"user", user, "ranks", pr.chosen.ranks, "seconds", pr.chosen.seconds,

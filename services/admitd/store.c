@@ -55,6 +55,19 @@ static const char *const store_migrations[] = {
 	"CREATE TABLE tenants (id TEXT PRIMARY KEY, max_ranks INTEGER NOT NULL DEFAULT 0,"
 	" max_jobs INTEGER NOT NULL DEFAULT 0, share REAL NOT NULL DEFAULT 1,"
 	" updated_us INTEGER NOT NULL);",
+	/* 3: the estimator learns per node (eff, eff_jobs; jobs.learned: 0 to
+	 * do, 1 learned, -1 nothing to learn); the node's measured profile
+	 * (memory, allreduce α-β) and operator re-probe requests */
+	"ALTER TABLE nodes ADD COLUMN eff REAL;"
+	"ALTER TABLE nodes ADD COLUMN eff_jobs INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE nodes ADD COLUMN mem_bytes REAL;"
+	"ALTER TABLE nodes ADD COLUMN alpha_s REAL;"
+	"ALTER TABLE nodes ADD COLUMN beta_bps REAL;"
+	"ALTER TABLE nodes ADD COLUMN probed_us INTEGER;"
+	"ALTER TABLE nodes ADD COLUMN reprobe_us INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE jobs ADD COLUMN learned INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE jobs SET learned = -1 WHERE state IN ('succeeded', 'failed', 'cancelled');"
+	"CREATE INDEX jobs_learn ON jobs(learned, state);",
 };
 
 int store_open(const char *path, sqlite3 **out)

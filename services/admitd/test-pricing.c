@@ -250,6 +250,70 @@ static void test_parse_spec_roundtrip(void)
 	json_decref(pj);
 }
 
+/* A job that ran slower than predicted teaches a lower efficiency, and the
+ * re-priced job predicts exactly the observed time; learning converges. */
+static void test_learn_efficiency(void)
+{
+	struct train_params p = params(1, 8, 0, 0);
+	struct price_cluster c = c4;
+	struct price_option o, o2;
+	double obs, actual, e;
+
+	pricing_option(&tiny, &p, &c, 1, &o);
+	actual = o.seconds + o.compute_s; /* compute took twice as long */
+	T_EQ_INT(pricing_observed_efficiency(&o, c.efficiency, actual, &obs), 0);
+	T_CHECK(near(obs, c.efficiency / 2), "obs %g", obs);
+	c.efficiency = obs;
+	pricing_option(&tiny, &p, &c, 1, &o2);
+	T_CHECK(near(o2.seconds, actual), "re-priced %g, ran %g", o2.seconds, actual);
+	/* overheads only: nothing to learn */
+	T_EQ_INT(pricing_observed_efficiency(&o, 0.3, o.seconds - o.compute_s, &obs), -ERANGE);
+	/* clamped to the plausible range */
+	T_EQ_INT(pricing_observed_efficiency(&o, 0.9, o.seconds - 0.5 * o.compute_s, &obs), 0);
+	T_CHECK(obs == PRICING_EFF_MAX, "obs %g", obs);
+	/* first observation moves half way, a long history converges */
+	T_CHECK(near(pricing_learn(0.6, 0, 0.2), 0.4), "first %g", pricing_learn(0.6, 0, 0.2));
+	e = 0.6;
+	for (int n = 0; n < 40; n++)
+		e = pricing_learn(e, n, 0.2);
+	T_CHECK(fabs(e - 0.2) < 1e-3, "after 40 jobs %g", e);
+}
+
+/* Measured α-β replaces the guesses; a model larger than a node's memory is
+ * refused with a sentence; every candidate is listed. */
+static void test_profile(void)
+{
+	struct train_params p = params(0, 8, 0, 0);
+	struct price_cluster c = c4;
+	struct price_option slow, fast;
+	struct price_result res;
+	char err[256] = "";
+	json_t *cands;
+
+	c.alpha_s = 1e-3;
+	c.beta_bps = 1e6;
+	pricing_option(&tiny, &p, &c, 2, &slow);
+	c.alpha_s = 1e-6;
+	c.beta_bps = 1e10;
+	pricing_option(&tiny, &p, &c, 2, &fast);
+	T_CHECK(slow.comm_s > 100 * fast.comm_s, "slow %g fast %g", slow.comm_s, fast.comm_s);
+	c.mem_bytes = 1e5;
+	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), -E2BIG);
+	T_CHECK(strstr(err, "GiB per rank, the smallest node has"), "err \"%s\"", err);
+	c.mem_bytes = 1e12;
+	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), 0);
+	T_CHECK(strstr(res.explain, "efficiency 0.30 (default, nothing learned yet)"), "%s",
+		res.explain);
+	c.eff_jobs = 3;
+	snprintf(c.eff_node, sizeof(c.eff_node), "node-a");
+	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), 0);
+	T_CHECK(strstr(res.explain, "efficiency 0.30 learned from 3 jobs on node-a"), "%s",
+		res.explain);
+	cands = pricing_candidates_json(&tiny, &p, &c);
+	T_EQ_INT((int)json_array_size(cands), 3); /* 1, 2, 4 divide the batch of 8 */
+	json_decref(cands);
+}
+
 int main(void)
 {
 	load_tiny();
@@ -261,5 +325,7 @@ int main(void)
 	t_run("pricing_no_nodes", test_no_nodes);
 	t_run("pricing_formats", test_formats);
 	t_run("pricing_parse_spec_roundtrip", test_parse_spec_roundtrip);
+	t_run("pricing_learn_efficiency", test_learn_efficiency);
+	t_run("pricing_measured_profile", test_profile);
 	return t_done();
 }

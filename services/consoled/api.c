@@ -440,6 +440,7 @@ size_t api_routes(struct console *c, struct httpd_route *routes, size_t max)
 		{"GET", "/api/v1/jobs/{}/files/{}", on_job_file, 0, 0},
 		{"GET", "/api/v1/ledger", on_ledger, 0, 0},
 		{"GET", "/api/v1/ledger/verify", on_ledger_verify, 0, 0},
+		{"POST", "/api/v1/estimate", console_estimate, 0, 0},
 	};
 	size_t n = ARRAY_SIZE(table) < max ? ARRAY_SIZE(table) : max;
 

@@ -80,3 +80,6 @@ size_t api_routes(struct console *c, struct httpd_route *routes, size_t max);
 /* files.c: the web page and job outputs. */
 void files_static(struct console *c, struct httpd_req *req, const char *name);
 void files_job_output(struct console *c, struct httpd_req *req, json_t *job, const char *name);
+
+/* estimate.c: POST /api/v1/estimate, prices a bundle without submitting it. */
+void console_estimate(struct httpd_req *req, void *ud);

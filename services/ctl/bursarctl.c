@@ -18,6 +18,8 @@ static const char usage[] =
 	"commands:\n"
 	"  submit BUNDLE [--name N] [--set KEY=VALUE]... [--watch]\n"
 	"                          upload a bundle (directory or tar/tar.gz/tar.zst) and start a job\n"
+	"  estimate BUNDLE_DIR|BUNDLE_ID [--set KEY=VALUE]... [--format table|json]\n"
+	"                          price a bundle without submitting it\n"
 	"  jobs                    list your tenant's jobs\n"
 	"  watch JOB               follow a job's progress until it ends\n"
 	"  cancel JOB              cancel a queued or running job\n"
@@ -83,6 +85,7 @@ static const struct {
 } commands[] = {
 	{"submit", cmd_submit}, {"jobs", cmd_jobs},  {"watch", cmd_watch},
 	{"cancel", cmd_cancel}, {"bill", cmd_bill}, {"ledger", cmd_ledger},
+	{"estimate", cmd_estimate},
 };
 
 int main(int argc, char **argv)

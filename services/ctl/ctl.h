@@ -22,6 +22,7 @@ int cmd_watch(struct ctl *c, int argc, char **argv);
 int cmd_cancel(struct ctl *c, int argc, char **argv);
 int cmd_bill(struct ctl *c, int argc, char **argv);
 int cmd_ledger(struct ctl *c, int argc, char **argv);
+int cmd_estimate(struct ctl *c, int argc, char **argv);
 
 /* Formatting helpers shared by the commands. */
 void ctl_fmt_duration(double s, char *buf, size_t len);

@@ -86,6 +86,14 @@ static json_t *heartbeat_report(struct noded *n)
 	body = json_pack("{s:s, s:s, s:i, s:f, s:I, s:o}", "node", n->node_id, "addr", n->addr,
 			 "slots", n->slots, "flops_per_slot", n->flops, "spool_pending",
 			 (json_int_t)spool_pending(n), "jobs", jobs);
+	/* the measured profile; absent parts stay unknown to admitd */
+	if (body && n->mem_bytes > 0)
+		json_object_set_new(body, "mem_bytes", json_real(n->mem_bytes));
+	if (body && n->alpha_s > 0 && n->beta_bps > 0)
+		json_object_set_new(body, "allreduce", json_pack("{s:f, s:f}", "alpha_s", n->alpha_s,
+								 "beta_bps", n->beta_bps));
+	if (body && n->probed_us)
+		json_object_set_new(body, "probed_us", json_integer((json_int_t)n->probed_us));
 	return body;
 }
 
@@ -287,6 +295,16 @@ static void heartbeat_apply(struct noded *n, json_t *resp)
 	json_array_foreach(json_object_get(resp, "launch"), i, x)
 		if (json_is_object(x))
 			heartbeat_launch(n, x);
+	/* an operator asked for a re-probe: measured while no rank runs (the
+	 * probes would compete with the ranks), reported in the next heartbeat */
+	if (json_is_true(json_object_get(resp, "reprobe")) && !n->reprobe_asked) {
+		log_info("admitd asks for a re-probe; it runs once no job is running");
+		n->reprobe_asked = 1;
+	}
+	if (n->reprobe_asked && slots_in_use(n) == 0) {
+		noded_profile(n, 1);
+		n->reprobe_asked = 0;
+	}
 }
 
 void heartbeat_tick(void *userdata)

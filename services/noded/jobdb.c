@@ -243,3 +243,26 @@ int jobdb_set_flops(struct noded *n, double flops)
 	return jobdb_run(n, "INSERT OR REPLACE INTO meta (key, value) VALUES ('flops_per_slot', ?)",
 			 "t", v);
 }
+
+int jobdb_get_profile(struct noded *n, char *buf, size_t len)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_prepare(n->db, "SELECT value FROM meta WHERE key = 'profile'", &st);
+	if (r < 0)
+		return r;
+	r = -ENOENT;
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0)) {
+		snprintf(buf, len, "%s", (const char *)sqlite3_column_text(st, 0));
+		r = 0;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+int jobdb_set_profile(struct noded *n, const char *json_text)
+{
+	return jobdb_run(n, "INSERT OR REPLACE INTO meta (key, value) VALUES ('profile', ?)", "t",
+			 json_text);
+}

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# test-learn — the estimator learns from the ledger: with a real ledgerd and a
+# real admitd on Unix sockets, a node (driven with curl) runs a job whose
+# metered entries (ingested as noded would) say it took three times the
+# predicted compute; once it is reported finished, admitd reads the bill and
+# lowers that node's efficiency, so the estimate of an identical second job is
+# closer to the first's metered cost, and its explanation says which
+# efficiency it used and how many jobs it learned from. kill -9 of admitd
+# after learning does not learn the same bill twice. Also: the node profile
+# in the heartbeat (memory, allreduce α-β) is stored and shown, and an
+# operator's re-probe request is flagged in the node's heartbeat replies until
+# it reports a newer probe.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+BIN=$BUILD/bin/bursar-admitd
+LBIN=$BUILD/bin/bursar-ledgerd
+PY=/usr/bin/python3
+for b in "$BIN" "$LBIN"; do
+	[ -x "$b" ] || { echo "FAIL learn_built: $b is missing (run make all)"; exit 1; }
+done
+T=$(mktemp -d /tmp/bursar-learn-test.XXXXXX)
+SOCK=$T/run/admitd.sock
+LSOCK=$T/l/run/ledgerd.sock
+PID=
+LPID=
+cleanup() {
+	[ -n "$PID" ] && { kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
+	[ -n "$LPID" ] && { kill -9 "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; }
+	rm -rf "$T"
+}
+trap cleanup EXIT
+
+mkdir -p "$T/l"
+"$LBIN" --state "$T/l" --listen "unix:$LSOCK" >>"$T/ledgerd.log" 2>&1 &
+LPID=$!
+start() {
+	"$BIN" --state "$T" --listen "unix:$SOCK" --node-timeout 30 --ledgerd "unix:$LSOCK" \
+		>>"$T/admitd.log" 2>&1 &
+	PID=$!
+	for _ in $(seq 100); do
+		curl -s -m 1 --unix-socket "$SOCK" http://admitd/v1/health >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	echo "FAIL learn_start: admitd did not answer within 5 s"; tail -20 "$T/admitd.log"
+	exit 1
+}
+crash() { kill -9 "$PID"; wait "$PID" 2>/dev/null; PID=; }
+for _ in $(seq 100); do curl -s -m 1 --unix-socket "$LSOCK" http://l/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+start
+
+api() {
+	local args=(-s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X "$1")
+	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+	CODE=$(curl "${args[@]}" "http://admitd$2")
+}
+lapi() {
+	local args=(-s -m 10 --unix-socket "$LSOCK" -o "$T/lresp" -w '%{http_code}' -X "$1")
+	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
+	LCODE=$(curl "${args[@]}" "http://l$2")
+}
+j() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/resp" "$1"; }
+lj() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/lresp" "$1"; }
+
+FAILS=0
+case_name=
+case_err=
+begin() { case_name=$1; case_err=; }
+want() {
+	[ -z "$case_err" ] && [ "$2" != "$3" ] && case_err="$1: got '$2', want '$3'"
+	return 0
+}
+wantgrep() {
+	[ -z "$case_err" ] && ! [[ $2 =~ $3 ]] && case_err="$1: '$2' does not match /$3/"
+	return 0
+}
+end() {
+	if [ -n "$case_err" ]; then echo "FAIL $case_name: $case_err"; FAILS=$((FAILS + 1))
+	else echo "PASS $case_name"; fi
+}
+
+MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
+PARAMS='{"steps":2000,"batch":8,"seq_len":64,"ranks":1}'
+PROFILE='"mem_bytes":8e9,"allreduce":{"alpha_s":2e-5,"beta_bps":3e9},"probed_us":1000'
+submit() { api POST /v1/jobs "{\"tenant\":\"acme\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/b-1\",\"model\":$MODEL,\"params\":$PARAMS}"; }
+hb() { # REPORTS [PROFILE]
+	api POST /v1/nodes/heartbeat "{\"node\":\"node-a\",\"addr\":\"127.0.0.1\",\"slots\":1,\"flops_per_slot\":2e10,${2:-$PROFILE},\"jobs\":[${1:-}]}"
+}
+SEQ=0
+# meter JOB SECONDS: ingest SECONDS rank-seconds of compute for rank 0, as noded would
+meter() {
+	local recs="" now t0 n=0 left=$2 q
+	now=$(date +%s%6N)
+	t0=$((now - ${2%.*} * 1000000 - 1000000))
+	while "$PY" -c "import sys; sys.exit(0 if $left > 0 else 1)"; do
+		q=$("$PY" -c "print(min(60.0, $left))")
+		left=$("$PY" -c "print($left - $q)")
+		SEQ=$((SEQ + 1)); n=$((n + 1))
+		recs="$recs${recs:+,}{\"seq\":$SEQ,\"job\":\"$1\",\"tenant\":\"acme\",\"user\":\"alice\",\"rank\":0,\"kind\":\"compute\",\"quantity\":$q,\"unit\":\"rank_s\",\"start_us\":$t0,\"end_us\":$((t0 + 1000000))}"
+	done
+	lapi POST /v1/ingest "{\"source\":\"node-a\",\"records\":[$recs]}"
+}
+
+hb
+begin node_profile_stored
+api GET /v1/nodes
+want "profile" "$(j 'd["nodes"][0]["mem_bytes"], d["nodes"][0]["allreduce"]["alpha_s"], d["nodes"][0]["allreduce"]["beta_bps"]')" "(8000000000.0, 2e-05, 3000000000.0)"
+want "efficiency default" "$(j 'd["nodes"][0]["efficiency"], d["nodes"][0]["efficiency_jobs"]')" "(0.6, 0)"
+hb "" '"mem_bytes":-5'
+want "bad profile refused" "$CODE" 400
+end
+
+begin first_job_metered_slower_than_predicted
+submit
+J1=$(j 'd["id"]')
+want state "$(j 'd["state"]')" running
+P1=$(j 'd["estimate"]["amount_micro"]')
+S1=$(j 'd["estimate"]["seconds"]')
+C1=$(j 'd["estimate"]["compute_s"]')
+wantgrep "explains the default" "$(j 'd["estimate"]["explain"]')" 'efficiency 0\.60 \(default, nothing learned yet\)'
+hb "{\"job\":\"$J1\",\"state\":\"running\"}"
+# the job's compute took three times what was predicted
+RAN=$("$PY" -c "print(round($S1 + 2 * $C1, 3))")
+meter "$J1" "$RAN"
+want ingest "$LCODE" 200
+hb "{\"job\":\"$J1\",\"state\":\"succeeded\"}"
+api GET "/v1/jobs/$J1"
+want state "$(j 'd["state"]')" succeeded
+end
+
+begin second_estimate_closer_to_metered
+for _ in $(seq 80); do
+	api GET /v1/nodes
+	[ "$(j 'd["nodes"][0]["efficiency_jobs"]')" = 1 ] && break
+	sleep 0.1
+done
+want "learned once" "$(j 'd["nodes"][0]["efficiency_jobs"]')" 1
+lapi GET "/v1/jobs/$J1/bill"
+M1=$(lj 'd["metered"]["amount_micro"]')
+want "bill predicted = estimate" "$(lj 'd["predicted"]["amount_micro"] if d["predicted"] else None')" "$P1"
+submit
+J2=$(j 'd["id"]')
+P2=$(j 'd["estimate"]["amount_micro"]')
+wantgrep "explains what it learned" "$(j 'd["estimate"]["explain"]')" 'efficiency 0\.[0-9]+ learned from 1 job on node-a'
+want "closer" "$("$PY" -c "print(abs($P2 - $M1) < abs($P1 - $M1), $P2 > $P1)")" "True True"
+api POST "/v1/jobs/$J2/cancel"
+hb "{\"job\":\"$J2\",\"state\":\"cancelled\"}"
+end
+
+begin learned_once_across_kill9
+crash
+start
+sleep 4.5 # more than the learning delay and a few ticks
+api GET /v1/nodes
+want "still one job" "$(j 'd["nodes"][0]["efficiency_jobs"]')" 1
+end
+
+begin reprobe_flagged_until_new_probe
+hb
+want "no reprobe" "$(j 'd["reprobe"]')" False
+api POST /v1/nodes/node-a/reprobe
+want status "$CODE" 202
+api POST /v1/nodes/nope/reprobe
+want "unknown node" "$CODE" 404
+hb
+want "flagged" "$(j 'd["reprobe"]')" True
+hb "" "$PROFILE"
+want "repeated until reprobed" "$(j 'd["reprobe"]')" True
+hb "" "\"mem_bytes\":8e9,\"probed_us\":$(date +%s%6N)"
+want "cleared by a newer probe" "$(j 'd["reprobe"]')" False
+api GET /v1/nodes
+want "pending shown" "$(j 'd["nodes"][0]["reprobe_pending"]')" False
+end
+
+[ "$FAILS" -eq 0 ]
