@@ -102,7 +102,7 @@ if slurm_start >"$W/slurm-why" 2>&1; then
 	SN=${BENCH_SBATCH:-300}
 	t0=$(date +%s.%N)
 	ok=0
-	for ((i = 0; i < SN; i++)); do sbatch -Q --wrap true >/dev/null 2>>"$W/sbatch.err" && ok=$((ok + 1)); done
+	for ((i = 0; i < SN; i++)); do sbatch -Q --output=/dev/null --wrap true >/dev/null 2>>"$W/sbatch.err" && ok=$((ok + 1)); done
 	t1=$(date +%s.%N)
 	[ "$ok" -eq "$SN" ] || { echo "FAIL sbatch: only $ok of $SN accepted: $(tail -1 "$W/sbatch.err")"; exit 1; }
 	/usr/bin/python3 - "$OURS" "$SN" "$t0" "$t1" <<'PY'
