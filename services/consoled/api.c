@@ -394,6 +394,9 @@ static void on_ledger(struct httpd_req *req, void *ud)
 	snprintf(path, sizeof(path), "/v1/entries?format=%s%s%s", csv ? "csv" : "json",
 		 *tenant ? "&tenant=" : "", tenant);
 	if (add_query(req, "job", path, sizeof(path)) < 0 ||
+	    add_query(req, "user", path, sizeof(path)) < 0 ||
+	    add_query(req, "from_us", path, sizeof(path)) < 0 ||
+	    add_query(req, "to_us", path, sizeof(path)) < 0 ||
 	    add_query(req, "after", path, sizeof(path)) < 0 ||
 	    add_query(req, "limit", path, sizeof(path)) < 0)
 		return;
@@ -441,6 +444,11 @@ size_t api_routes(struct console *c, struct httpd_route *routes, size_t max)
 		{"GET", "/api/v1/ledger", on_ledger, 0, 0},
 		{"GET", "/api/v1/ledger/verify", on_ledger_verify, 0, 0},
 		{"POST", "/api/v1/estimate", console_estimate, 0, 0},
+		{"GET", "/api/v1/balance", money_on_balance, 0, 0},
+		{"GET", "/api/v1/tenants/{}/bill", money_on_tenant_bill, 0, 0},
+		{"POST", "/api/v1/credits", money_on_credit, 0, 0},
+		{"GET", "/api/v1/rates", money_on_rates_get, 0, 0},
+		{"POST", "/api/v1/rates", money_on_rates_post, 0, 0},
 	};
 	size_t n = ARRAY_SIZE(table) < max ? ARRAY_SIZE(table) : max;
 

@@ -77,6 +77,13 @@ int bundles_get(struct console *c, const char *tenant, const char *id, json_t **
 size_t api_routes(struct console *c, struct httpd_route *routes, size_t max);
 #define API_MAX_ROUTES 24
 
+/* money.c: balance, tenant bills, credits and rates (proxied to ledgerd). */
+void money_on_balance(struct httpd_req *req, void *ud);
+void money_on_tenant_bill(struct httpd_req *req, void *ud);
+void money_on_credit(struct httpd_req *req, void *ud);
+void money_on_rates_get(struct httpd_req *req, void *ud);
+void money_on_rates_post(struct httpd_req *req, void *ud);
+
 /* files.c: the web page and job outputs. */
 void files_static(struct console *c, struct httpd_req *req, const char *name);
 void files_job_output(struct console *c, struct httpd_req *req, json_t *job, const char *name);

@@ -25,9 +25,15 @@ static const char usage[] =
 	"  cancel JOB              cancel a queued or running job\n"
 	"  bill JOB [--format table|json]\n"
 	"                          predicted vs metered cost and line items\n"
-	"  ledger [--job J] [--tenant T] [--format table|csv|json] [--limit N]\n"
-	"                          ledger entries\n"
+	"  ledger [--job J] [--tenant T] [--user U] [--since WHEN] [--until WHEN]\n"
+	"         [--by job|user|day | --format table|csv|json] [--limit N]\n"
+	"                          ledger entries, or one row per job, user or UTC day\n"
 	"  ledger verify           walk the ledger's hash chain\n"
+	"  balance [--tenant T]    credits, spent, reserved and available budget\n"
+	"  credit TENANT AMOUNT [--note N]\n"
+	"                          add dollars to a tenant's budget (operator)\n"
+	"  rates [--set CLASS=USD_PER_RANK_HOUR]... [--set kwh=USD]\n"
+	"                          show the prices; --set adds a version (operator)\n"
 	"\n"
 	"environment: BURSAR_URL (default http://127.0.0.1:8080), BURSAR_TOKEN\n";
 
@@ -85,7 +91,8 @@ static const struct {
 } commands[] = {
 	{"submit", cmd_submit}, {"jobs", cmd_jobs},  {"watch", cmd_watch},
 	{"cancel", cmd_cancel}, {"bill", cmd_bill}, {"ledger", cmd_ledger},
-	{"estimate", cmd_estimate},
+	{"estimate", cmd_estimate}, {"balance", cmd_balance}, {"credit", cmd_credit},
+	{"rates", cmd_rates},
 };
 
 int main(int argc, char **argv)

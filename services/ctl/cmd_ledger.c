@@ -1,6 +1,7 @@
 /* cmd_ledger — bill, ledger and ledger verify: the money side of bursarctl.
  * Entries are fetched page by page (keyset pagination) and printed as a
- * table, CSV or JSON; amounts are summed as integers (micro-dollars). */
+ * table, CSV or JSON, or summed per job, user or UTC day (--by, like sacct);
+ * amounts are summed as integers (micro-dollars). */
 #include "ctl.h"
 #include "util.h"
 
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static double num(json_t *o, const char *k)
 {
@@ -131,6 +133,159 @@ static int ledger_verify(struct ctl *c)
 	return r;
 }
 
+/* --by job|user|day: the sacct-like table, one row per group. */
+#define GROUP_SLOTS 16384 /* power of two; groups shown at most GROUP_SLOTS / 2 */
+#define GROUP_KEY 160
+
+struct group {
+	char key[GROUP_KEY], user[72];
+	int64_t first_us, last_us, amount_micro, entries;
+	double rank_s;
+	long long max_rank;
+	int used;
+};
+
+struct grouping {
+	int by; /* 'j', 'u', 'd' */
+	struct group *slots;
+	int n;
+	int dropped; /* entries whose group did not fit */
+};
+
+static uint32_t group_hash(const char *s)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static void group_add(struct grouping *g, json_t *e)
+{
+	char key[GROUP_KEY];
+	int64_t start = (int64_t)num(e, "start_us"), end = (int64_t)num(e, "end_us");
+	struct group *s;
+	uint32_t i;
+
+	if (g->by == 'd') {
+		char iso[32];
+
+		util_iso8601((uint64_t)start, iso);
+		snprintf(key, sizeof(key), "%.10s", iso);
+	} else {
+		snprintf(key, sizeof(key), "%s", str(e, g->by == 'j' ? "job" : "user"));
+	}
+	for (i = group_hash(key) & (GROUP_SLOTS - 1);; i = (i + 1) & (GROUP_SLOTS - 1)) {
+		s = &g->slots[i];
+		if (!s->used || !strcmp(s->key, key))
+			break;
+	}
+	if (!s->used) {
+		if (g->n >= GROUP_SLOTS / 2) {
+			g->dropped++;
+			return;
+		}
+		s->used = 1;
+		g->n++;
+		snprintf(s->key, sizeof(s->key), "%s", key);
+		snprintf(s->user, sizeof(s->user), "%s", str(e, "user"));
+		s->first_us = start;
+		s->last_us = end;
+	}
+	if (start < s->first_us)
+		s->first_us = start;
+	if (end > s->last_us)
+		s->last_us = end;
+	s->amount_micro += (int64_t)num(e, "amount_micro");
+	s->rank_s += num(e, "quantity");
+	s->entries++;
+	if ((long long)num(e, "rank") > s->max_rank)
+		s->max_rank = (long long)num(e, "rank");
+}
+
+static int group_cmp(const void *a, const void *b)
+{
+	const struct group *x = a, *y = b;
+
+	if (x->used != y->used)
+		return y->used - x->used;
+	if (x->first_us != y->first_us)
+		return x->first_us < y->first_us ? -1 : 1;
+	return strcmp(x->key, y->key);
+}
+
+static void group_print(struct grouping *g)
+{
+	int64_t total = 0;
+	double rank_s = 0;
+
+	qsort(g->slots, GROUP_SLOTS, sizeof(*g->slots), group_cmp);
+	if (g->by == 'j')
+		printf("%-24s %-10s %-20s %-20s %9s %5s %11s %12s\n", "JOB", "USER", "START",
+		       "END", "ELAPSED", "RANKS", "RANK-SEC", "AMOUNT");
+	else
+		printf("%-24s %-20s %-20s %9s %11s %12s\n", g->by == 'u' ? "USER" : "DAY (UTC)",
+		       "FIRST", "LAST", "ENTRIES", "RANK-SEC", "AMOUNT");
+	for (int i = 0; i < g->n; i++) {
+		struct group *s = &g->slots[i];
+		char t0[32], t1[32], el[32], a[32];
+
+		util_iso8601((uint64_t)s->first_us, t0);
+		util_iso8601((uint64_t)s->last_us, t1);
+		t0[19] = t1[19] = 0; /* to the second */
+		ctl_fmt_money(s->amount_micro / 1e6, a, sizeof(a));
+		if (g->by == 'j') {
+			ctl_fmt_duration((double)(s->last_us - s->first_us) / 1e6, el, sizeof(el));
+			printf("%-24s %-10s %-20s %-20s %9s %5lld %11.1f %12s\n", s->key, s->user, t0,
+			       t1, el, s->max_rank + 1, s->rank_s, a);
+		} else {
+			printf("%-24s %-20s %-20s %9lld %11.1f %12s\n", s->key, t0, t1,
+			       (long long)s->entries, s->rank_s, a);
+		}
+		total += s->amount_micro;
+		rank_s += s->rank_s;
+	}
+	printf("%d %s%s, %.1f rank-seconds, total $%" PRId64 ".%06lld\n", g->n,
+	       g->by == 'j' ? "jobs" : g->by == 'u' ? "users" : "days", "", rank_s,
+	       total / 1000000, llabs(total % 1000000));
+	if (g->dropped)
+		printf("(%d entries in groups beyond the first %d are not shown)\n", g->dropped,
+		       GROUP_SLOTS / 2);
+}
+
+/* "2024-01-31", "2024-01-31T12:00[:00]" (UTC), "now", or "3d"/"12h"/"30m"
+ * ago; microseconds since the epoch, or -EINVAL. */
+static int parse_when(const char *s, int64_t *out)
+{
+	int64_t now = (int64_t)util_wall_us();
+	struct tm tm = {0};
+	char *end;
+	long long n;
+
+	if (!strcmp(s, "now")) {
+		*out = now;
+		return 0;
+	}
+	n = strtoll(s, &end, 10);
+	if (end != s && n >= 0 && n < 100000 && end[0] && !end[1] && strchr("dhm", end[0])) {
+		*out = now - n * (end[0] == 'd' ? 86400 : end[0] == 'h' ? 3600 : 60) * 1000000LL;
+		return 0;
+	}
+	end = strptime(s, "%Y-%m-%d", &tm);
+	if (end && *end == 'T')
+		end = strptime(end + 1, "%H:%M", &tm);
+	if (end && *end == ':')
+		end = strptime(end + 1, "%S", &tm);
+	if (!end || *end) {
+		fprintf(stderr, "bursarctl: cannot read the time '%s' (YYYY-MM-DD[THH:MM[:SS]] "
+			"UTC, now, or Nd/Nh/Nm ago)\n", s);
+		return -EINVAL;
+	}
+	*out = (int64_t)timegm(&tm) * 1000000LL;
+	return 0;
+}
+
 int cmd_ledger(struct ctl *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -138,15 +293,22 @@ int cmd_ledger(struct ctl *c, int argc, char **argv)
 		{"tenant", required_argument, NULL, 't'},
 		{"format", required_argument, NULL, 'f'},
 		{"limit", required_argument, NULL, 'l'},
+		{"user", required_argument, NULL, 'u'},
+		{"by", required_argument, NULL, 'b'},
+		{"since", required_argument, NULL, 's'},
+		{"until", required_argument, NULL, 'U'},
 		{0},
 	};
+	struct grouping g = {0};
+	const char *user = NULL;
+	int64_t since = 0, until = INT64_MAX;
 	const char *job = NULL, *tenant = NULL, *format = "table";
 	long long after = 0, limit = 100000, shown = 0;
 	int64_t total_micro = 0;
 	json_t *all = json_array();
 	int o, r = 0;
 
-	while ((o = getopt_long(argc, argv, "j:t:f:l:", opts, NULL)) != -1) {
+	while ((o = getopt_long(argc, argv, "j:t:f:l:u:b:s:U:", opts, NULL)) != -1) {
 		switch (o) {
 		case 'j':
 			job = optarg;
@@ -160,6 +322,20 @@ int cmd_ledger(struct ctl *c, int argc, char **argv)
 		case 'l':
 			limit = atoll(optarg);
 			break;
+		case 'u':
+			user = optarg;
+			break;
+		case 'b':
+			g.by = !strcmp(optarg, "job") ? 'j' : !strcmp(optarg, "user") ? 'u'
+			     : !strcmp(optarg, "day") ? 'd' : '?';
+			break;
+		case 's':
+		case 'U':
+			if (parse_when(optarg, o == 's' ? &since : &until) < 0) {
+				r = -EINVAL;
+				goto out;
+			}
+			break;
 		default:
 			r = -EINVAL;
 			goto out;
@@ -170,33 +346,59 @@ int cmd_ledger(struct ctl *c, int argc, char **argv)
 		goto out;
 	}
 	if (optind != argc || check_format(format, 1) || limit <= 0 ||
-	    (job && !util_valid_name(job, 64)) || (tenant && !util_valid_name(tenant, 64))) {
-		fprintf(stderr, "usage: bursarctl ledger [--job J] [--tenant T] "
-			"[--format table|csv|json] [--limit N] | ledger verify\n");
+	    (job && !util_valid_name(job, 64)) || (tenant && !util_valid_name(tenant, 64)) ||
+	    (user && !util_valid_name(user, 64)) || g.by == '?' || since >= until ||
+	    (g.by && strcmp(format, "table"))) {
+		fprintf(stderr, "usage: bursarctl ledger [--job J] [--tenant T] [--user U] "
+			"[--since WHEN] [--until WHEN] [--by job|user|day | --format "
+			"table|csv|json] [--limit N] | ledger verify\n");
 		r = -EINVAL;
 		goto out;
 	}
-	if (!strcmp(format, "csv"))
+	if (g.by) {
+		g.slots = calloc(GROUP_SLOTS, sizeof(*g.slots));
+		if (!g.slots) {
+			r = -ENOMEM;
+			goto out;
+		}
+		if (limit == 100000)
+			limit = 10000000; /* a summary reads every entry in range */
+	}
+	if (g.by)
+		;
+	else if (!strcmp(format, "csv"))
 		printf("id,source,seq,job,tenant,user,rank,kind,quantity,unit,amount_micro,"
 		       "start_us,end_us,hash\n");
 	else if (!strcmp(format, "table"))
 		printf("%8s  %-20s %-8s %-8s %-4s %-10s %9s %-7s %12s  %s\n", "ID", "JOB", "TENANT",
 		       "USER", "RANK", "KIND", "QTY", "UNIT", "AMOUNT $", "TIME");
 	while (shown < limit) {
-		char path[512];
+		char path[640], range[80] = "";
 		json_t *page, *e, *next;
 		size_t i;
 		long long n = limit - shown < 10000 ? limit - shown : 10000;
 
-		snprintf(path, sizeof(path), "/api/v1/ledger?after=%lld&limit=%lld%s%s%s%s", after,
-			 n, job ? "&job=" : "", job ? job : "", tenant ? "&tenant=" : "",
-			 tenant ? tenant : "");
+		if (since > 0)
+			snprintf(range, sizeof(range), "&from_us=%lld", (long long)since);
+		if (until < INT64_MAX)
+			snprintf(range + strlen(range), sizeof(range) - strlen(range), "&to_us=%lld",
+				 (long long)until);
+		snprintf(path, sizeof(path), "/api/v1/ledger?after=%lld&limit=%lld%s%s%s%s%s%s%s",
+			 after, n, job ? "&job=" : "", job ? job : "", tenant ? "&tenant=" : "",
+			 tenant ? tenant : "", user ? "&user=" : "", user ? user : "", range);
 		r = ctl_call(c, "GET", path, NULL, &page);
 		if (r < 0)
 			goto out;
 		json_array_foreach(json_object_get(page, "entries"), i, e) {
+			int64_t t = (int64_t)num(e, "start_us");
+
+			/* the same filters again here: an older console ignores them */
+			if (t < since || t >= until || (user && strcmp(str(e, "user"), user)))
+				continue;
 			total_micro += (int64_t)num(e, "amount_micro");
-			if (!strcmp(format, "json"))
+			if (g.by)
+				group_add(&g, e);
+			else if (!strcmp(format, "json"))
 				json_array_append(all, e);
 			else
 				print_entry(e, format);
@@ -208,7 +410,9 @@ int cmd_ledger(struct ctl *c, int argc, char **argv)
 		if (!after)
 			break;
 	}
-	if (!strcmp(format, "json")) {
+	if (g.by) {
+		group_print(&g);
+	} else if (!strcmp(format, "json")) {
 		json_dumpf(all, stdout, JSON_INDENT(2));
 		printf("\n");
 	} else if (!strcmp(format, "table")) {
@@ -216,6 +420,7 @@ int cmd_ledger(struct ctl *c, int argc, char **argv)
 		       total_micro / 1000000, total_micro % 1000000);
 	}
 out:
+	free(g.slots);
 	json_decref(all);
 	return r;
 }

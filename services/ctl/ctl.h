@@ -23,6 +23,9 @@ int cmd_cancel(struct ctl *c, int argc, char **argv);
 int cmd_bill(struct ctl *c, int argc, char **argv);
 int cmd_ledger(struct ctl *c, int argc, char **argv);
 int cmd_estimate(struct ctl *c, int argc, char **argv);
+int cmd_balance(struct ctl *c, int argc, char **argv);
+int cmd_credit(struct ctl *c, int argc, char **argv);
+int cmd_rates(struct ctl *c, int argc, char **argv);
 
 /* Formatting helpers shared by the commands. */
 void ctl_fmt_duration(double s, char *buf, size_t len);

@@ -29,14 +29,32 @@ static void reply_db_error(struct httpd_req *req, int r, const char *what)
 static void do_ingest(struct httpd_req *req, void *ud, int estimates)
 {
 	struct ledger *l = ud;
-	json_t *body = httpd_req_json(req), *reply = NULL;
+	json_t *body, *reply = NULL;
+	json_error_t je;
+	const char *data;
 	char err[512] = "";
+	size_t len;
 	int r;
 
-	if (!body)
+	/* httpd_req_json's checks and words, parsed into the arena */
+	data = httpd_req_body(req, &len);
+	if (!data || len == 0) {
+		httpd_reply_error(req, 400, "request body is empty; a JSON object is required");
 		return;
+	}
+	body = ledger_jarena_load(data, len, &je);
+	if (!body) {
+		httpd_reply_error(req, 400, "malformed JSON at line %d column %d: %s", je.line,
+				  je.column, je.text);
+		return;
+	}
+	if (!json_is_object(body)) {
+		ledger_jarena_drop(body);
+		httpd_reply_error(req, 400, "request body must be a JSON object");
+		return;
+	}
 	r = ledger_ingest(l, body, estimates, &reply, err, sizeof(err));
-	json_decref(body);
+	ledger_jarena_drop(body);
 	if (r < 0)
 		l->n_failed++;
 	if (r == -EINVAL)
@@ -168,12 +186,15 @@ static void on_verify(struct httpd_req *req, void *ud)
 	r = ledger_verify(l->db, l->head_id, l->head_hash, &v);
 	if (r == 0)
 		r = ledger_verify_credits(l->db, l->credit_head_id, l->credit_head_hash, &v);
+	if (r == 0)
+		r = ledger_verify_holds(l->db, l->hold_head_id, l->hold_head_hash, &v);
 	if (r < 0) {
 		reply_db_error(req, r, "cannot verify the ledger");
 		return;
 	}
 	if (!v.ok)
-		log_err("ledger verify failed at %s %lld: %s", v.bad_credit ? "credit" : "entry",
+		log_err("ledger verify failed at %s %lld: %s",
+			v.bad_credit ? "credit" : v.bad_hold ? "hold event" : "entry",
 			(long long)v.first_bad_id, v.reason);
 	httpd_reply_json(req, 200, ledger_verify_json(&v));
 }

@@ -7,7 +7,8 @@
  * transaction keeps, so a balance costs a few index look-ups. A hold is
  * checked and written in one BEGIN IMMEDIATE transaction on the daemon's one
  * connection, so concurrent holds can never overspend. Holds are state, not
- * money: what is owed is always the entries.
+ * money: what is owed is always the entries. Every change of a hold also
+ * appends a hold event (holds.c), so verify catches an edited hold.
  */
 #include "ledger.h"
 #include "db.h"
@@ -245,9 +246,13 @@ int ledger_hold(struct ledger *l, json_t *req, json_t **hold, json_t **balance, 
 		r = db_errno(rc);
 		goto out_rollback;
 	}
+	r = ledger_hold_append(l, job, tenant, user, "open", amount);
+	if (r < 0)
+		goto out_rollback;
 	r = db_commit(l->db);
 	if (r < 0)
 		return r;
+	ledger_hold_commit(l);
 	return hold_reply(l, job, hold, balance);
 out_rollback:
 	db_rollback(l->db);
@@ -258,7 +263,7 @@ out_rollback:
 static int hold_update(struct ledger *l, const char *job, int release, int64_t add, json_t **hold,
 		       json_t **balance, char *why, size_t n)
 {
-	char tenant[LEDGER_MAX_STR + 1];
+	char tenant[LEDGER_MAX_STR + 1], user[LEDGER_MAX_STR + 1];
 	struct ledger_balance b;
 	sqlite3_stmt *st;
 	json_t *old;
@@ -275,6 +280,7 @@ static int hold_update(struct ledger *l, const char *job, int release, int64_t a
 		goto out_rollback;
 	state = json_string_value(json_object_get(old, "state"));
 	open = state && !strcmp(state, "open");
+	snprintf(user, sizeof(user), "%s", json_string_value(json_object_get(old, "user")) ?: "");
 	json_decref(old);
 	if (!open && !release) {
 		r = util_fail(why, n, -ESTALE, "the hold of job %s is released; it cannot be "
@@ -315,9 +321,14 @@ static int hold_update(struct ledger *l, const char *job, int release, int64_t a
 			      job, (long long)LEDGER_MAX_TOTAL_MICRO);
 		goto out_rollback;
 	}
+	r = ledger_hold_append(l, job, tenant, user, release ? "release" : "extend",
+			       release ? 0 : add);
+	if (r < 0)
+		goto out_rollback;
 	r = db_commit(l->db);
 	if (r < 0)
 		return r;
+	ledger_hold_commit(l);
 	return hold_reply(l, job, hold, balance);
 out_reply:
 	r = hold_reply(l, job, hold, balance);

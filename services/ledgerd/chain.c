@@ -13,6 +13,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
@@ -100,11 +101,89 @@ static const char *const ledger_migrations[] = {
 	"INSERT INTO tenant_totals (tenant, spent_micro, quantity, energy_kwh, entries)"
 	" SELECT tenant, sum(amount_micro), total(quantity), total(energy_kwh), count(*)"
 	" FROM entries GROUP BY tenant;",
+	/* 3: ingest speed. Users belong to one tenant, so a user's entries are
+	 * found through the tenant index (consoled always names the tenant);
+	 * one index fewer to update per appended entry. */
+	"DROP INDEX entries_user;",
+	/* 4: holds chained: every open/extend/release as an append-only event */
+	"CREATE TABLE hold_events ("
+	" id INTEGER PRIMARY KEY, job TEXT NOT NULL, tenant TEXT NOT NULL, user TEXT NOT NULL,"
+	" op TEXT NOT NULL, amount_micro INTEGER NOT NULL, ts_us INTEGER NOT NULL,"
+	" prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
+	"CREATE TRIGGER hold_events_no_update BEFORE UPDATE ON hold_events"
+	" BEGIN SELECT RAISE(ABORT, 'ledger hold events are append-only'); END;"
+	"CREATE TRIGGER hold_events_no_delete BEFORE DELETE ON hold_events"
+	" BEGIN SELECT RAISE(ABORT, 'ledger hold events are append-only'); END;",
 };
 
 #define ENTRY_COLS                                                                                 \
 	"id, source, seq, job, tenant, user, rank, kind, quantity, unit, rate_version, "           \
 	"amount_micro, start_us, end_us, ts_us, prev_hash, hash, node_class, energy_kwh"
+
+/* A bounded writer for the canonical form: no printf on the ingest path
+ * except for the doubles (%.17g). */
+struct canon {
+	char *p, *end;
+	int over;
+};
+
+static void canon_mem(struct canon *c, const char *s, size_t n)
+{
+	if (c->over || (size_t)(c->end - c->p) < n) {
+		c->over = 1;
+		return;
+	}
+	memcpy(c->p, s, n);
+	c->p += n;
+}
+
+static void canon_u64(struct canon *c, uint64_t v)
+{
+	char tmp[24];
+	int i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	canon_mem(c, tmp + i, sizeof(tmp) - i);
+}
+
+/* "key=" INT "\n" */
+static void canon_int(struct canon *c, const char *key, int64_t v)
+{
+	canon_mem(c, key, strlen(key));
+	if (v < 0) {
+		canon_mem(c, "-", 1);
+		canon_u64(c, (uint64_t)0 - (uint64_t)v);
+	} else {
+		canon_u64(c, (uint64_t)v);
+	}
+	canon_mem(c, "\n", 1);
+}
+
+/* "key=" LEN ":" STR "\n": length-prefixed, so no content forges a boundary */
+static void canon_str(struct canon *c, const char *key, const char *s)
+{
+	size_t n = strlen(s);
+
+	canon_mem(c, key, strlen(key));
+	canon_u64(c, n);
+	canon_mem(c, ":", 1);
+	canon_mem(c, s, n);
+	canon_mem(c, "\n", 1);
+}
+
+/* "key=" %.17g "\n": round-trips every double */
+static void canon_dbl(struct canon *c, const char *key, double v)
+{
+	char tmp[40];
+	int n = snprintf(tmp, sizeof(tmp), "%.17g", v);
+
+	canon_mem(c, key, strlen(key));
+	canon_mem(c, tmp, n);
+	canon_mem(c, "\n", 1);
+}
 
 /* Entries of the default class without energy keep the v1 form (and so the
  * hashes written before classes existed); the others add both fields under a
@@ -112,30 +191,64 @@ static const char *const ledger_migrations[] = {
 int ledger_entry_canon(const struct ledger_entry *e, char *buf, size_t size)
 {
 	int v2 = strcmp(e->node_class[0] ? e->node_class : "cpu", "cpu") || e->energy_kwh != 0;
-	int n, m;
+	struct canon c = {buf, buf + size, 0};
 
-	/* Strings are length-prefixed so no choice of content can forge a field
-	 * boundary; %.17g round-trips every double. */
-	n = snprintf(buf, size,
-		     "bursar-ledger-entry-v%d\nid=%" PRId64 "\nsource=%zu:%s\nseq=%" PRId64
-		     "\njob=%zu:%s\ntenant=%zu:%s\nuser=%zu:%s\nrank=%" PRId64
-		     "\nkind=%zu:%s\nquantity=%.17g\nunit=%zu:%s\nrate_version=%" PRId64
-		     "\namount_micro=%" PRId64 "\nstart_us=%" PRId64 "\nend_us=%" PRId64
-		     "\nts_us=%" PRId64 "\nprev_hash=%s\n",
-		     v2 ? 2 : 1, e->id, strlen(e->source), e->source, e->seq, strlen(e->job), e->job,
-		     strlen(e->tenant), e->tenant, strlen(e->user), e->user, e->rank,
-		     strlen(e->kind), e->kind, e->quantity, strlen(e->unit), e->unit,
-		     e->rate_version, e->amount_micro, e->start_us, e->end_us, e->ts_us,
-		     e->prev_hash);
-	if (n < 0 || (size_t)n >= size)
+	canon_mem(&c, v2 ? "bursar-ledger-entry-v2\n" : "bursar-ledger-entry-v1\n", 23);
+	canon_int(&c, "id=", e->id);
+	canon_str(&c, "source=", e->source);
+	canon_int(&c, "seq=", e->seq);
+	canon_str(&c, "job=", e->job);
+	canon_str(&c, "tenant=", e->tenant);
+	canon_str(&c, "user=", e->user);
+	canon_int(&c, "rank=", e->rank);
+	canon_str(&c, "kind=", e->kind);
+	canon_dbl(&c, "quantity=", e->quantity);
+	canon_str(&c, "unit=", e->unit);
+	canon_int(&c, "rate_version=", e->rate_version);
+	canon_int(&c, "amount_micro=", e->amount_micro);
+	canon_int(&c, "start_us=", e->start_us);
+	canon_int(&c, "end_us=", e->end_us);
+	canon_int(&c, "ts_us=", e->ts_us);
+	canon_mem(&c, "prev_hash=", 10);
+	canon_mem(&c, e->prev_hash, strlen(e->prev_hash));
+	canon_mem(&c, "\n", 1);
+	if (v2) {
+		canon_str(&c, "node_class=", e->node_class);
+		canon_dbl(&c, "energy_kwh=", e->energy_kwh);
+	}
+	/* keep one byte spare, as snprintf did (callers may NUL-terminate) */
+	canon_mem(&c, "", 1);
+	if (c.over)
 		return -E2BIG;
-	if (!v2)
-		return n;
-	m = snprintf(buf + n, size - n, "node_class=%zu:%s\nenergy_kwh=%.17g\n",
-		     strlen(e->node_class), e->node_class, e->energy_kwh);
-	if (m < 0 || (size_t)m >= size - n)
-		return -E2BIG;
-	return n + m;
+	c.p[-1] = 0;
+	return (int)(c.p - buf - 1);
+}
+
+/* util_sha256_hex with the digest fetched once and one context reused: the
+ * implicit fetch of EVP_Digest takes a lock and allocates on every entry.
+ * Falls back to util_sha256_hex when OpenSSL refuses. */
+static void sha256_hex(const void *data, size_t len, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	static EVP_MD *md;
+	static EVP_MD_CTX *ctx;
+	unsigned char d[32];
+	unsigned int n = 0;
+
+	if (!md)
+		md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!ctx)
+		ctx = EVP_MD_CTX_new();
+	if (!md || !ctx || !EVP_DigestInit_ex2(ctx, md, NULL) ||
+	    !EVP_DigestUpdate(ctx, data, len) || !EVP_DigestFinal_ex(ctx, d, &n) || n != 32) {
+		util_sha256_hex(data, len, out);
+		return;
+	}
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[d[i] >> 4];
+		out[2 * i + 1] = hex[d[i] & 15];
+	}
+	out[64] = 0;
 }
 
 int ledger_entry_hash(const struct ledger_entry *e, char out[65])
@@ -145,7 +258,7 @@ int ledger_entry_hash(const struct ledger_entry *e, char out[65])
 
 	if (n < 0)
 		return n;
-	util_sha256_hex(buf, n, out);
+	sha256_hex(buf, n, out);
 	return 0;
 }
 
@@ -277,6 +390,9 @@ int ledger_open(const char *path, struct ledger **out)
 	if (r < 0)
 		goto out_free;
 	r = ledger_load_credit_head(l);
+	if (r < 0)
+		goto out_free;
+	r = ledger_load_hold_head(l);
 	if (r < 0)
 		goto out_free;
 	*out = l;
@@ -507,11 +623,13 @@ int ledger_verify(sqlite3 *db, int64_t expect_id, const char *expect_hash,
 json_t *ledger_verify_json(const struct ledger_verify *v)
 {
 	if (v->ok)
-		return json_pack("{s:b, s:I, s:s, s:I, s:s}", "ok", 1, "entries",
+		return json_pack("{s:b, s:I, s:s, s:I, s:s, s:I, s:s}", "ok", 1, "entries",
 				 (json_int_t)v->entries, "head", v->head, "credits",
-				 (json_int_t)v->credits, "credit_head", v->credit_head);
-	return json_pack("{s:b, s:I, s:I, s:s, s:I, s:s}", "ok", 0, "entries",
+				 (json_int_t)v->credits, "credit_head", v->credit_head, "holds",
+				 (json_int_t)v->holds, "hold_head", v->hold_head);
+	return json_pack("{s:b, s:I, s:I, s:s, s:I, s:I, s:s}", "ok", 0, "entries",
 			 (json_int_t)v->entries, "first_bad_id", (json_int_t)v->first_bad_id,
-			 "reason", v->reason, "credits", (json_int_t)v->credits, "chain",
-			 v->bad_credit ? "credits" : "entries");
+			 "reason", v->reason, "credits", (json_int_t)v->credits, "holds",
+			 (json_int_t)v->holds, "chain",
+			 v->bad_credit ? "credits" : v->bad_hold ? "holds" : "entries");
 }

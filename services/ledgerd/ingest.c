@@ -213,7 +213,8 @@ static int add_rejected(json_t *rejected, json_t *rec, size_t index, const char 
 	json_t *o;
 
 	if (json_is_integer(seq) && json_integer_value(seq) > 0)
-		o = json_pack("{s:O, s:s}", "seq", seq, "error", why);
+		o = json_pack("{s:I, s:s}", "seq", (json_int_t)json_integer_value(seq), "error",
+			      why); /* a copy: the request is freed before the reply */
 	else
 		o = json_pack("{s:n, s:I, s:s}", "seq", "index", (json_int_t)index, "error", why);
 	return o && !json_array_append_new(rejected, o) ? 0 : -ENOMEM;

@@ -128,6 +128,9 @@ struct ledger {
 	struct ledger_agg *agg;
 	int64_t credit_head_id;
 	char credit_head_hash[65];
+	/* the hold events chain; pend: appended, not yet committed */
+	int64_t hold_head_id, hold_pend_id;
+	char hold_head_hash[65], hold_pend_hash[65];
 	uint64_t n_rejected, n_failed; /* since start, for /metrics */
 };
 
@@ -140,6 +143,9 @@ struct ledger_verify {
 	int64_t credits;
 	char credit_head[65];
 	int bad_credit; /* first_bad_id names a credit, not an entry */
+	int64_t holds;	/* hold events */
+	char hold_head[65];
+	int bad_hold; /* first_bad_id names a hold event (0: a hold row, see reason) */
 };
 
 /* chain.c: storage, hashing, append, verify */
@@ -187,6 +193,16 @@ int ledger_verify_bad(struct ledger_verify *v, int64_t id, const char *fmt, ...)
 int ledger_col_text(sqlite3_stmt *st, int i, char *buf, size_t size);
 /* credits.c: the credits chain */
 int ledger_load_credit_head(struct ledger *l);
+/* holds.c: the hold events chain. Append inside the caller's transaction,
+ * ledger_hold_commit after it commits. */
+int ledger_hold_append(struct ledger *l, const char *job, const char *tenant, const char *user,
+		       const char *op, int64_t amount_micro);
+void ledger_hold_commit(struct ledger *l);
+/* Loads the head; appends events for holds written before the chain. */
+int ledger_load_hold_head(struct ledger *l);
+/* Walks the chain and checks the holds table is its replay. */
+int ledger_verify_holds(sqlite3 *db, int64_t expect_id, const char *expect_hash,
+			struct ledger_verify *v);
 
 /* ingest.c: validation of one record into an entry; why gets the reason */
 int ledger_parse_entry(json_t *rec, struct ledger_entry *e, char *why, size_t n);
@@ -255,6 +271,12 @@ void ledger_on_tenant_bill(struct httpd_req *req, void *ud);
 void ledger_on_metrics(struct httpd_req *req, void *ud);
 /* from_us/to_us query parameters (0 / INT64_MAX when absent); replies 400 itself. */
 int ledger_query_range(struct httpd_req *req, int64_t *from_us, int64_t *to_us);
+
+/* jarena.c: an ingest body parsed into a bump arena (same errors as
+ * json_loadb with JSON_REJECT_DUPLICATES); drop it before the next load and
+ * never keep a reference into it. */
+json_t *ledger_jarena_load(const char *buf, size_t len, json_error_t *err);
+void ledger_jarena_drop(json_t *j);
 
 /* api.c: the HTTP routes (userdata: struct ledger) */
 extern const struct httpd_route ledger_routes[];

@@ -132,6 +132,8 @@ static int run_verify(const struct opts *o)
 	r = ledger_verify(db, 0, NULL, &v);
 	if (r == 0)
 		r = ledger_verify_credits(db, 0, NULL, &v);
+	if (r == 0)
+		r = ledger_verify_holds(db, 0, NULL, &v);
 	db_close(db);
 	if (r < 0) {
 		fprintf(stderr, "cannot read the entries of '%s' (is it a ledger?): %s\n", path,
@@ -140,11 +142,13 @@ static int run_verify(const struct opts *o)
 	}
 	if (!v.ok) {
 		printf("ledger '%s' is broken at %s %lld: %s\n", path,
-		       v.bad_credit ? "credit" : "entry", (long long)v.first_bad_id, v.reason);
+		       v.bad_credit ? "credit" : v.bad_hold ? "hold event" : "entry",
+		       (long long)v.first_bad_id, v.reason);
 		return 1;
 	}
-	printf("ledger '%s' verified: %lld entries, head %s; %lld credits, head %s\n", path,
-	       (long long)v.entries, v.head, (long long)v.credits, v.credit_head);
+	printf("ledger '%s' verified: %lld entries, head %s; %lld credits, head %s; %lld hold "
+	       "events, head %s\n", path, (long long)v.entries, v.head, (long long)v.credits,
+	       v.credit_head, (long long)v.holds, v.hold_head);
 	return 0;
 }
 

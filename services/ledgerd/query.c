@@ -186,11 +186,11 @@ out_decref:
 }
 
 /* Prepares the filtered, keyset-paginated listing (limit + 1 rows). Only the
- * filters given go into the SQL, so SQLite can use the job, tenant or user
- * index instead of walking every entry. */
+ * filters given go into the SQL, so SQLite can use the job or tenant index
+ * instead of walking every entry (a user is found through its tenants). */
 static int prepare_listing(struct ledger *l, const struct ledger_query *q, sqlite3_stmt **out)
 {
-	char sql[768];
+	char sql[1024];
 	sqlite3_stmt *st;
 	int r;
 
@@ -199,7 +199,10 @@ static int prepare_listing(struct ledger *l, const struct ledger_query *q, sqlit
 		 " rate_version, amount_micro, start_us, end_us, ts_us, prev_hash, hash,"
 		 " node_class, energy_kwh FROM entries WHERE id > ?1%s%s%s%s%s ORDER BY id LIMIT ?4",
 		 q->job ? " AND job = ?2" : "", q->tenant ? " AND tenant = ?3" : "",
-		 q->user ? " AND user = ?5" : "", q->from_us > 0 ? " AND start_us >= ?6" : "",
+		 q->user ? (q->tenant ? " AND user = ?5"
+				  : " AND user = ?5 AND tenant IN (SELECT tenant FROM daily"
+				    " WHERE user = ?5)")
+			: "", q->from_us > 0 ? " AND start_us >= ?6" : "",
 		 q->to_us > 0 && q->to_us < INT64_MAX ? " AND start_us < ?7" : "");
 	r = db_prepare(l->db, sql, &st);
 	if (r < 0)

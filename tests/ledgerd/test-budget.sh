@@ -2,6 +2,7 @@
 # tests/ledgerd/test-budget.sh — integration test of ledgerd's money side: the
 # real daemon on a real Unix socket and SQLite file, driven with curl. Covers
 # credits (idempotent, corrections, chained, tamper-evident), balances, holds
+# (chained as hold events: an edited, deleted or forged hold is named)
 # (atomic reserve under a race of parallel curl processes, idempotency, the 409
 # sentence, extend, release), tenant isolation, strict 4xx on bad input,
 # versioned rates by node class and per kWh, queries by user and time, the
@@ -243,4 +244,37 @@ cp "$T/clean.db" "$S/ledgerd.db"; rm -f "$S/ledgerd.db-wal" "$S/ledgerd.db-shm"
 sqlite3 "$S/ledgerd.db" "DROP TRIGGER credits_no_delete; DELETE FROM credits WHERE id = 2;"
 out=$("$LEDGERD" verify --state "$S")
 eq tamper_credit_delete "${out#*broken at }" "credit 2: credit 2 is missing (credit 3 follows credit 1): it was deleted"
+
+# --- holds are chained (hold events); an edited, deleted or forged hold is named ---
+restore() { cp "$T/clean.db" "$S/ledgerd.db"; rm -f "$S/ledgerd.db-wal" "$S/ledgerd.db-shm"; }
+restore
+n_ev=$(sql "SELECT count(*) FROM hold_events")
+out=$("$LEDGERD" verify --state "$S"); rc=$?
+eq verify_holds_ok "$rc $(grep -o '[0-9]* hold events' <<<"$out")" "0 $n_ev hold events"
+eq hold_events_replay "$(sql "SELECT group_concat(op) FROM (SELECT op FROM hold_events WHERE job = 'j-free' ORDER BY id)")" "open,release"
+sql "UPDATE holds SET reserved_micro = 1 WHERE job = 'j-a'"
+out=$("$LEDGERD" verify --state "$S"); rc=$?
+eq tamper_hold_amount "$rc ${out#*: }" "1 the hold of job j-a does not match its hold events: it was edited, deleted or added behind the ledger's back"
+restore
+sql "UPDATE holds SET state = 'open' WHERE job = 'j-free'"
+out=$("$LEDGERD" verify --state "$S")
+check tamper_hold_state grep -q "the hold of job j-free does not match" <<<"$out"
+restore
+sql "DELETE FROM holds WHERE job = 'j-a'"
+out=$("$LEDGERD" verify --state "$S")
+check tamper_hold_delete grep -q "the hold of job j-a does not match" <<<"$out"
+restore
+sql "INSERT INTO holds VALUES ('j-forged', 'acme', 'alice', 5, 'open', 1, 1)"
+out=$("$LEDGERD" verify --state "$S")
+check tamper_hold_forged grep -q "the hold of job j-forged does not match" <<<"$out"
+restore
+sql "DROP TRIGGER hold_events_no_update; UPDATE hold_events SET amount_micro = 7 WHERE id = 1"
+out=$("$LEDGERD" verify --state "$S")
+eq tamper_hold_event "${out#*broken at }" "hold event 1: hold event 1 (job j-free) was edited: its stored hash does not match its contents"
+restore
+start || exit 1
+sql "UPDATE holds SET reserved_micro = reserved_micro + 1 WHERE job = 'j-a'"
+req GET /v1/verify
+eq tamper_hold_api "$(js 'j["ok"], j["chain"]')" "(False, 'holds')"
+stop
 exit $FAILED
