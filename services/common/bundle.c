@@ -622,11 +622,17 @@ int bundle_check(const char *dir, struct bundle_info *out, char *err, size_t err
 	}
 
 	snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
-	if (lstat(p, &st) == 0)
-		return util_fail(err, errlen, -EOPNOTSUPP, "tokenizer.json is not supported yet; remove "
-			    "it to train on byte-level tokens");
+	if (lstat(p, &st) == 0) {
+		if (!S_ISREG(st.st_mode) || st.st_size > BUNDLE_MAX_TOKENIZER)
+			return util_fail(err, errlen, -EINVAL, "tokenizer.json must be a regular file "
+					 "of at most %u MiB", BUNDLE_MAX_TOKENIZER >> 20);
+		bi.has_tokenizer = 1;
+	}
 	snprintf(p, sizeof(p), "%s/model.safetensors", dir);
 	bi.has_weights = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
+	snprintf(p, sizeof(p), "%s/model.safetensors.index.json", dir);
+	if (!bi.has_weights)
+		bi.has_weights = lstat(p, &st) == 0 && S_ISREG(st.st_mode);
 
 	snprintf(p, sizeof(p), "%s/data", dir);
 	if (lstat(p, &st) < 0 || !S_ISDIR(st.st_mode))

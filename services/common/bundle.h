@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #define BUNDLE_MAX_CONFIG (1u << 20) /* config.json / bursar.json size cap */
+#define BUNDLE_MAX_TOKENIZER (64u << 20) /* tokenizer.json size cap */
 
 enum { ROPE_DEFAULT, ROPE_LLAMA3 };
 
@@ -77,9 +78,12 @@ struct bundle_info {
 	struct train_params params;
 	uint64_t data_bytes; /* text bytes in data/ */
 	int data_files;
-	int has_weights; /* model.safetensors present */
+	int has_weights; /* model.safetensors or model.safetensors.index.json present */
+	int has_tokenizer; /* tokenizer.json present (byte-level BPE; the trainer parses it) */
 };
 
 /* Checks an extracted bundle directory: config.json, optional bursar.json,
- * at least one non-empty data/ *.txt or *.jsonl file. */
+ * optional tokenizer.json (a regular file within BUNDLE_MAX_TOKENIZER; its
+ * contents are checked by the trainer), at least one non-empty data/ *.txt
+ * or *.jsonl file. */
 int bundle_check(const char *dir, struct bundle_info *out, char *err, size_t errlen);

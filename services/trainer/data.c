@@ -1,10 +1,12 @@
-/* data — byte-level tokens from a bundle's data/ directory.
+/* data — the tokens of a bundle's data/ directory: byte-level BPE when the
+ * bundle has a tokenizer.json (tok.c), else one token per byte.
  *
  * Deterministic by construction: files are read in sorted path order and
  * each step's rows come from fixed positions, so every rank, and a rerun,
  * sees the same stream. Everything is capped: files, depth, tokens.
  */
 #include "data.h"
+#include "tok.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define DATA_MAX_DEPTH 4
 
@@ -78,7 +81,7 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int push(struct data *d, size_t *alloc, const unsigned char *s, size_t len, int eot)
+static int grow(struct data *d, size_t *alloc, size_t len)
 {
 	if (d->n + len + 1 > DATA_MAX_TOKENS)
 		return -EFBIG;
@@ -94,6 +97,41 @@ static int push(struct data *d, size_t *alloc, const unsigned char *s, size_t le
 		d->tok = nt;
 		*alloc = na;
 	}
+	return 0;
+}
+
+struct sink {
+	struct data *d;
+	size_t *alloc;
+};
+
+static int put_token(void *ctx, int id)
+{
+	struct sink *k = ctx;
+	int r = grow(k->d, k->alloc, 1);
+
+	if (r == 0)
+		k->d->tok[k->d->n++] = id;
+	return r;
+}
+
+/* One document: its tokens (tok, or one per byte without) and end-of-text. */
+static int push(struct data *d, size_t *alloc, const unsigned char *s, size_t len, int eot)
+{
+	struct sink k = {d, alloc};
+	int r;
+
+	if (d->tokenizer) {
+		r = tok_encode(d->tokenizer, (const char *)s, len, put_token, &k);
+		if (r == 0)
+			r = put_token(&k, eot);
+		if (r == 0)
+			d->n_docs++;
+		return r;
+	}
+	r = grow(d, alloc, len);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < len; i++)
 		d->tok[d->n++] = s[i];
 	d->tok[d->n++] = eot;
@@ -143,7 +181,27 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 	struct paths ps = {0};
 	char dir[PATH_MAX];
 	size_t alloc = 0, n_val;
+	struct tok tk;
 	int r;
+
+	snprintf(dir, sizeof(dir), "%s/tokenizer.json", bundle_dir);
+	if (access(dir, F_OK) == 0) {
+		r = tok_load(dir, &tk, err, errlen);
+		if (r < 0)
+			return r;
+		if (tk.n_ids > vocab_size || tk.eos < 0) {
+			r = tk.eos < 0 ?
+				util_fail(err, errlen, -EINVAL, "tokenizer.json has no <|endoftext|> or "
+					  "<|end_of_text|> token to put between documents") :
+				util_fail(err, errlen, -EINVAL, "config.json's vocab_size %d does not "
+					  "cover the tokenizer's %d ids; raise vocab_size", vocab_size,
+					  tk.n_ids);
+			tok_free(&tk);
+			return r;
+		}
+		d.tokenizer = &tk;
+		d.eot = tk.eos;
+	}
 
 	snprintf(dir, sizeof(dir), "%s/data", bundle_dir);
 	r = collect(dir, 0, &ps);
@@ -185,8 +243,11 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 		goto out;
 	}
 	*out = d;
+	out->tokenizer = NULL;
 	d.tok = NULL;
 out:
+	if (d.tokenizer)
+		tok_free(d.tokenizer);
 	free(d.tok);
 	for (int i = 0; i < ps.n; i++)
 		free(ps.v[i]);

@@ -1,6 +1,7 @@
-/* data — the training tokens of a bundle: byte-level tokens read from
- * data/ (*.txt whole, *.jsonl each line's "text"), files in sorted path
- * order, an end-of-text token between documents, the last 5% held out for
+/* data — the training tokens of a bundle: read from data/ (*.txt whole,
+ * *.jsonl each line's "text"), files in sorted path order, encoded with the
+ * bundle's tokenizer.json (byte-level BPE) or else one token per byte, an
+ * end-of-text token between documents, the last 5% held out for
  * validation. Every rank loads the same tokens and picks its own slice of
  * each step's batch deterministically. */
 #pragma once
@@ -10,12 +11,16 @@
 #define DATA_MAX_TOKENS (512u << 20) /* tokens loaded from a bundle (2 GiB of int32) */
 #define DATA_MAX_FILES 10000
 
+struct tok;
+
 struct data {
 	int *tok;      /* all tokens, train then validation */
 	size_t n;      /* total */
 	size_t n_train;
-	int eot;       /* vocab_size-1 when vocab_size > 256, else byte 0 */
+	int eot;       /* the tokenizer's end-of-text; bytes: vocab_size-1 when
+			* vocab_size > 256, else byte 0 */
 	int n_docs;
+	struct tok *tokenizer; /* while loading only */
 };
 
 /* Loads dir/data. err gets a sentence on failure. */

@@ -234,6 +234,8 @@ void gpt2_backward(struct model *g)
 		layernorm_backward(g->dres, g->g[LN1W] + lc, g->g[LN1B] + lc, g->dC, residual,
 				   g->p[LN1W] + lc, g->ln1_mean + (size_t)l * BT,
 				   g->ln1_rstd + (size_t)l * BT, BT, C);
+		if (g->grad_ready)
+			g->grad_ready(g->grad_ready_ctx, l);
 	}
 	encoder_backward(g->g[WTE], g->g[WPE], g->dres, g->inputs, B, T, C);
 }

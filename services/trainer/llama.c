@@ -209,6 +209,8 @@ void llama_backward(struct model *g)
 				C, KV);
 		rmsnorm_backward(g->dres, g->g[LL_ATTN_NORM] + lc, g->dC, x,
 				 g->p[LL_ATTN_NORM] + lc, g->ln1_rstd + (size_t)l * BT, BT, C);
+		if (g->grad_ready)
+			g->grad_ready(g->grad_ready_ctx, l);
 	}
 	for (int n = 0; n < BT; n++) {
 		const float *d = g->dres + (size_t)n * C;

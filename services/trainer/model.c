@@ -263,6 +263,13 @@ int model_decays(const struct model *g, int idx)
 	       idx == LL_WGATE || idx == LL_WUP || idx == LL_WDOWN || idx == LL_HEAD;
 }
 
+int model_per_layer(const struct model *g, int idx)
+{
+	if (g->d.arch == ARCH_GPT2)
+		return idx != WTE && idx != WPE && idx != LNFW && idx != LNFB;
+	return idx != LL_EMB && idx != LL_NORM && idx != LL_HEAD;
+}
+
 float model_forward(struct model *g, const int *inputs, const int *targets)
 {
 	return g->d.arch == ARCH_GPT2 ? gpt2_forward(g, inputs, targets) :
@@ -275,6 +282,8 @@ void model_backward(struct model *g)
 		gpt2_backward(g);
 	else
 		llama_backward(g);
+	if (g->grad_ready)
+		g->grad_ready(g->grad_ready_ctx, -1);
 }
 
 /* ---- checkpoint names -------------------------------------------------- */

@@ -51,6 +51,10 @@ struct model {
 	float *gate, *up, *swi; /* llama MLP: (L,BT,F) each */
 	/* backward buffers (pointers into dacts) */
 	float *dres, *dC, *d3, *d4, *dlogits;
+	/* Called by backward once layer l's gradients are final (last layer
+	 * first) and with -1 when all are; NULL: none (see bucket.h). */
+	void (*grad_ready)(void *ctx, int layer);
+	void *grad_ready_ctx;
 };
 
 /* A named checkpoint tensor: its HF name, tensor index, layer and shape. */
@@ -81,6 +85,8 @@ int model_n_named(const struct model *g);
 float *model_named(const struct model *g, int i, struct model_tensor_ref *ref);
 /* True for tensors that take weight decay (matrices and embeddings). */
 int model_decays(const struct model *g, int idx);
+/* True for tensors with one slice per layer (layer outermost). */
+int model_per_layer(const struct model *g, int idx);
 
 /* The two families (gpt2.c, llama.c), called through the functions above. */
 enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW,

@@ -5,11 +5,13 @@
  * memory cap unless bursar.json sets it), resumes from --ckpt DIR when it
  * holds a checkpoint, joins the communicator, then each step: forward and
  * backward over the micro-batches (gradients summed), allreduce-average the
- * gradients (one flat buffer), clip, AdamW. Every rank applies the identical
- * update, so the weights never diverge. Prints the JSON lines of
+ * gradients in buckets started as backward completes each layer (bucket.c;
+ * BURSAR_NO_OVERLAP=1: one flat allreduce after backward), clip, AdamW.
+ * Every rank applies the identical update, so the weights never diverge. Prints the JSON lines of
  * services/README.md on stdout; rank 0 writes outputs and checkpoints.
  * Allocates nothing inside the step loop.
  */
+#include "bucket.h"
 #include "ckpt.h"
 #include "data.h"
 #include "model.h"
@@ -96,6 +98,8 @@ struct rank_state {
 	int *inputs, *targets;
 	float *acc;   /* summed gradients when accum > 1 */
 	double peak_flops;
+	int overlap;  /* allreduce buckets during backward (BURSAR_NO_OVERLAP=1: after) */
+	struct grad_buckets gb;
 };
 
 /* The micro-batch: bursar.json's grad_accum, or the fewest micro-batches
@@ -186,6 +190,14 @@ static int setup_model(struct rank_state *s)
 			return 2;
 		}
 		log_info("rank %d: loaded weights from %s", o->rank, path);
+	} else if (snprintf(path, sizeof(path), "%s/model.safetensors.index.json", o->bundle),
+		   stat(path, &st) == 0) {
+		r = st_load_index(o->bundle, &s->model, err, sizeof(err));
+		if (r < 0) {
+			log_err("cannot load the bundle's sharded weights: %s", err);
+			return 2;
+		}
+		log_info("rank %d: loaded weights from the shards of %s", o->rank, path);
 	} else {
 		model_init_weights(&s->model, p->seed);
 	}
@@ -324,7 +336,9 @@ static int dump_grads(struct rank_state *s)
 }
 
 /* Forward and backward over this rank's accum micro-batches of `step`;
- * leaves the mean gradient in model.grads. Returns the mean loss. */
+ * leaves the mean gradient in model.grads. With overlap, the last backward
+ * starts each bucket's allreduce as it completes (bucket_wait_all() ends
+ * them). Returns the mean loss. */
 static float micro_steps(struct rank_state *s, long step)
 {
 	const struct train_params *p = &s->bi.params;
@@ -337,8 +351,10 @@ static float micro_steps(struct rank_state *s, long step)
 		data_train_batch(&s->data, step, p->batch, row0 + k * s->B, s->B, s->T, s->inputs,
 				 s->targets);
 		loss += model_forward(&s->model, s->inputs, s->targets);
+		if (s->overlap && k == s->accum - 1)
+			bucket_arm(&s->gb, k > 0 ? s->acc : NULL, inv);
 		model_backward(&s->model);
-		if (s->accum == 1)
+		if (s->accum == 1 || (s->overlap && k == s->accum - 1))
 			break;
 		if (k == 0)
 			memcpy(s->acc, g, n * sizeof(float));
@@ -409,15 +425,19 @@ static int train_loop(struct rank_state *s, float *final_loss)
 
 	for (long step = s->start; step < p->steps; step++) {
 		uint64_t t0 = util_now_us();
+		double step_s, comm_s, c0 = bcoll_comm_seconds(s->comm);
 		float lr, norm, ls[2];
-		double step_s, comm_s, c0;
 		int stop;
 
 		ls[0] = micro_steps(s, step);
 		ls[1] = train_stop_requested ? 1.0f : 0.0f;
-		c0 = bcoll_comm_seconds(s->comm);
-		if (bcoll_allreduce(s->comm, s->model.grads, s->model.grads, s->model.n_params,
-				    BCOLL_F32, BCOLL_AVG) < 0 ||
+		if (s->overlap && bucket_wait_all(&s->gb) < 0) {
+			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
+				step + 1, s->gb.errmsg);
+			return 3;
+		}
+		if ((!s->overlap && bcoll_allreduce(s->comm, s->model.grads, s->model.grads,
+						    s->model.n_params, BCOLL_F32, BCOLL_AVG) < 0) ||
 		    bcoll_allreduce(s->comm, ls, ls, 2, BCOLL_F32, BCOLL_AVG) < 0) {
 			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
 				step + 1, bcoll_last_error(s->comm));
@@ -493,11 +513,18 @@ int train_rank(const struct train_opts *o)
 		r = o->size == 1 ? dump_grads(&s) : 2;
 		goto out;
 	}
+	s.overlap = !getenv("BURSAR_NO_OVERLAP") || strcmp(getenv("BURSAR_NO_OVERLAP"), "1");
+	if (s.overlap && bucket_init(&s.gb, &s.model, s.comm) < 0) {
+		log_err("out of memory setting up the gradient buckets");
+		r = 1;
+		goto out;
+	}
 	s.peak_flops = peak_flops();
 	log_info("rank %d of %d: %zu parameters, micro-batch %d x %d (x%d), %ld steps from %ld, "
-		 "%zu train tokens, %d threads, peak %.3g FLOP/s", o->rank, o->size,
-		 s.model.n_params, s.B, s.T, s.accum, s.bi.params.steps, s.start, s.data.n_train,
-		 omp_get_max_threads(), s.peak_flops);
+		 "%zu train tokens, %d threads, peak %.3g FLOP/s, %d gradient buckets%s", o->rank,
+		 o->size, s.model.n_params, s.B, s.T, s.accum, s.bi.params.steps, s.start,
+		 s.data.n_train, omp_get_max_threads(), s.peak_flops, s.gb.nb,
+		 s.overlap ? " overlapped with backward" : ", not overlapped");
 	emit("{\"event\": \"start\", \"rank\": %d, \"size\": %d, \"steps\": %ld, \"n_params\": %zu, "
 	     "\"tokens_per_step\": %ld, \"grad_accum\": %d, \"micro_batch\": %d, \"start_step\": "
 	     "%ld}", o->rank, o->size, s.bi.params.steps, s.model.n_params,
@@ -533,6 +560,7 @@ int train_rank(const struct train_opts *o)
 	log_info("rank %d: done, final loss %.4f, eval loss %.4f", o->rank, final_loss, eval_loss);
 out:
 	bcoll_comm_destroy(s.comm);
+	bucket_free(&s.gb);
 	free(s.inputs);
 	free(s.targets);
 	free(s.acc);

@@ -227,7 +227,10 @@ static int load_tensor(int fd, const struct model *g, int i, json_t *t, const ch
 	return 0;
 }
 
-int st_load(const char *path, struct model *g, char *err, size_t errlen)
+/* Loads the tensors of one file into g, marking them in seen. With map
+ * (a shard of an index), every tensor must be mapped to `shard` there. */
+static int load_file(const char *path, struct model *g, char *seen, int *nfound, json_t *map,
+		     const char *shard, char *err, size_t errlen)
 {
 	unsigned char lenbuf[8];
 	char *head = NULL;
@@ -236,8 +239,7 @@ int st_load(const char *path, struct model *g, char *err, size_t errlen)
 	json_error_t je;
 	json_t *h = NULL, *t;
 	const char *name;
-	int fd, r = 0, nfound = 0, n = model_n_named(g);
-	char *seen = NULL;
+	int fd, r = 0;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -260,8 +262,7 @@ int st_load(const char *path, struct model *g, char *err, size_t errlen)
 		goto out;
 	}
 	head = malloc(hlen);
-	seen = calloc(n, 1);
-	if (!head || !seen) {
+	if (!head) {
 		r = util_fail(err, errlen, -ENOMEM, "out of memory");
 		goto out;
 	}
@@ -280,6 +281,11 @@ int st_load(const char *path, struct model *g, char *err, size_t errlen)
 
 		if (!strcmp(name, "__metadata__"))
 			continue;
+		if (map && strcmp(json_string_value(json_object_get(map, name)) ?: "", shard)) {
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%.80s' is not "
+				      "mapped to this shard by the index's weight_map", name);
+			goto out;
+		}
 		i = find_named(g, name);
 		if (i < 0 && ignorable(g, name))
 			continue;
@@ -299,21 +305,139 @@ int st_load(const char *path, struct model *g, char *err, size_t errlen)
 		if (r < 0)
 			goto out;
 		seen[i] = 1;
-		nfound++;
+		(*nfound)++;
 	}
-	for (int i = 0; nfound < n && i < n; i++)
-		if (!seen[i]) {
-			struct model_tensor_ref ref;
-			model_named(g, i, &ref);
-			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' is missing",
-				 ref.name);
-			goto out;
-		}
 out:
 	json_decref(h);
 	free(head);
-	free(seen);
 	close(fd);
+	return r;
+}
+
+/* The first tensor of g not in seen, as an error; 0 when none is missing. */
+static int check_missing(const struct model *g, const char *seen, int nfound, const char *what,
+			 char *err, size_t errlen)
+{
+	for (int i = 0, n = model_n_named(g); nfound < n && i < n; i++)
+		if (!seen[i]) {
+			struct model_tensor_ref ref;
+			model_named(g, i, &ref);
+			return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' is missing", what,
+					 ref.name);
+		}
+	return 0;
+}
+
+int st_load(const char *path, struct model *g, char *err, size_t errlen)
+{
+	char *seen = calloc(model_n_named(g), 1);
+	int nfound = 0, r;
+
+	if (!seen)
+		return util_fail(err, errlen, -ENOMEM, "out of memory");
+	r = load_file(path, g, seen, &nfound, NULL, NULL, err, errlen);
+	if (r == 0)
+		r = check_missing(g, seen, nfound, "model.safetensors", err, errlen);
+	free(seen);
+	return r;
+}
+
+/* A shard name of an index: a plain file name ending in .safetensors. */
+static int valid_shard(const char *f)
+{
+	size_t l = strlen(f);
+
+	return l > 12 && l < 200 && !strchr(f, '/') && f[0] != '.' &&
+	       !strcmp(f + l - 12, ".safetensors");
+}
+
+/* Prefixes an error of load_file() with the shard it came from. */
+static void name_shard(char *err, size_t errlen, const char *shard)
+{
+	char tmp[512];
+	const char *msg = err;
+
+	if (!strncmp(msg, "model.safetensors: ", 19))
+		msg += 19;
+	snprintf(tmp, sizeof(tmp), "shard '%s': %s", shard, msg);
+	snprintf(err, errlen, "%s", tmp);
+}
+
+int st_load_index(const char *dir, struct model *g, char *err, size_t errlen)
+{
+	char path[PATH_MAX], *buf = NULL, *seen = NULL;
+	const char *shards[ST_MAX_SHARDS], *name;
+	json_t *j = NULL, *map, *v;
+	int nshards = 0, nfound = 0, r;
+	json_error_t je;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/model.safetensors.index.json", dir);
+	r = util_read_file(path, ST_MAX_HEADER, &buf, &len);
+	if (r < 0)
+		return util_fail(err, errlen, r, "cannot read model.safetensors.index.json (at most "
+				 "%u MiB): %s", ST_MAX_HEADER >> 20, strerror(-r));
+	j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+	free(buf);
+	map = json_object_get(j, "weight_map");
+	if (!json_is_object(map) || json_object_size(map) == 0) {
+		r = util_fail(err, errlen, -EINVAL, "model.safetensors.index.json: expected an object "
+			      "with a non-empty \"weight_map\" (%s)", j ? "no weight_map" : je.text);
+		goto out;
+	}
+	json_object_foreach(map, name, v) {
+		const char *f = json_string_value(v);
+		int k;
+
+		if (!f || !valid_shard(f)) {
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors.index.json: tensor "
+				      "'%.80s' maps to '%.80s', not a *.safetensors file beside it",
+				      name, f ? f : "(not a string)");
+			goto out;
+		}
+		for (k = 0; k < nshards && strcmp(shards[k], f); k++)
+			;
+		if (k == nshards && nshards == ST_MAX_SHARDS) {
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors.index.json names more "
+				      "than %d shards", ST_MAX_SHARDS);
+			goto out;
+		}
+		if (k == nshards)
+			shards[nshards++] = f;
+	}
+	seen = calloc(model_n_named(g), 1);
+	if (!seen) {
+		r = util_fail(err, errlen, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (int k = 0; k < nshards; k++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, shards[k]);
+		r = load_file(path, g, seen, &nfound, map, shards[k], err, errlen);
+		if (r < 0) {
+			name_shard(err, errlen, shards[k]);
+			goto out;
+		}
+	}
+	/* every mapped tensor must have been in its shard */
+	json_object_foreach(map, name, v) {
+		int i = find_named(g, name);
+
+		if (i < 0 && !ignorable(g, name)) {
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors.index.json: unexpected "
+				      "tensor '%.80s' for a %s with %d layers", name,
+				      g->d.arch == ARCH_GPT2 ? "GPT-2" : "Llama", g->d.L);
+			goto out;
+		}
+		if (i >= 0 && !seen[i]) {
+			r = util_fail(err, errlen, -EINVAL, "model.safetensors.index.json maps '%.80s' "
+				      "to '%s', which does not hold it", name, json_string_value(v));
+			goto out;
+		}
+	}
+	r = check_missing(g, seen, nfound, "model.safetensors.index.json", err, errlen);
+out:
+	free(seen);
+	json_decref(j);
 	return r;
 }
 

@@ -7,7 +7,8 @@
 
 #include "model.h"
 
-#define ST_MAX_HEADER (16u << 20) /* bytes of JSON header accepted */
+#define ST_MAX_HEADER (16u << 20) /* bytes of JSON header (and of an index) accepted */
+#define ST_MAX_SHARDS 1024
 
 /* Writes g's weights to path atomically (temp file, fsync, rename). */
 int st_save(const char *path, const struct model *g, char *err, size_t errlen);
@@ -15,5 +16,10 @@ int st_save(const char *path, const struct model *g, char *err, size_t errlen);
  * is an error. An optional "transformer." prefix, a tied "lm_head.weight"
  * and the "attn.bias"/"attn.masked_bias" buffers HF may write are accepted. */
 int st_load(const char *path, struct model *g, char *err, size_t errlen);
+/* Loads g from dir/model.safetensors.index.json: its weight_map names each
+ * tensor's shard (a *.safetensors file in dir); every shard is checked like
+ * a single file, each tensor must sit in the shard the map names, and
+ * together they must hold every tensor exactly once. */
+int st_load_index(const char *dir, struct model *g, char *err, size_t errlen);
 /* Writes a Hugging Face GPT2 or Llama config.json for g atomically. */
 int st_save_config(const char *path, const struct model *g, char *err, size_t errlen);

@@ -12,11 +12,14 @@
  *       resumes from it when it holds one. SIGUSR1: checkpoint at the next
  *       step boundary and exit 75 (the parent of --ranks forwards it).
  *   bursar-train --probe                            prints {"flops": X}
+ *   bursar-train --encode TOKENIZER_JSON            (tests) the token ids of
+ *       stdin, space-separated on one line
  *   bursar-train BUNDLE --dump-grads FILE           (tests) one forward and
  *       backward of step 1's batch: gradients to FILE (safetensors, the
  *       weights' names), log-softmax of the logits to FILE.logprobs (raw f32)
  */
 #include "log.h"
+#include "tok.h"
 #include "trainer.h"
 #include "util.h"
 
@@ -196,6 +199,36 @@ static int run_local(int n, char **argv, int argc)
 	return status ? status : ckpted ? TRAIN_EXIT_CHECKPOINTED : 0;
 }
 
+static int put_id(void *ctx, int id)
+{
+	int *first = ctx;
+
+	printf(*first ? "%d" : " %d", id);
+	*first = 0;
+	return 0;
+}
+
+/* Test hook: stdin (at most TOK_MAX_FILE bytes) encoded with a tokenizer. */
+static int encode_stdin(const char *path)
+{
+	static char buf[TOK_MAX_FILE];
+	char err[512];
+	struct tok t;
+	size_t n = 0, k;
+	int first = 1;
+
+	if (tok_load(path, &t, err, sizeof(err)) < 0) {
+		log_err("%s", err);
+		return 2;
+	}
+	while (n < sizeof(buf) && (k = fread(buf + n, 1, sizeof(buf) - n, stdin)) > 0)
+		n += k;
+	tok_encode(&t, buf, n, put_id, &first);
+	printf("\n");
+	tok_free(&t);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct train_opts o = {.rank = 0, .size = 1};
@@ -213,7 +246,9 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 
-		if (!strcmp(a, "--probe")) {
+		if (!strcmp(a, "--encode") && i + 1 < argc) {
+			return encode_stdin(argv[i + 1]);
+		} else if (!strcmp(a, "--probe")) {
 			printf("{\"flops\": %.6g}\n", train_probe_flops(0.3));
 			return 0;
 		} else if (!strcmp(a, "--dump-grads") && i + 1 < argc) {

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -139,6 +140,34 @@ static void test_util(void)
 	T_CHECK(buf && len == 5 && !strcmp(buf, "hello"), "read back");
 	free(buf);
 	T_EQ_INT(util_read_file(path, 4, &buf, &len), -EFBIG);
+}
+
+/* bundle_check: a tokenizer.json is accepted when it is a regular file
+ * (the trainer parses it), refused as anything else. */
+static void test_bundle_tokenizer(void)
+{
+	static const char cfg[] = "{\"model_type\": \"gpt2\", \"n_layer\": 1, \"n_head\": 1, "
+				  "\"n_embd\": 8, \"n_positions\": 16, \"vocab_size\": 300}";
+	struct bundle_info bi;
+	char dir[300], p[400], err[256] = "";
+
+	snprintf(dir, sizeof(dir), "%s/bundle", tmpdir);
+	snprintf(p, sizeof(p), "%s/data", dir);
+	T_EQ_INT(util_mkdir_p(p), 0);
+	snprintf(p, sizeof(p), "%s/config.json", dir);
+	T_EQ_INT(util_write_file_atomic(p, cfg, strlen(cfg)), 0);
+	snprintf(p, sizeof(p), "%s/data/a.txt", dir);
+	T_EQ_INT(util_write_file_atomic(p, "some text", 9), 0);
+	T_EQ_INT(bundle_check(dir, &bi, err, sizeof(err)), 0);
+	T_CHECK(!bi.has_tokenizer, "no tokenizer: %s", err);
+	snprintf(p, sizeof(p), "%s/tokenizer.json", dir);
+	T_EQ_INT(util_write_file_atomic(p, "{}", 2), 0);
+	T_EQ_INT(bundle_check(dir, &bi, err, sizeof(err)), 0);
+	T_CHECK(bi.has_tokenizer, "tokenizer.json accepted: %s", err);
+	unlink(p);
+	T_EQ_INT(util_mkdir_p(p), 0);
+	T_EQ_INT(bundle_check(dir, &bi, err, sizeof(err)), -EINVAL);
+	T_CHECK(strstr(err, "tokenizer.json must be a regular file") != NULL, "err: %s", err);
 }
 
 static void test_db_migrate(void)
@@ -332,6 +361,7 @@ int main(void)
 	t_run("common-model-size", test_model_size);
 	t_run("common-trainparams", test_trainparams);
 	t_run("common-util", test_util);
+	t_run("common-bundle-tokenizer", test_bundle_tokenizer);
 	t_run("common-db-migrate", test_db_migrate);
 	t_run("common-http-and-outbox", test_http);
 	util_rm_rf(tmpdir);
