@@ -3,7 +3,9 @@
  *
  * This file only parses arguments, opens the database and the listeners, and
  * runs the loop with a one-second tick (node liveness, scheduling, rates,
- * the estimate outbox to ledgerd). The logic lives in pricing.c, queue.c,
+ * the estimate outbox to ledgerd) and a 50 ms one that runs a scheduling pass
+ * when something changed since the last (submissions answer at once and
+ * leave the pass to it). The logic lives in pricing.c, queue.c,
  * nodes.c, rdv.c, api.c and store.c. admitd never calls noded.
  */
 #include "admitd.h"
@@ -20,6 +22,7 @@
 #include <string.h>
 
 #define TICK_US 1000000ull
+#define SCHED_TICK_US 50000ull /* a submission waits at most this long for its pass */
 #define FLUSH_MAX_BACKOFF_US (60 * 1000000ull)
 #define RDV_MAX_AGE_US (24 * 3600 * 1000000ull)
 
@@ -65,6 +68,29 @@ static void flush_estimates(struct admitd *a, uint64_t now)
 	a->flush_next_us = 0;
 }
 
+/* The coalesced scheduling pass: at most one every SCHED_TICK_US, and only
+ * when a submission (or anything else) changed the queue since the last. */
+static void on_sched_tick(void *ud)
+{
+	struct admitd *a = ud;
+
+	if (a->sched_dirty)
+		queue_schedule(a);
+}
+
+/* Submissions commit with synchronous=NORMAL (api.c): sync the WAL at least
+ * once a second, so a power cut loses at most the last second of them. */
+static void sync_submissions(struct admitd *a)
+{
+	int r;
+
+	if (!a->unsynced)
+		return;
+	r = sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (r == SQLITE_OK)
+		a->unsynced = 0;
+}
+
 static void on_tick(void *ud)
 {
 	static uint64_t last_rdv_sweep;
@@ -74,6 +100,7 @@ static void on_tick(void *ud)
 	nodes_check_timeouts(a);
 	queue_refresh_rate(a, 0);
 	queue_schedule(a);
+	sync_submissions(a);
 	budget_tick(a);
 	flush_estimates(a, now);
 	learn_tick(a);
@@ -200,6 +227,9 @@ int main(int argc, char **argv)
 		log_err_errno(r, "cannot open database '%s'", path);
 		goto out_teardown;
 	}
+	r = queue_init(&a);
+	if (r < 0)
+		goto out_close_db;
 	r = outbox_open(a.db, "estimate_outbox", ADMIT_OUTBOX_MAX, &a.estimates);
 	if (r < 0) {
 		log_err_errno(r, "cannot open the estimate outbox in '%s'", path);
@@ -223,6 +253,8 @@ int main(int argc, char **argv)
 	queue_refresh_rate(&a, 1);
 	queue_schedule(&a);
 	r = svc_periodic(&a.svc, TICK_US, on_tick, &a);
+	if (r == 0)
+		r = svc_periodic(&a.svc, SCHED_TICK_US, on_sched_tick, &a);
 	if (r < 0)
 		goto out_free_httpd;
 	r = svc_run(&a.svc, "admitd ready");
@@ -231,6 +263,7 @@ out_free_httpd:
 out_free_outbox:
 	outbox_free(a.estimates);
 out_close_db:
+	queue_free(&a);
 	db_close(a.db);
 out_teardown:
 	svc_teardown(&a.svc);

@@ -31,6 +31,7 @@
 #define ADMIT_DEFAULT_RATE 0.0002  /* $/rank-second when ledgerd is unreachable */
 #define ADMIT_MAX_QUEUE 10000      /* queued jobs one admission pass considers */
 #define ADMIT_MAX_PRIO 100         /* |priority| of a job */
+#define ADMIT_PASS_STATS 1024      /* recent pass durations kept for GET /v1/sched */
 
 /* ---- pricing.c: pure functions, no I/O ---- */
 
@@ -117,6 +118,12 @@ struct admitd {
 	struct sched_conf sched; /* queue policy (--policy) */
 	int budgets_absent;      /* ledgerd answered "no such endpoint" for holds */
 	uint64_t budget_next_us;
+	struct queue_mem *qm; /* the queued jobs in seq order (queue.c), a cache of SQLite */
+	int sched_dirty;      /* something changed since the last pass: run one soon */
+	int unsynced;         /* submissions committed with synchronous=NORMAL, not yet synced */
+	/* durations of the last ADMIT_PASS_STATS passes, ms (ring), for GET /v1/sched */
+	double pass_ms[ADMIT_PASS_STATS];
+	uint64_t n_passes;
 };
 
 /* ---- store.c: schema and row helpers ---- */
@@ -149,10 +156,53 @@ int nodes_reprobe(struct admitd *a, const char *id);
 /* Settles a running job from its assignments (succeeded, failed, cancelled). */
 int nodes_settle_job(sqlite3 *db, const char *id);
 
+/* ---- qmem.c: the queued jobs in memory ---- */
+
+/* One queued job as the scheduling pass sees it; loaded from SQLite once and
+ * kept up to date by submissions, passes and cancellations. */
+struct qent {
+	char id[ADMIT_MAX_STR + 1], tenant[ADMIT_MAX_STR + 1], user[ADMIT_MAX_STR + 1];
+	int64_t seq, est_micro;
+	int ranks, prio;
+	double est_s, submit_s;
+	uint64_t reason_h; /* hash of the reason SQLite holds for it */
+	int gone;          /* started or rejected by the running pass */
+	int t;             /* the pass's tenant index */
+};
+
+/* The first ADMIT_MAX_QUEUE queued jobs in seq order; overflow: there are more
+ * in SQLite, reloaded once room frees up. */
+struct queue_mem {
+	int n, loaded, overflow;
+	struct qent e[ADMIT_MAX_QUEUE];
+};
+
+/* Reloads the queue from SQLite (at start, and after anything it cannot follow). */
+int qmem_load(struct admitd *a);
+/* Writes a queued job's reason only when it differs from what SQLite holds. */
+int qmem_set_reason(struct admitd *a, struct qent *e, const char *reason);
+/* Drops the entries the committed pass started or rejected. */
+void qmem_compact(struct admitd *a);
+/* Forgets job id (cancelled). */
+void qmem_remove(struct admitd *a, const char *id);
+
 /* ---- queue.c ---- */
 
-/* Prices submitted jobs and admits queued ones in FIFO order. */
+/* Allocates the in-memory queue (loaded from SQLite by the first pass). */
+int queue_init(struct admitd *a);
+void queue_free(struct admitd *a);
+/* One scheduling pass: prices submitted jobs and admits queued ones by the
+ * queue policy, in one transaction; clears a->sched_dirty. */
 int queue_schedule(struct admitd *a);
+/* Prices the just-inserted job id inside the caller's transaction: "queued"
+ * (or "failed" when rejected). The caller calls queue_note_queued(a, id)
+ * after its commit. */
+int queue_price_job(struct admitd *a, const struct price_cluster *c, const char *id,
+		    const char *tenant, const char *user, json_t *model, json_t *params);
+/* Adds a committed queued job to the in-memory queue and asks for a pass. */
+void queue_note_queued(struct admitd *a, const char *id);
+/* {"passes", "queued", "p50_ms", "p99_ms", "max_ms"} of the recent passes. */
+json_t *queue_stats_json(struct admitd *a);
 /* Cancels a job; *status receives the HTTP status to answer with. */
 int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, size_t errlen);
 /* Refreshes the cached ledgerd rate when due. */

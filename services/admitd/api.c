@@ -61,10 +61,21 @@ static void reply_job(struct httpd_req *req, struct admitd *a, unsigned status, 
 		httpd_reply_json(req, status, j);
 }
 
-/* Inserts the job row as "submitted"; -EDQUOT when the tenant is at its cap. */
+/* Inserts the job row and prices it, in one transaction: "queued" (or
+ * "failed" when its price is refused), or "submitted" when there is no node
+ * to price against yet. -EDQUOT when the tenant is at its cap.
+ *
+ * Durability: this transaction commits with synchronous=NORMAL (WAL), and
+ * the reply leaves only after the commit, so kill -9 or a crash of admitd
+ * never loses an acknowledged job. A power cut may lose the submissions of
+ * the last second at most (admitd.c syncs the WAL every second, and every
+ * pass that starts a job, takes a hold or cancels commits FULL, which syncs
+ * these too); nothing of such a job has left admitd then: no ledger hold, no
+ * launch. The ledger itself stays FULL. */
 static int insert_job(struct admitd *a, const char *id, json_t *b, const char *name,
-		      json_t *model, json_t *params, int have_nodes)
+		      json_t *model, json_t *params, const struct price_cluster *c)
 {
+	int have_nodes = c->total_slots > 0;
 	const char *tenant = json_string_value(json_object_get(b, "tenant"));
 	const char *reason = have_nodes ? "submitted: waiting to be priced"
 					: "waiting for a node to register (nothing to price against)";
@@ -76,9 +87,11 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 
 	if (!ms || !ps)
 		goto out_free;
-	r = db_begin(a->db);
+	r = db_exec(a->db, "PRAGMA synchronous=NORMAL");
+	if (r == 0)
+		r = db_begin(a->db);
 	if (r < 0)
-		goto out_free;
+		goto out_sync;
 	r = store_prep(a->db, "SELECT count(*) FROM jobs WHERE tenant = ? AND state NOT IN"
 		       " ('succeeded', 'failed', 'cancelled')", "s", &st, tenant);
 	if (r < 0)
@@ -100,15 +113,22 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 	if (r == 0)
 		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
 			      " (?, ?, 'submitted', ?)", "sis", id, now, reason);
+	if (r == 0 && have_nodes)
+		r = queue_price_job(a, c, id, tenant, json_string_value(json_object_get(b, "user")),
+				    model, params);
 	if (r == 0)
 		r = db_commit(a->db);
 	if (r < 0)
 		goto out_rollback;
+	a->unsynced = 1;
 	log_info("job %s: submitted by %s/%s", id, tenant,
 		 json_string_value(json_object_get(b, "user")));
-	goto out_free;
+	goto out_sync;
 out_rollback:
 	db_rollback(a->db);
+out_sync:
+	if (db_exec(a->db, "PRAGMA synchronous=FULL") < 0)
+		log_err("cannot set synchronous=FULL again on admitd.db");
 out_free:
 	free(ms);
 	free(ps);
@@ -168,7 +188,11 @@ static void post_job(struct httpd_req *req, void *ud)
 	pj = trainparams_to_json(&p);
 	util_random_hex(hex, 6);
 	snprintf(id, sizeof(id), "j-%s", hex);
-	r = insert_job(a, id, b, name, mj, pj, c.total_slots > 0);
+	if (r < 0) {
+		httpd_reply_error(req, 500, "cannot read nodes: %s", strerror(-r));
+		goto out;
+	}
+	r = insert_job(a, id, b, name, mj, pj, &c);
 	if (r == -EDQUOT) {
 		httpd_reply_error(req, 429, "tenant '%s' has %d unfinished jobs (limit %d); wait for "
 				  "some to finish or cancel them",
@@ -181,7 +205,9 @@ static void post_job(struct httpd_req *req, void *ud)
 		httpd_reply_error(req, 500, "cannot store job: %s", strerror(-r));
 		goto out;
 	}
-	queue_schedule(a);
+	/* answered at once: the coalesced pass (admitd.c) starts it or says
+	 * where it stands within SCHED_TICK_US */
+	queue_note_queued(a, id);
 	reply_job(req, a, 201, id);
 out:
 	json_decref(mj);
@@ -341,6 +367,16 @@ static void tenants_put_route(struct httpd_req *req, void *ud)
 	tenants_put(req, ud);
 }
 
+static void sched_stats(struct httpd_req *req, void *ud)
+{
+	json_t *j = queue_stats_json(ud);
+
+	if (j)
+		httpd_reply_json(req, 200, j);
+	else
+		httpd_reply_error(req, 500, "out of memory");
+}
+
 static void health(struct httpd_req *req, void *ud)
 {
 	httpd_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
@@ -360,6 +396,7 @@ const struct httpd_route admit_routes[] = {
 	{"GET", "/v1/tenants", tenants_list_route, 0, 0},
 	{"GET", "/v1/tenants/{}", tenants_get_route, 0, 0},
 	{"PUT", "/v1/tenants/{}", tenants_put_route, 0, 0},
+	{"GET", "/v1/sched", sched_stats, 0, 0},
 	{"GET", "/v1/health", health, 0, 0},
 };
 const size_t admit_n_routes = ARRAY_SIZE(admit_routes);

@@ -57,13 +57,9 @@ void queue_refresh_rate(struct admitd *a, int force)
 }
 
 /* Prices one submitted job: priced then queued, or failed when rejected. */
-static int price_one(struct admitd *a, const struct price_cluster *c, sqlite3_stmt *row)
+int queue_price_job(struct admitd *a, const struct price_cluster *c, const char *id,
+		    const char *tenant, const char *user, json_t *mj, json_t *pj)
 {
-	const char *id = (const char *)sqlite3_column_text(row, 0);
-	const char *tenant = (const char *)sqlite3_column_text(row, 1);
-	const char *user = (const char *)sqlite3_column_text(row, 2);
-	json_t *mj = json_loads((const char *)sqlite3_column_text(row, 3), 0, NULL);
-	json_t *pj = json_loads((const char *)sqlite3_column_text(row, 4), 0, NULL);
 	char err[512] = "", reason[600];
 	struct price_result pr;
 	struct model_config m;
@@ -119,6 +115,19 @@ out:
 	free(est_s);
 	json_decref(est);
 	json_decref(rec);
+	return r;
+}
+
+/* Prices one row (id, tenant, user, model, params) of the submitted jobs. */
+static int price_row(struct admitd *a, const struct price_cluster *c, sqlite3_stmt *row)
+{
+	json_t *mj = json_loads((const char *)sqlite3_column_text(row, 3), 0, NULL);
+	json_t *pj = json_loads((const char *)sqlite3_column_text(row, 4), 0, NULL);
+	int r;
+
+	r = queue_price_job(a, c, (const char *)sqlite3_column_text(row, 0),
+			    (const char *)sqlite3_column_text(row, 1),
+			    (const char *)sqlite3_column_text(row, 2), mj, pj);
 	json_decref(mj);
 	json_decref(pj);
 	return r;
@@ -137,9 +146,10 @@ static int price_submitted(struct admitd *a, const struct price_cluster *c)
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		r = price_one(a, c, st);
+		r = price_row(a, c, st);
 		if (r < 0)
 			break;
+		a->qm->loaded = 0; /* newly queued rows: reload the queue this pass */
 	}
 	sqlite3_finalize(st);
 	return r;
@@ -209,13 +219,6 @@ static int place(struct admitd *a, const char *id, int ranks, struct node_free *
 	}
 	return store_set_state(a->db, id, "running", reason);
 }
-
-/* Per-pass view of one queued row (indexed by sched_job.id). */
-struct qrow {
-	char id[ADMIT_MAX_STR + 1], tenant[ADMIT_MAX_STR + 1], user[ADMIT_MAX_STR + 1];
-	int64_t est_micro;
-	int t; /* index into pass.tenants */
-};
 
 /* What one admission pass knows about tenants: names, quotas, what runs. */
 struct pass {
@@ -294,7 +297,7 @@ static int quota_blocks(const struct pass *p, int t, int ranks, char *why, size_
 
 /* Holds the job's cost and places it; 1 when it started, 0 when it must
  * wait or was rejected, -EAGAIN when the ledger cannot be asked. */
-static int start_one(struct admitd *a, struct pass *p, const struct qrow *row, int ranks,
+static int start_one(struct admitd *a, struct pass *p, struct qent *row, int ranks,
 		     struct node_free *nf, int n)
 {
 	char err[ADMIT_MAX_ERROR], reason[ADMIT_MAX_ERROR + 16];
@@ -308,7 +311,7 @@ static int start_one(struct admitd *a, struct pass *p, const struct qrow *row, i
 	}
 	if (r == -EAGAIN) {
 		snprintf(reason, sizeof(reason), "queued: %s", err);
-		r = store_set_reason(a->db, row->id, reason);
+		r = qmem_set_reason(a, row, reason);
 		return r < 0 ? r : -EAGAIN;
 	}
 	if (r < 0)
@@ -323,7 +326,7 @@ static int start_one(struct admitd *a, struct pass *p, const struct qrow *row, i
 
 /* Explains every waiting job near the front: place in line and projected start. */
 static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
-			   const struct qrow *rows, const int *started, struct sched_run *run,
+			   struct qent *rows, const int *started, struct sched_run *run,
 			   int n_run, int free, int slots, double now_s, int64_t *tail_seq)
 {
 	static struct sched_job w[SCHED_PROJECT_DEPTH];
@@ -344,7 +347,7 @@ static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
 		else
 			snprintf(reason, sizeof(reason), "queued: %d job%s ahead, est. start %s", i,
 				 i == 1 ? "" : "s", clk);
-		r = store_set_reason(a->db, rows[w[i].id].id, reason);
+		r = qmem_set_reason(a, &rows[w[i].id], reason);
 	}
 	*tail_seq = m;
 	return r;
@@ -358,7 +361,7 @@ static int admit_queued(struct admitd *a)
 	static struct node_free nf[ADMIT_MAX_NODES];
 	static struct sched_job q[ADMIT_MAX_QUEUE];
 	static struct sched_run run[2 * ADMIT_MAX_QUEUE];
-	static struct qrow rows[ADMIT_MAX_QUEUE];
+	struct qent *rows = a->qm->e;
 	static int start[ADMIT_MAX_QUEUE], started[ADMIT_MAX_QUEUE];
 	static struct pass p;
 	double now_s = util_wall_us() / 1e6;
@@ -392,37 +395,29 @@ static int admit_queued(struct admitd *a)
 		}
 	}
 	sqlite3_finalize(st);
-	r = store_prep(a->db, "SELECT id, tenant, user, ranks, prio, est_s, est_micro, created_us"
-		       " FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT ?", "i", &st,
-		       (int64_t)ADMIT_MAX_QUEUE);
-	if (r < 0)
-		return r;
-	while (r == 0 && sqlite3_step(st) == SQLITE_ROW) {
-		struct qrow *row = &rows[nq];
+	if (!a->qm->loaded)
+		r = qmem_load(a);
+	for (int i = 0; r == 0 && i < a->qm->n; i++) {
+		struct qent *row = &rows[i];
 		struct sched_job *j = &q[nq];
 
-		snprintf(row->id, sizeof(row->id), "%s", (const char *)sqlite3_column_text(st, 0));
-		snprintf(row->tenant, sizeof(row->tenant), "%s",
-			 (const char *)sqlite3_column_text(st, 1));
-		snprintf(row->user, sizeof(row->user), "%s", (const char *)sqlite3_column_text(st, 2));
-		row->est_micro = sqlite3_column_int64(st, 6);
+		row->gone = 0;
 		row->t = pass_tenant(a, &p, row->tenant);
-		j->id = nq;
-		j->ranks = sqlite3_column_int(st, 3);
-		j->prio = sqlite3_column_int(st, 4);
+		j->id = i;
+		j->ranks = row->ranks;
+		j->prio = row->prio;
 		j->tenant = row->t < 0 ? SCHED_MAX_TENANTS - 1 : row->t;
-		j->est_s = sqlite3_column_double(st, 5);
-		j->submit_s = sqlite3_column_int64(st, 7) / 1e6;
+		j->est_s = row->est_s;
+		j->submit_s = row->submit_s;
 		if (row->t < 0 || j->ranks <= 0)
 			continue;
 		/* a tenant at its quota waits whatever the policy says */
 		if (quota_blocks(&p, row->t, j->ranks, why, sizeof(why))) {
-			r = store_set_reason(a->db, row->id, why);
+			r = qmem_set_reason(a, row, why);
 			continue;
 		}
 		nq++;
 	}
-	sqlite3_finalize(st);
 	if (r < 0)
 		return r;
 	sched_order(&a->sched, &p.usage, now_s, q, nq);
@@ -430,15 +425,16 @@ static int admit_queued(struct admitd *a)
 	memset(started, 0, nq * sizeof(*started));
 	for (int k = 0; k < res.n_start && r >= 0; k++) {
 		const struct sched_job *j = &q[start[k]];
-		const struct qrow *row = &rows[j->id];
+		struct qent *row = &rows[j->id];
 
 		if (quota_blocks(&p, row->t, j->ranks, why, sizeof(why))) {
-			r = store_set_reason(a->db, row->id, why);
+			r = qmem_set_reason(a, row, why);
 			continue;
 		}
 		r = start_one(a, &p, row, j->ranks, nf, n);
 		if (r >= 0) {
 			started[start[k]] = 1; /* started, or rejected and out of the queue */
+			row->gone = 1;
 			total -= r > 0 ? j->ranks : 0;
 			if (r > 0) {
 				run[n_run].ranks = j->ranks;
@@ -458,16 +454,18 @@ static int admit_queued(struct admitd *a)
 		if (started[i])
 			continue;
 		if (m++ >= SCHED_PROJECT_DEPTH)
-			r = store_set_reason(a->db, rows[q[i].id].id, why);
+			r = qmem_set_reason(a, &rows[q[i].id], why);
 	}
 	return r;
 }
 
 int queue_schedule(struct admitd *a)
 {
+	uint64_t t0 = util_now_us();
 	struct price_cluster c;
 	int r;
 
+	a->sched_dirty = 0;
 	r = nodes_cluster(a, &c);
 	if (r < 0)
 		return r;
@@ -481,9 +479,13 @@ int queue_schedule(struct admitd *a)
 		r = db_commit(a->db);
 	if (r < 0) {
 		db_rollback(a->db);
+		a->qm->loaded = 0; /* its reasons and removals did not happen */
 		log_err_errno(r, "scheduling pass failed; will retry on the next tick");
+		return r;
 	}
-	return r;
+	qmem_compact(a);
+	a->pass_ms[a->n_passes++ % ADMIT_PASS_STATS] = (util_now_us() - t0) / 1e3;
+	return 0;
 }
 
 int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, size_t errlen)
@@ -527,6 +529,8 @@ int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, 
 	r = db_commit(a->db);
 	if (r < 0)
 		goto out_rollback;
+	if (*status == 200 && strcmp(state, "running"))
+		qmem_remove(a, id);
 	return 0;
 out_rollback:
 	db_rollback(a->db);

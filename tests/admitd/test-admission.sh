@@ -65,9 +65,24 @@ end() {
 }
 skip() { echo "SKIP $1: $2"; }
 
+# settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
+# pass (at most every 50 ms) to start the job or say where it stands, and
+# leaves that view of the job in $T/resp (CODE stays 201).
+settle() {
+	local id
+	[ "$CODE" = 201 ] || return 0
+	id=$(j 'd["id"]')
+	for _ in $(seq 100); do
+		[ "$(j 'd["reason"]')" = "queued: waiting for its turn" ] || break
+		sleep 0.05
+		api GET "/v1/jobs/$id"
+	done
+	CODE=201
+}
 MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
 submit() { # PARAMS [TENANT] [PRIORITY]
 	api POST /v1/jobs "{\"tenant\":\"${2:-acme}\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/b-1\",\"model\":$MODEL,\"params\":$1${3:+,\"priority\":$3}}"
+	settle
 }
 hb() { # NODE SLOTS REPORTS
 	api POST /v1/nodes/heartbeat "{\"node\":\"$1\",\"addr\":\"127.0.0.1\",\"slots\":$2,\"flops_per_slot\":2e10,\"jobs\":[${3:-}]}"

@@ -64,11 +64,25 @@ end() {
 	else echo "PASS $case_name"; fi
 }
 
+# settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
+# pass (at most every 50 ms) to start the job or say where it stands, and
+# leaves that view of the job in $T/resp (CODE stays 201).
+settle() {
+	local id
+	[ "$CODE" = 201 ] || return 0
+	id=$(j 'd["id"]')
+	for _ in $(seq 100); do
+		[ "$(j 'd["reason"]')" = "queued: waiting for its turn" ] || break
+		sleep 0.05
+		api GET "/v1/jobs/$id"
+	done
+	CODE=201
+}
 MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
 job_body() { # PARAMS [TENANT]
 	echo "{\"tenant\":\"${2:-acme}\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/bundles/b-1\",\"name\":\"tiny\",\"model\":$MODEL,\"params\":$1}"
 }
-submit() { api POST /v1/jobs "$(job_body "$@")"; }
+submit() { api POST /v1/jobs "$(job_body "$@")"; settle; }
 hb() { # NODE SLOTS REPORTS
 	api POST /v1/nodes/heartbeat "{\"node\":\"$1\",\"addr\":\"127.0.0.1\",\"slots\":$2,\"flops_per_slot\":2e10,\"jobs\":[${3:-}]}"
 }
@@ -306,6 +320,12 @@ want "J6 waits for a node" "$(j 'd["reason"]')" "waiting for a node to register 
 hb node-a 2 "$(rep "$J5" running)"
 want "stale job killed" "$(j 'd["kill"]')" "['$J5']"
 want "J6 launched" "$(j '[l["job"] for l in d["launch"]]')" "['$J6']"
+end
+
+begin sched_stats_count_passes
+api GET /v1/sched
+want status "$CODE" 200
+want "passes timed" "$(j 'd["passes"] > 0 and 0 <= d["p50_ms"] <= d["p99_ms"] <= d["max_ms"]')" True
 end
 
 begin tenant_cap_429

@@ -13,6 +13,14 @@ def post(path, body):
 def submit(i):
     return post("/v1/jobs", {"tenant": "t%d" % (i % 50), "user": "u", "bundle_id": "b-1",
         "bundle_dir": "/srv/b-1", "model": MODEL, "params": {"steps": 100, "batch": 8, "ranks": 1}})
+if mode == "passes":
+    # one submission, then wait for the coalesced pass it triggers: n passes
+    # over the full queue; admitd times them (GET /v1/sched)
+    for i in range(n):
+        st, d = submit(i)
+        if st != 201: print("submit failed", st, d[:200], file=sys.stderr); sys.exit(1)
+        time.sleep(0.06)
+    c.request("GET", "/v1/sched"); r = c.getresponse(); print(r.read().decode()); sys.exit(0)
 t0 = time.perf_counter(); lat = []
 for i in range(n):
     a = time.perf_counter(); st, d = submit(i); lat.append(time.perf_counter() - a)
