@@ -19,7 +19,7 @@
 #define API_DEFAULT_JOBS 100
 
 /* Authenticates the request; on failure replies 401 and returns -EACCES. */
-static int authed(struct console *c, struct httpd_req *req, struct console_user *u)
+int console_authed(struct console *c, struct httpd_req *req, struct console_user *u)
 {
 	if (auth_lookup(c->db, httpd_req_bearer(req), u) < 0) {
 		httpd_reply_error(req, 401, "missing or invalid bearer token");
@@ -34,7 +34,7 @@ static const char *peer_strerror(int r)
 }
 
 /* Calls a peer; on an unreachable peer replies 503 and returns its error. */
-static int peer_call(struct httpd_req *req, const char *base, const char *what,
+int console_peer_call(struct httpd_req *req, const char *base, const char *what,
 		     const char *method, const char *path, json_t *body, long *status,
 		     json_t **resp)
 {
@@ -48,7 +48,7 @@ static int peer_call(struct httpd_req *req, const char *base, const char *what,
 }
 
 /* Replies with a peer's answer: its JSON as is, or an error naming it. */
-static void pass_through(struct httpd_req *req, const char *what, long status, json_t *resp)
+void console_pass_through(struct httpd_req *req, const char *what, long status, json_t *resp)
 {
 	if (!resp) {
 		httpd_reply_error(req, 502, "%s service answered status %ld without a JSON body",
@@ -72,7 +72,7 @@ static int get_job(struct console *c, struct httpd_req *req, const struct consol
 		return -ENOENT;
 	}
 	snprintf(path, sizeof(path), "/v1/jobs/%s", id);
-	if (peer_call(req, c->admitd, "admission", "GET", path, NULL, &st, &job) < 0)
+	if (console_peer_call(req, c->admitd, "admission", "GET", path, NULL, &st, &job) < 0)
 		return -EIO;
 	tenant = json_string_value(json_object_get(job, "tenant"));
 	if (st == 200 && tenant && !strcmp(tenant, u->tenant)) {
@@ -82,7 +82,7 @@ static int get_job(struct console *c, struct httpd_req *req, const struct consol
 	if (st == 200 || st == 404)
 		httpd_reply_error(req, 404, "no such job: %s", id);
 	else
-		pass_through(req, "admission", st, json_incref(job));
+		console_pass_through(req, "admission", st, json_incref(job));
 	json_decref(job);
 	return -ENOENT;
 }
@@ -91,7 +91,7 @@ static void on_whoami(struct httpd_req *req, void *ud)
 {
 	struct console_user u;
 
-	if (authed(ud, req, &u) == 0)
+	if (console_authed(ud, req, &u) == 0)
 		httpd_reply_json(req, 200, json_pack("{s:s, s:s, s:s}", "user", u.user, "tenant",
 						     u.tenant, "role", u.role));
 }
@@ -100,7 +100,7 @@ static void on_bundle_upload(struct httpd_req *req, void *ud)
 {
 	struct console_user u;
 
-	if (authed(ud, req, &u) == 0)
+	if (console_authed(ud, req, &u) == 0)
 		bundles_upload(ud, req, &u);
 }
 
@@ -110,14 +110,14 @@ static void on_bundle_upload_pre(struct httpd_req *req, void *ud)
 {
 	struct console_user u;
 
-	authed(ud, req, &u);
+	console_authed(ud, req, &u);
 }
 
 static void on_bundle_list(struct httpd_req *req, void *ud)
 {
 	struct console_user u;
 
-	if (authed(ud, req, &u) == 0)
+	if (console_authed(ud, req, &u) == 0)
 		bundles_list(ud, req, &u);
 }
 
@@ -126,7 +126,7 @@ static void on_bundle_get(struct httpd_req *req, void *ud)
 	struct console_user u;
 	json_t *b;
 
-	if (authed(ud, req, &u) < 0)
+	if (console_authed(ud, req, &u) < 0)
 		return;
 	if (bundles_get(ud, u.tenant, httpd_req_arg(req, 0), &b) < 0)
 		httpd_reply_error(req, 404, "no such bundle: '%.80s'", httpd_req_arg(req, 0));
@@ -189,17 +189,17 @@ static void on_job_submit(struct httpd_req *req, void *ud)
 	json_t *in, *body = NULL, *resp = NULL;
 	long st = 0;
 
-	if (authed(c, req, &u) < 0)
+	if (console_authed(c, req, &u) < 0)
 		return;
 	in = httpd_req_json(req);
 	if (!in)
 		return;
 	if (job_request(c, req, &u, in, &body) == 0 &&
-	    peer_call(req, c->admitd, "admission", "POST", "/v1/jobs", body, &st, &resp) == 0) {
+	    console_peer_call(req, c->admitd, "admission", "POST", "/v1/jobs", body, &st, &resp) == 0) {
 		log_info("job for bundle %s of %s/%s: admitd answered %ld",
 			 json_string_value(json_object_get(body, "bundle_id")), u.tenant, u.user,
 			 st);
-		pass_through(req, "admission", st, resp);
+		console_pass_through(req, "admission", st, resp);
 	}
 	json_decref(body);
 	json_decref(in);
@@ -215,7 +215,7 @@ static void on_job_list(struct httpd_req *req, void *ud)
 	long st = 0, limit = API_DEFAULT_JOBS;
 	size_t i;
 
-	if (authed(c, req, &u) < 0)
+	if (console_authed(c, req, &u) < 0)
 		return;
 	if (ls) {
 		char *end;
@@ -228,11 +228,11 @@ static void on_job_list(struct httpd_req *req, void *ud)
 		}
 	}
 	snprintf(path, sizeof(path), "/v1/jobs?tenant=%s&limit=%ld", u.tenant, limit);
-	if (peer_call(req, c->admitd, "admission", "GET", path, NULL, &st, &resp) < 0)
+	if (console_peer_call(req, c->admitd, "admission", "GET", path, NULL, &st, &resp) < 0)
 		return;
 	jobs = json_object_get(resp, "jobs");
 	if (st != 200 || !json_is_array(jobs)) {
-		pass_through(req, "admission", st, resp);
+		console_pass_through(req, "admission", st, resp);
 		return;
 	}
 	/* admitd filters by tenant already; filter again so a bug there cannot leak. */
@@ -252,7 +252,7 @@ static void on_job_get(struct httpd_req *req, void *ud)
 	struct console_user u;
 	json_t *job;
 
-	if (authed(ud, req, &u) == 0 && get_job(ud, req, &u, &job) == 0)
+	if (console_authed(ud, req, &u) == 0 && get_job(ud, req, &u, &job) == 0)
 		httpd_reply_json(req, 200, job);
 }
 
@@ -264,14 +264,14 @@ static void on_job_cancel(struct httpd_req *req, void *ud)
 	char path[256];
 	long st = 0;
 
-	if (authed(c, req, &u) < 0 || get_job(c, req, &u, &job) < 0)
+	if (console_authed(c, req, &u) < 0 || get_job(c, req, &u, &job) < 0)
 		return;
 	json_decref(job);
 	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", httpd_req_arg(req, 0));
-	if (peer_call(req, c->admitd, "admission", "POST", path, NULL, &st, &resp) == 0) {
+	if (console_peer_call(req, c->admitd, "admission", "POST", path, NULL, &st, &resp) == 0) {
 		log_info("job %s cancelled by %s/%s: admitd answered %ld", httpd_req_arg(req, 0),
 			 u.tenant, u.user, st);
-		pass_through(req, "admission", st, resp);
+		console_pass_through(req, "admission", st, resp);
 	}
 }
 
@@ -283,11 +283,11 @@ static void on_job_bill(struct httpd_req *req, void *ud)
 	char path[256];
 	long st = 0;
 
-	if (authed(c, req, &u) < 0 || get_job(c, req, &u, &job) < 0)
+	if (console_authed(c, req, &u) < 0 || get_job(c, req, &u, &job) < 0)
 		return;
 	json_decref(job);
 	snprintf(path, sizeof(path), "/v1/jobs/%s/bill", httpd_req_arg(req, 0));
-	if (peer_call(req, c->ledgerd, "ledger", "GET", path, NULL, &st, &resp) < 0)
+	if (console_peer_call(req, c->ledgerd, "ledger", "GET", path, NULL, &st, &resp) < 0)
 		return;
 	if (st == 404) {
 		json_decref(resp);
@@ -295,7 +295,7 @@ static void on_job_bill(struct httpd_req *req, void *ud)
 				  "or estimate for it", httpd_req_arg(req, 0));
 		return;
 	}
-	pass_through(req, "ledger", st, resp);
+	console_pass_through(req, "ledger", st, resp);
 }
 
 static void on_job_file(struct httpd_req *req, void *ud)
@@ -303,7 +303,7 @@ static void on_job_file(struct httpd_req *req, void *ud)
 	struct console_user u;
 	json_t *job;
 
-	if (authed(ud, req, &u) < 0 || get_job(ud, req, &u, &job) < 0)
+	if (console_authed(ud, req, &u) < 0 || get_job(ud, req, &u, &job) < 0)
 		return;
 	files_job_output(ud, req, job, httpd_req_arg(req, 1));
 	json_decref(job);
@@ -349,7 +349,7 @@ static void ledger_stream(struct console *c, struct httpd_req *req, const char *
 		return;
 	}
 	if (st / 100 != 2) {
-		pass_through(req, "ledger", st, resp);
+		console_pass_through(req, "ledger", st, resp);
 		return;
 	}
 	fd = open(tmp, O_RDONLY | O_CLOEXEC);
@@ -371,7 +371,7 @@ static void on_ledger(struct httpd_req *req, void *ud)
 	char path[512];
 	int csv;
 
-	if (authed(c, req, &u) < 0)
+	if (console_authed(c, req, &u) < 0)
 		return;
 	if (fmt && strcmp(fmt, "json") && strcmp(fmt, "csv")) {
 		httpd_reply_error(req, 400, "format '%.20s' must be json or csv", fmt);
@@ -410,10 +410,10 @@ static void on_ledger_verify(struct httpd_req *req, void *ud)
 	json_t *resp = NULL;
 	long st = 0;
 
-	if (authed(c, req, &u) < 0)
+	if (console_authed(c, req, &u) < 0)
 		return;
-	if (peer_call(req, c->ledgerd, "ledger", "GET", "/v1/verify", NULL, &st, &resp) == 0)
-		pass_through(req, "ledger", st, resp);
+	if (console_peer_call(req, c->ledgerd, "ledger", "GET", "/v1/verify", NULL, &st, &resp) == 0)
+		console_pass_through(req, "ledger", st, resp);
 }
 
 static void on_index(struct httpd_req *req, void *ud)

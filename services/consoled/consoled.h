@@ -90,3 +90,13 @@ void files_job_output(struct console *c, struct httpd_req *req, json_t *job, con
 
 /* estimate.c: POST /api/v1/estimate, prices a bundle without submitting it. */
 void console_estimate(struct httpd_req *req, void *ud);
+
+/* api.c: the helpers every handler uses. */
+/* Authenticates the request; on failure replies 401 and returns -EACCES. */
+int console_authed(struct console *c, struct httpd_req *req, struct console_user *u);
+/* Calls a peer daemon; when it is unreachable replies 503 naming it. */
+int console_peer_call(struct httpd_req *req, const char *base, const char *what,
+		      const char *method, const char *path, json_t *body, long *status,
+		      json_t **resp);
+/* Replies with a peer's JSON answer as is, or 502 when it sent none. */
+void console_pass_through(struct httpd_req *req, const char *what, long status, json_t *resp);

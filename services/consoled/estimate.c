@@ -90,10 +90,8 @@ void console_estimate(struct httpd_req *req, void *ud)
 	long st = 0;
 	int r;
 
-	if (auth_lookup(c->db, httpd_req_bearer(req), &u) < 0) {
-		httpd_reply_error(req, 401, "missing or invalid bearer token");
+	if (console_authed(c, req, &u) < 0)
 		return;
-	}
 	in = httpd_req_json(req);
 	if (!in)
 		return;

@@ -18,15 +18,6 @@
 /* A credit or correction given in dollars: at most $1e9 either way. */
 #define MONEY_MAX_USD 1e9
 
-static int money_authed(struct console *c, struct httpd_req *req, struct console_user *u)
-{
-	if (auth_lookup(c->db, httpd_req_bearer(req), u) < 0) {
-		httpd_reply_error(req, 401, "missing or invalid bearer token");
-		return -EACCES;
-	}
-	return 0;
-}
-
 static int is_operator(const struct console_user *u)
 {
 	return !strcmp(u->role, "operator");
@@ -48,23 +39,9 @@ static void money_proxy(struct console *c, struct httpd_req *req, const char *me
 {
 	json_t *resp = NULL;
 	long st = 0;
-	int r;
 
-	r = hclient_json(c->ledgerd, method, path, NULL, body, CONSOLE_PEER_TIMEOUT_MS, &st,
-			 &resp);
-	if (r < 0) {
-		log_warn("ledger at %s: %s %s: %s", c->ledgerd, method, path, hclient_strerror(r));
-		httpd_reply_error(req, 503, "ledger service unavailable: %s",
-				  r == -ECONNREFUSED || r == -ENOENT ? "connection refused"
-								     : hclient_strerror(r));
-		return;
-	}
-	if (!resp) {
-		httpd_reply_error(req, 502, "ledger service answered status %ld without a JSON body",
-				  st);
-		return;
-	}
-	httpd_reply_json(req, (unsigned)st, resp);
+	if (console_peer_call(req, c->ledgerd, "ledger", method, path, body, &st, &resp) == 0)
+		console_pass_through(req, "ledger", st, resp);
 }
 
 /* A time bound: absent, or 1..19 digits (microseconds since the epoch). */
@@ -92,7 +69,7 @@ void money_on_balance(struct httpd_req *req, void *ud)
 	struct console_user u;
 	char path[256];
 
-	if (money_authed(c, req, &u) < 0)
+	if (console_authed(c, req, &u) < 0)
 		return;
 	if (!tenant || !*tenant || !is_operator(&u))
 		tenant = u.tenant;
@@ -112,7 +89,7 @@ void money_on_tenant_bill(struct httpd_req *req, void *ud)
 	char path[512], from[40], to[40];
 	struct console_user u;
 
-	if (money_authed(c, req, &u) < 0)
+	if (console_authed(c, req, &u) < 0)
 		return;
 	if (!util_valid_name(tenant, CONSOLE_NAME_MAX) ||
 	    (!is_operator(&u) && strcmp(tenant, u.tenant))) {
@@ -140,7 +117,7 @@ void money_on_credit(struct httpd_req *req, void *ud)
 	char source[CONSOLE_NAME_MAX + 16];
 	json_int_t micro, seq;
 
-	if (money_authed(c, req, &u) < 0 || money_operator(req, &u, "adding credit") < 0)
+	if (console_authed(c, req, &u) < 0 || money_operator(req, &u, "adding credit") < 0)
 		return;
 	body = httpd_req_json(req);
 	if (!body)
@@ -208,7 +185,7 @@ void money_on_rates_get(struct httpd_req *req, void *ud)
 {
 	struct console_user u;
 
-	if (money_authed(ud, req, &u) == 0)
+	if (console_authed(ud, req, &u) == 0)
 		money_proxy(ud, req, "GET", "/v1/rates", NULL);
 }
 
@@ -218,7 +195,7 @@ void money_on_rates_post(struct httpd_req *req, void *ud)
 	struct console_user u;
 	json_t *body;
 
-	if (money_authed(ud, req, &u) < 0 || money_operator(req, &u, "changing rates") < 0)
+	if (console_authed(ud, req, &u) < 0 || money_operator(req, &u, "changing rates") < 0)
 		return;
 	body = httpd_req_json(req);
 	if (!body)

@@ -19,25 +19,6 @@
 
 int cmd_estimate(struct ctl *c, int argc, char **argv);
 
-/* Parses KEY=VALUE into ov; VALUE is JSON when it parses as JSON. */
-static int est_set(json_t *ov, const char *kv)
-{
-	const char *eq = strchr(kv, '=');
-	char key[128];
-	json_t *v;
-
-	if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof(key)) {
-		fprintf(stderr, "bursarctl: --set needs KEY=VALUE, got '%s'\n", kv);
-		return -EINVAL;
-	}
-	snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
-	v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
-	if (!v)
-		v = json_string(eq + 1);
-	json_object_set_new(ov, key, v);
-	return 0;
-}
-
 /* The request for path: {"model", "params"} of a directory, or
  * {"bundle", "overrides"} of an uploaded bundle id. */
 static int est_request(const char *path, json_t *ov, json_t **out)
@@ -112,7 +93,7 @@ int cmd_estimate(struct ctl *c, int argc, char **argv)
 	int o, r = -EINVAL;
 
 	while ((o = getopt_long(argc, argv, "s:f:", opts, NULL)) != -1) {
-		if (o == 's' && est_set(ov, optarg) == 0)
+		if (o == 's' && ctl_set_override(ov, optarg) == 0)
 			continue;
 		if (o == 'f' && (!strcmp(optarg, "table") || !strcmp(optarg, "json"))) {
 			format = optarg;

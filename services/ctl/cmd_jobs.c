@@ -23,7 +23,7 @@ static int is_final(const char *state)
 }
 
 /* Parses KEY=VALUE; VALUE is JSON when it parses as JSON, else a string. */
-static int set_override(json_t *ov, const char *kv)
+int ctl_set_override(json_t *ov, const char *kv)
 {
 	const char *eq = strchr(kv, '=');
 	char key[128];
@@ -118,7 +118,7 @@ int cmd_submit(struct ctl *c, int argc, char **argv)
 			name = optarg;
 			break;
 		case 's':
-			if (set_override(ov, optarg) < 0)
+			if (ctl_set_override(ov, optarg) < 0)
 				goto out_einval;
 			break;
 		case 'w':

@@ -13,6 +13,9 @@ struct ctl {
  * to stderr and returns a negative errno. *resp is the JSON reply. */
 int ctl_call(struct ctl *c, const char *method, const char *path, json_t *body, json_t **resp);
 
+/* Adds --set KEY=VALUE to an overrides object (VALUE as JSON when it parses). */
+int ctl_set_override(json_t *ov, const char *kv);
+
 /* Packs a bundle directory into a gzip'd tar at dest. */
 int ctl_pack_dir(const char *dir, const char *dest);
 
