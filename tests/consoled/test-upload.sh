@@ -51,7 +51,7 @@ else
 	echo "PASS token_hashed"
 fi
 
-# Optional real peers: admitd and ledgerd when their engineers have built them.
+# Optional real peers: admitd and ledgerd, when they are built.
 ADMITD=unix:$T/run/admitd.sock
 LEDGERD=unix:$T/run/ledgerd.sock
 mkdir -p "$T/run"
