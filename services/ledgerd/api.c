@@ -42,6 +42,21 @@ static void do_ingest(struct httpd_req *req, void *ud, int estimates)
 		httpd_reply_error(req, 400, "request body is empty; a JSON object is required");
 		return;
 	}
+	if (!estimates) {
+		const char *out;
+		size_t out_len;
+
+		r = ledger_fast_ingest(l, data, len, &out, &out_len, err, sizeof(err));
+		if (r == 0) {
+			httpd_reply_data(req, 200, "application/json", out, out_len);
+			return;
+		}
+		if (r < 0) {
+			l->n_failed++;
+			reply_db_error(req, r, err[0] ? err : "cannot ingest records");
+			return;
+		}
+	}
 	body = ledger_jarena_load(data, len, &je);
 	if (!body) {
 		httpd_reply_error(req, 400, "malformed JSON at line %d column %d: %s", je.line,

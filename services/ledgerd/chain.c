@@ -178,8 +178,16 @@ static void canon_str(struct canon *c, const char *key, const char *s)
 static void canon_dbl(struct canon *c, const char *key, double v)
 {
 	char tmp[40];
-	int n = snprintf(tmp, sizeof(tmp), "%.17g", v);
+	int n;
 
+	/* A whole number below 1e15 prints as its digits under %.17g too. */
+	if (v >= 0 && v < 1e15 && v == (double)(int64_t)v && !signbit(v)) {
+		canon_mem(c, key, strlen(key));
+		canon_u64(c, (uint64_t)v);
+		canon_mem(c, "\n", 1);
+		return;
+	}
+	n = snprintf(tmp, sizeof(tmp), "%.17g", v);
 	canon_mem(c, key, strlen(key));
 	canon_mem(c, tmp, n);
 	canon_mem(c, "\n", 1);

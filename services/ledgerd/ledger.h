@@ -212,6 +212,12 @@ int ledger_parse_estimate(json_t *rec, struct ledger_estimate *e, char *why, siz
 int ledger_ingest(struct ledger *l, json_t *req, int estimates, json_t **reply, char *err,
 		  size_t errlen);
 
+/* fastingest.c: the plain case of an ingest body without a JSON tree. 0: done,
+ * *reply (valid until the next call) is the reply body; 1: not the plain case
+ * (nothing touched; use ledger_ingest); <0: a storage error, err set. */
+int ledger_fast_ingest(struct ledger *l, const char *body, size_t len, const char **reply,
+		       size_t *reply_len, char *err, size_t errlen);
+
 /* query.c: bills and entry listings */
 int ledger_bill(struct ledger *l, const char *job, json_t **out);
 struct ledger_query {

@@ -335,6 +335,10 @@ int main(int argc, char **argv)
 	int fill = argc > 1 && !strcmp(argv[1], "bench-fill");
 
 	log_init("bursar-ledgerd");
+	/* One thread uses the one connection: no SQLite mutexes or memory
+	 * statistics on the ingest path (before any other SQLite call). */
+	sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 	if (parse_args(argc - (verify | fill), argv + (verify | fill), &o) < 0)
 		return 2;
 	if (fill)

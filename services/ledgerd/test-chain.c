@@ -116,6 +116,28 @@ static void test_canon_golden(void)
 	T_EQ_INT(ledger_entry_canon(&e, buf, 100), -E2BIG);
 }
 
+/* The canonical form prints doubles exactly as %.17g, also on its shortcut
+ * for whole numbers, so hashes written before the shortcut still verify. */
+static void test_canon_doubles(void)
+{
+	static const double vals[] = {
+		0, 1, 2, 1.5, 0.1, 86400, 86399.999999, 1e14, 999999999999999.0, 1e15, 1e16,
+		1e17, 123456789012345.0, 4503599627370497.0, -0.0, -1, -2.5, 1e-300, 3e-310,
+	};
+	struct ledger_entry e;
+	char buf[2048], want[64];
+
+	for (size_t i = 0; i < ARRAY_SIZE(vals); i++) {
+		fill(&e, "node-a", 1, vals[i]);
+		e.energy_kwh = vals[i] ? vals[i] : 1; /* v2 form: both doubles printed */
+		T_CHECK(ledger_entry_canon(&e, buf, sizeof(buf)) > 0, "canon %g", vals[i]);
+		snprintf(want, sizeof(want), "\nquantity=%.17g\n", vals[i]);
+		T_CHECK(strstr(buf, want), "quantity %.17g printed otherwise in:\n%s", vals[i], buf);
+		snprintf(want, sizeof(want), "\nenergy_kwh=%.17g\n", e.energy_kwh);
+		T_CHECK(strstr(buf, want), "energy %.17g printed otherwise", e.energy_kwh);
+	}
+}
+
 static void test_append_verify(void)
 {
 	struct ledger *l = fresh();
@@ -331,6 +353,7 @@ out:
 int main(void)
 {
 	t_run("chain_canon_golden", test_canon_golden);
+	t_run("chain_canon_doubles", test_canon_doubles);
 	t_run("chain_append_verify", test_append_verify);
 	t_run("chain_price_and_rates", test_price_and_rates);
 	t_run("chain_duplicate", test_duplicate);

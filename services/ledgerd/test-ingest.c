@@ -237,6 +237,119 @@ static void test_ingest_envelope(void)
 	ledger_free(l);
 }
 
+/* Fast-path ingest of body; returns its result, *stored: head moved. */
+static int fast(struct ledger *l, const char *body, const char **reply)
+{
+	char err[256] = "";
+	size_t n;
+
+	return ledger_fast_ingest(l, body, strlen(body), reply, &n, err, sizeof(err));
+}
+
+/* Checks the entry stored as id 1 hashes like record rec parsed by jansson. */
+static void check_same_as_slow(struct ledger *l, const char *name, const char *rec)
+{
+	json_t *j = json_loads(rec, 0, NULL);
+	struct ledger_entry e;
+	sqlite3_stmt *st = NULL;
+	char why[320], h[65];
+
+	T_CHECK(j && ledger_parse_entry(j, &e, why, sizeof(why)) == 0, "%s: slow parse", name);
+	json_decref(j);
+	strcpy(e.source, "node-f");
+	T_CHECK(ledger_price(l, &e) == 0, "%s: price", name);
+	T_CHECK(db_prepare(l->db, "SELECT ts_us, hash FROM entries WHERE id = 1", &st) == 0 &&
+			sqlite3_step(st) == SQLITE_ROW,
+		"%s: entry 1 not stored", name);
+	if (!st)
+		return;
+	e.id = 1;
+	e.ts_us = sqlite3_column_int64(st, 0);
+	strcpy(e.prev_hash, LEDGER_ZERO_HASH);
+	T_CHECK(ledger_entry_hash(&e, h) == 0, "%s: hash", name);
+	T_EQ_STR((const char *)sqlite3_column_text(st, 1), h);
+	sqlite3_finalize(st);
+}
+
+#define ENV(recs) "{\"source\": \"node-f\", \"records\": [" recs "]}"
+
+/* The fast path takes exactly the valid records, value for value as jansson
+ * reads them, and steps aside (touching nothing) for everything else. */
+static void test_fast_ingest(void)
+{
+	static const struct parse_case extra[] = {
+		{"exponent quantity", "{\"seq\": 1, \"quantity\": 25e-1, " GOOD "}", NULL},
+		{"long real", "{\"seq\": 1, \"quantity\": 0.1000000000000000055511151231257827, "
+			      GOOD "}", NULL},
+		{"keys reordered", "{\"end_us\": 9, \"quantity\": 3, \"seq\": 7, \"kind\": \"idle\","
+				   " \"start_us\": 8, \"rank\": 2, \"user\": \"u\", \"tenant\": \"t\","
+				   " \"job\": \"j\", \"node_class\": \"cpu\", \"energy_kwh\": 0}", NULL},
+		{"escape", "{\"seq\": 1, \"quantity\": 1, " GOOD ", \"user\": \"a\\u0062\"}", "x"},
+		{"duplicate key", "{\"seq\": 1, \"seq\": 2, \"quantity\": 1, " GOOD "}", "x"},
+		{"null", "{\"seq\": 1, \"quantity\": 1, \"energy_kwh\": null, " GOOD "}", "x"},
+		{"utf8", "{\"seq\": 1, \"quantity\": 1, " GOOD ", \"user\": \"\xc3\xa9\"}", "x"},
+		{"leading zero", "{\"seq\": 01, \"quantity\": 1, " GOOD "}", "x"},
+		{"unpriced class", "{\"seq\": 1, \"quantity\": 1, \"node_class\": \"gpu\", " GOOD "}",
+		 "x"},
+	};
+	static const char *const bodies[] = {
+		"{\"source\": \"node-f\", \"records\": [], \"x\": 1}",
+		"{\"source\": \"node-f\", \"records\": []} x",
+		"{\"source\": \"\", \"records\": []}",
+		"{\"records\": []}",
+		"{\"source\": \"node-f\", \"records\": [{\"seq\": 1}, ]}",
+		"{\"source\": \"node-f\", \"records\": [",
+		"[]",
+	};
+	char body[4096];
+	const char *reply;
+
+	for (size_t i = 0; i < ARRAY_SIZE(entry_cases) + ARRAY_SIZE(extra); i++) {
+		const struct parse_case *c = i < ARRAY_SIZE(entry_cases)
+						     ? &entry_cases[i]
+						     : &extra[i - ARRAY_SIZE(entry_cases)];
+		struct ledger *l = fresh();
+		int r;
+
+		T_CHECK(l, "cannot open a ledger");
+		if (!l)
+			return;
+		snprintf(body, sizeof(body), ENV("%s"), c->json);
+		r = fast(l, body, &reply);
+		if (c->want) {
+			T_CHECK(r == 1 && l->head_id == 0, "%s: fast path took it (%d)", c->name, r);
+		} else {
+			T_CHECK(r == 0 && l->head_id == 1, "%s: fast path refused it (%d)", c->name, r);
+			if (r == 0)
+				check_same_as_slow(l, c->name, c->json);
+		}
+		ledger_free(l);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+		struct ledger *l = fresh();
+
+		T_CHECK(l && fast(l, bodies[i], &reply) == 1 && l->head_id == 0,
+			"body %zu: fast path took it", i);
+		ledger_free(l);
+	}
+	/* a batch with a duplicate acks both, stores one */
+	{
+		struct ledger *l = fresh();
+		const char *two = ENV("{\"seq\": 5, \"quantity\": 1, " GOOD "},"
+				      "{\"seq\": 5, \"quantity\": 1, " GOOD "},"
+				      "{\"seq\": 6, \"quantity\": 2, " GOOD "}");
+
+		T_CHECK(l && fast(l, two, &reply) == 0, "duplicate batch refused");
+		if (l) {
+			T_EQ_STR(reply, "{\"acked\":[5,5,6],\"rejected\":[]}");
+			T_EQ_INT(l->head_id, 2);
+			T_CHECK(fast(l, ENV(), &reply) == 0, "empty batch refused");
+			T_EQ_STR(reply, "{\"acked\":[],\"rejected\":[]}");
+		}
+		ledger_free(l);
+	}
+}
+
 int main(void)
 {
 	t_run("ingest_parse_entry", test_parse_entry);
@@ -244,6 +357,7 @@ int main(void)
 	t_run("ingest_parse_estimate", test_parse_estimate);
 	t_run("ingest_batch", test_ingest_batch);
 	t_run("ingest_envelope", test_ingest_envelope);
+	t_run("ingest_fast", test_fast_ingest);
 	if (dir[0])
 		util_rm_rf(dir);
 	return t_done();
