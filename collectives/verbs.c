@@ -190,8 +190,56 @@ static int vb_push(struct bcoll_comm *c, struct vb_op *o, int *busy)
 	return 0;
 }
 
+/* With BCOLL_VERBOSE, prints libbnet's counters for each peer (after a failure). */
+static void vb_dump_stats(struct bcoll_comm *c)
+{
+	struct vb_state *s = vs(c);
+
+	if (!getenv("BCOLL_VERBOSE"))
+		return;
+	for (int j = 0; j < c->size; j++) {
+		struct bnet_qp *q = s->peers[j].qp ? bnet_ibv_qp(s->peers[j].qp) : NULL;
+		struct bnet_stats *t = q ? bnet_qp_stats(q) : NULL;
+		struct bnet_stats *ps;
+
+		if (!t || !s->ports[s->peers[j].port])
+			continue;
+		ps = bnet_port_stats(s->ports[s->peers[j].port]);
+		fprintf(stderr, "bcoll: rank %d -> %d: tx %llu rx %llu retx %llu timeouts %llu "
+			"nak %llu/%llu ack %llu/%llu dup %llu oos %llu oow %llu badseq %llu "
+			"badrkey %llu badlen %llu; port: oversize %llu short %llu icrc %llu "
+			"wrongqpn %llu cts %llu/%llu\n", c->rank, j,
+			(unsigned long long)t->tx_pkts, (unsigned long long)t->rx_pkts,
+			(unsigned long long)t->retransmits, (unsigned long long)t->timeouts,
+			(unsigned long long)t->naks_sent, (unsigned long long)t->naks_rcvd,
+			(unsigned long long)t->acks_sent, (unsigned long long)t->acks_rcvd,
+			(unsigned long long)t->dup_pkts, (unsigned long long)t->out_of_seq,
+			(unsigned long long)t->out_of_window, (unsigned long long)t->bad_opcode_seq,
+			(unsigned long long)t->bad_rkey, (unsigned long long)t->bad_len,
+			(unsigned long long)ps->oversize, (unsigned long long)ps->short_pkts,
+			(unsigned long long)ps->bad_icrc, (unsigned long long)ps->wrong_qpn,
+			(unsigned long long)s->peers[j].cts_sent,
+			(unsigned long long)s->peers[j].cts_seen);
+	}
+}
+
+static int vb_sendrecv_once(struct bcoll_comm *c, int to, const void *sbuf, size_t slen,
+			    int from, void *rbuf, size_t rlen);
+
 static int vb_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t slen, int from,
 		       void *rbuf, size_t rlen)
+{
+	int r = vb_sendrecv_once(c, to, sbuf, slen, from, rbuf, rlen);
+
+	if (r < 0) {
+		vs(c)->failed = 1;
+		vb_dump_stats(c);
+	}
+	return r;
+}
+
+static int vb_sendrecv_once(struct bcoll_comm *c, int to, const void *sbuf, size_t slen,
+			    int from, void *rbuf, size_t rlen)
 {
 	struct vb_state *s = vs(c);
 	struct vb_op o = { .to = to, .from = from, .sbuf = sbuf, .slen = slen };
@@ -248,14 +296,70 @@ static void vb_abort(struct bcoll_comm *c)
 	atomic_store(&c->aborted, 1);
 }
 
+/* Orderly close: waits (polling, so peers' retransmits are still answered)
+ * until every send of ours is acknowledged, then meets every peer over tcp,
+ * so no rank stops its memif while a peer still waits for an ACK from it. */
+static int vb_quiesce(struct bcoll_comm *c)
+{
+	struct vb_state *s = vs(c);
+	int64_t deadline = bcoll_now_ms() + c->timeout_ms;
+	struct ibv_wc wc[16];
+	int busy = 1;
+
+	while (busy && bcoll_now_ms() < deadline) {
+		ibv_poll_cq(s->cq, 16, wc);
+		busy = 0;
+		for (int j = 0; j < c->size; j++) {
+			struct bnet_qp *q = s->peers[j].qp ? bnet_ibv_qp(s->peers[j].qp) : NULL;
+
+			if (q && bnet_qp_state(q) == BNET_QPS_RTS && bnet_qp_busy(q))
+				busy = 1;
+		}
+		if (busy)
+			sched_yield();
+	}
+	for (int k = 1; k < c->size; k++) {
+		char a = 1, b = 0;
+
+		if (bcoll_tp_tcp.sendrecv(c, (c->rank + k) % c->size, &a, 1,
+					  (c->rank - k + c->size) % c->size, &b, 1) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Stops the memif ports. The memif PMD's interrupt thread crashes when a
+ * peer's disconnect arrives while this process closes another port, so after
+ * an orderly quiesce the ranks close in turn along a token over tcp: rank r
+ * waits for rank r-1, then for the links of lower ranks (closed already) to
+ * drop, closes all its ports and passes the token on; higher ranks wait idle
+ * meanwhile. Without the quiesce (a failure) it just closes. */
+static void vb_close_ports(struct bcoll_comm *c, int orderly)
+{
+	struct vb_state *s = vs(c);
+	char a = 1, b = 0;
+
+	if (orderly && c->rank > 0 &&
+	    bcoll_tp_tcp.sendrecv(c, -1, NULL, 0, c->rank - 1, &b, 1) < 0)
+		orderly = 0;
+	for (int j = 0; j < c->rank && orderly; j++)
+		bnet_port_wait_down(s->ports[s->peers[j].port], 2000000000ull);
+	for (int i = 0; i < s->n_ports; i++) {
+		bnet_port_stop(s->ports[i]);
+		s->ports[i] = NULL;
+	}
+	if (orderly && c->rank + 1 < c->size)
+		bcoll_tp_tcp.sendrecv(c, c->rank + 1, &a, 1, -1, NULL, 0);
+}
+
 static void vb_destroy(struct bcoll_comm *c)
 {
 	struct vb_state *s = vs(c);
 
 	if (!s)
 		return;
-	for (int i = 0; i < s->n_ports; i++)
-		bnet_port_stop(s->ports[i]);
+	vb_close_ports(c, c->tp == &bcoll_tp_verbs && !s->failed && !atomic_load(&c->aborted) &&
+		       vb_quiesce(c) == 0);
 	for (int i = 0; i < c->size && s->peers; i++)
 		if (s->peers[i].qp)
 			s->pv->destroy_qp(s->peers[i].qp);

@@ -10,6 +10,8 @@
 #define VB_RECVS 16
 #define VB_CACHE 32
 #define VB_MISMATCH 0x80000000u
+/* memif buffer: one whole frame at path MTU 4096, so no frame is chained */
+#define VB_MEMIF_BSIZE ((BNET_MAX_FRAME + 63) & ~63)
 enum { WR_CTS = 1, WR_DATA, WR_RECV };
 
 struct vb_cts {
@@ -72,6 +74,7 @@ struct vb_state {
 	struct ibv_mr *fifo_mr, *out_mr;
 	struct vb_cache cache[VB_CACHE];
 	uint64_t tick;
+	int failed;		/* a sendrecv failed: no orderly close */
 	struct vb_peer *peers;
 	char sock[VB_MAX_PEERS][128];	/* memif sockets this rank serves */
 };

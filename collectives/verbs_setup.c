@@ -43,7 +43,7 @@ static int vb_ports(struct bcoll_comm *c, struct vb_state *s, char (*addrs)[BCOL
 	ARG("%ld", c->rank % (ncpu > 0 ? ncpu : 1));
 	ARG("--no-huge");
 	ARG("-m");
-	ARG("%d", 64 + 48 * (c->size - 1));
+	ARG("%d", 64 + 80 * (c->size - 1));
 	ARG("--no-pci");
 	ARG("--file-prefix");
 	ARG("bcv%08x-%d", key, c->rank);
@@ -57,8 +57,8 @@ static int vb_ports(struct bcoll_comm *c, struct vb_state *s, char (*addrs)[BCOL
 		snprintf(sock, sizeof(sock), "%s/bcv-%08x-%d-%d.sock", dir, key, lo, hi);
 		if (c->rank < j)
 			snprintf(s->sock[s->n_ports], sizeof(s->sock[0]), "%s", sock);
-		ARG("--vdev=net_memif%d,role=%s,socket=%s,socket-abstract=no", j,
-		    c->rank < j ? "server" : "client", sock);
+		ARG("--vdev=net_memif%d,role=%s,socket=%s,socket-abstract=no,bsize=%d", j,
+		    c->rank < j ? "server" : "client", sock, VB_MEMIF_BSIZE);
 		s->peers[j].port = s->n_ports++;
 	}
 	for (int j = 0; j < c->rank; j++)
@@ -152,14 +152,14 @@ static int vb_qps(struct bcoll_comm *c, struct vb_state *s)
 				     IBV_QP_RQ_PSN);
 		if (!r) {
 			struct ibv_qp_attr b = { .qp_state = IBV_QPS_RTS, .sq_psn = mine[j].psn,
-						 .timeout = 14, .retry_cnt = 7 };
+						 .timeout = 16, .retry_cnt = 7 };
 
 			r = s->pv->modify_qp(p->qp, &b, IBV_QP_STATE | IBV_QP_SQ_PSN |
 					     IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT);
 		}
 		if (r) {
 			r = bcoll_fail(c, -EIO, "rank %d: queue pair to RTS failed (path MTU 4096, "
-				       "timeout 14, retry 7): %s", j, strerror(r));
+				       "timeout 16, retry 7): %s", j, strerror(r));
 			goto out;
 		}
 		for (int i = 0; i < VB_RECVS; i++)
@@ -181,10 +181,6 @@ int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
 	char msg[160];
 	int r;
 
-	if (!getenv("BCOLL_VERBS_EXPERIMENTAL"))
-		return bcoll_fail(c, -ENOTSUP, "BCOLL_TRANSPORT=verbs is not supported yet (it "
-				  "stalls after some hundred collectives; BCOLL_VERBS_EXPERIMENTAL=1 "
-				  "to try it)");
 	if (c->size - 1 > VB_MAX_PEERS)
 		return bcoll_fail(c, -EINVAL, "BCOLL_TRANSPORT=verbs over libbnet supports at most "
 				  "%d ranks", VB_MAX_PEERS + 1);

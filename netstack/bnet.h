@@ -226,6 +226,8 @@ void bnet_port_stop(struct bnet_port *p);
 /* 1 once the link dropped after being up (the port is never polled again). */
 int bnet_port_dead(const struct bnet_port *p);
 int bnet_port_wait_link(struct bnet_port *p, uint64_t timeout_ns);
+/* Waits until a link that was up dropped (the peer closed its end). */
+int bnet_port_wait_down(struct bnet_port *p, uint64_t timeout_ns);
 /* Resolves the peer's MAC by ARP (answering the peer's requests meanwhile). */
 int bnet_port_resolve(struct bnet_port *p, uint32_t peer_ip, uint64_t timeout_ns);
 /* The bnet_tx_fn for QPs on this port; its arg is the port. */

@@ -235,11 +235,13 @@ int main(int argc, char **argv)
 	bnet_pd_init(&c.pd, server ? 0x5000 : 0x6000);
 	bnet_cq_init(&c.scq, 256);
 	bnet_cq_init(&c.rcq, 256);
+	/* 100 timeouts of 20 ms without progress (2 s): a loaded 2-core test host
+	 * can starve one of the two polling processes for a while */
 	struct bnet_qp_attr a = {
 		.qpn = server ? 0x100 : 0x200, .dest_qpn = server ? 0x200 : 0x100,
 		.sq_psn = server ? 1000 : 2000, .rq_psn = server ? 2000 : 1000,
 		.pmtu = PMTU, .max_send_wr = 64, .max_recv_wr = 64, .window = 256,
-		.ack_every = 32, .timeout_ns = 20000000, .retry_cnt = 20,
+		.ack_every = 32, .timeout_ns = 20000000, .retry_cnt = 100,
 		.pd = &c.pd, .send_cq = &c.scq, .recv_cq = &c.rcq, .tx = bnet_port_tx,
 		.tx_arg = c.port,
 	};

@@ -19,6 +19,9 @@
 #include "bnet.h"
 
 #define NB_MBUF 8191
+/* one mbuf holds a whole frame of the largest path MTU: the memif PMD chains
+ * smaller mbufs on receive (which we drop) and encode cannot split a frame */
+#define MBUF_ROOM (RTE_PKTMBUF_HEADROOM + ((BNET_MAX_FRAME + 63) & ~63))
 #define RX_DESC 1024
 #define TX_DESC 1024
 #define BURST 32
@@ -79,7 +82,7 @@ int bnet_port_start(const char *name, uint32_t ip, struct bnet_port **out)
 	p->port_id = id;
 	p->ip = ip;
 	snprintf(pool, sizeof(pool), "bnet_pool%u", id);
-	p->pool = rte_pktmbuf_pool_create(pool, NB_MBUF, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+	p->pool = rte_pktmbuf_pool_create(pool, NB_MBUF, 256, 0, MBUF_ROOM,
 					  (int)rte_socket_id());
 	if (!p->pool) {
 		r = -ENOMEM;
@@ -165,6 +168,19 @@ int bnet_port_wait_link(struct bnet_port *p, uint64_t timeout_ns)
 
 	while (bnet_now_ns() < end) {
 		if (link_ok(p))
+			return 0;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	return -ETIMEDOUT;
+}
+
+int bnet_port_wait_down(struct bnet_port *p, uint64_t timeout_ns)
+{
+	uint64_t end = bnet_now_ns() + timeout_ns;
+
+	while (bnet_now_ns() < end) {
+		if (!link_ok(p) && p->dead)
 			return 0;
 		struct timespec ts = { 0, 1000000 };
 		nanosleep(&ts, NULL);
@@ -264,6 +280,7 @@ int bnet_port_tx(void *arg, struct bnet_hdr *h, const void *payload, uint32_t le
 	b = rte_pktmbuf_mtod(m, char *);
 	n = bnet_pkt_encode((uint8_t *)b, rte_pktmbuf_tailroom(m), h, payload, len);
 	if (n < 0) {
+		p->st.oversize++;
 		rte_pktmbuf_free(m);
 		return n;
 	}

@@ -449,8 +449,11 @@ static int rx_req(struct bnet_qp *qp, const struct bnet_hdr *h)
 				qp->st.bad_len++;
 				return BNET_AETH_NAK_INV_REQ;
 			}
-			mr = mr_check(qp->a.pd, h->rkey, h->va, h->dma_len);
-			if (!mr) {
+			/* a zero-length write touches no memory: no R_Key check
+			 * (IBA 9.7.4.1.1), as a receiver with nothing to
+			 * receive may hand out no key */
+			mr = h->dma_len ? mr_check(qp->a.pd, h->rkey, h->va, h->dma_len) : NULL;
+			if (!mr && h->dma_len) {
 				qp->st.bad_rkey++;
 				return BNET_AETH_NAK_REM_ACCESS;
 			}
@@ -471,7 +474,7 @@ static int rx_req(struct bnet_qp *qp, const struct bnet_hdr *h)
 		qp->in = IN_NONE;
 		return BNET_AETH_NAK_INV_REQ;
 	}
-	if (h->payload_len)
+	if (h->payload_len) /* never for a zero-length write (dst unchecked) */
 		memcpy(qp->dst + qp->off, h->payload, h->payload_len);
 	qp->off += h->payload_len;
 	qp->st.rx_payload += h->payload_len;

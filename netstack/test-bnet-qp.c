@@ -360,6 +360,31 @@ static void test_errors(void)
 	ep_fini(&b);
 }
 
+/* A zero-length WRITE WITH IMM with no rkey (a receiver with nothing to
+ * receive hands out none) completes at both ends; a non-empty one with rkey 0
+ * is still refused. */
+static void test_zero_len_no_rkey(void)
+{
+	struct ep a, b;
+	struct bnet_wc wc[4];
+	struct bnet_send_wr wr = { .wr_id = 3, .op = BNET_WR_WRITE_IMM, .imm = 0x1234 };
+
+	ep_init(&a, 0x11, 0x22, 0, 0, 13, 64);
+	ep_init(&b, 0x22, 0x11, 0, 0, 14, 64);
+	T_EQ_INT(bnet_post_recv(b.qp, 9, NULL, 0), 0);
+	T_EQ_INT(bnet_post_send(a.qp, &wr), 0);
+	run(&a, &b, 0, 1000, a_done);
+	T_EQ_INT(bnet_cq_poll(&a.scq, wc, 4), 1);
+	T_EQ_INT(wc[0].status, BNET_WC_SUCCESS);
+	T_EQ_INT(bnet_cq_poll(&b.rcq, wc, 4), 1);
+	T_EQ_INT(wc[0].status, BNET_WC_SUCCESS);
+	T_EQ_INT(wc[0].imm, 0x1234);
+	T_EQ_INT(wc[0].byte_len, 0);
+	T_EQ_INT(bnet_qp_stats(b.qp)->bad_rkey, 0);
+	ep_fini(&a);
+	ep_fini(&b);
+}
+
 int main(void)
 {
 	t_run("bnet_qp_lossless", test_lossless);
@@ -367,5 +392,6 @@ int main(void)
 	t_run("bnet_qp_heavy_loss", test_heavy_loss);
 	t_run("bnet_qp_window_dead_peer", test_window_and_dead_peer);
 	t_run("bnet_qp_errors", test_errors);
+	t_run("bnet_qp_zero_len_no_rkey", test_zero_len_no_rkey);
 	return t_done();
 }
