@@ -2,9 +2,12 @@
  *
  * A heartbeat upserts the node, applies what it reports about its jobs
  * (idempotently: a repeated report changes nothing), and is answered with the
- * launches assigned to that node that it has not reported yet and the jobs it
- * must kill. A node silent for --node-timeout is down: its running jobs fail
- * and its slots are not used until it speaks again. admitd never calls a node;
+ * launches assigned to that node that it has not reported yet, the jobs it
+ * must kill and the jobs it must preempt (checkpoint and exit). A job whose
+ * every assignment reports "preempted" goes back to the queue, keeping its
+ * hold; it is relaunched with the next attempt's rendezvous key. A node
+ * silent for --node-timeout is down: its running jobs fail and its slots are
+ * not used until it speaks again. admitd never calls a node;
  * a slow node can only delay its own heartbeat.
  */
 #include "admitd.h"
@@ -61,11 +64,37 @@ int nodes_cluster(struct admitd *a, struct price_cluster *c)
 	return 0;
 }
 
+/* Every rank of job id checkpointed on request: back to the queue with the
+ * same hold; the next placement bumps the attempt (a new rendezvous key). */
+static int settle_preempted(sqlite3 *db, const char *id)
+{
+	char reason[ADMIT_MAX_ERROR + 64] = "";
+	sqlite3_stmt *st;
+	int r;
+
+	r = store_prep(db, "SELECT coalesce(preempt, 'preempted'),"
+		       " coalesce(json_extract(progress, '$.step'), 0) FROM jobs WHERE id = ?", "s",
+		       &st, id);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(reason, sizeof(reason), "%s; resumes from step %lld",
+			 (const char *)sqlite3_column_text(st, 0),
+			 (long long)sqlite3_column_int64(st, 1));
+	sqlite3_finalize(st);
+	r = store_run(db, "DELETE FROM assign WHERE job = ?", "s", id);
+	if (r == 0)
+		r = store_run(db, "UPDATE jobs SET preempt = NULL, node = NULL WHERE id = ?", "s", id);
+	if (r == 0)
+		r = store_rdv_cleanup(db, id);
+	return r < 0 ? r : store_set_state(db, id, "queued", reason);
+}
+
 int nodes_settle_job(sqlite3 *db, const char *id)
 {
 	char reason[ADMIT_MAX_ERROR + 128] = "", err[ADMIT_MAX_ERROR + 1] = "";
 	char stray[ADMIT_MAX_STR + 1] = "", stop[ADMIT_MAX_ERROR + 128] = "";
-	int n = 0, n_final = 0, n_ok = 0, failed = 0, cancel_req = 0, r;
+	int n = 0, n_final = 0, n_ok = 0, n_pre = 0, failed = 0, cancel_req = 0, r;
 	int64_t started = 0;
 	sqlite3_stmt *st;
 
@@ -90,6 +119,7 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 			continue;
 		n_final++;
 		n_ok += !strcmp(as, "succeeded");
+		n_pre += !strcmp(as, "preempted");
 		if (!failed && (!strcmp(as, "failed") || !strcmp(as, "lost"))) {
 			failed = 1;
 			snprintf(err, sizeof(err), "%s", e && *e ? e : "");
@@ -106,6 +136,8 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 		r = store_run(db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", err, id);
 		if (r == 0)
 			r = store_set_state(db, id, "failed", reason);
+	} else if (n_final == n && n_pre > 0 && n_pre + n_ok == n && !cancel_req) {
+		r = settle_preempted(db, id);
 	} else if (n_final == n && n_ok == n) {
 		char d[32];
 
@@ -190,6 +222,10 @@ static int apply_report(sqlite3 *db, const char *node, const struct hb_report *r
 		first_rank = sqlite3_column_int(st, 1);
 	}
 	sqlite3_finalize(st);
+	/* a preemption is only taken from the run it stopped, never from a
+	 * stale report landing on the relaunch's fresh assignment */
+	if (!strcmp(rep->state, "preempted") && strcmp(as, "running"))
+		return 0;
 	if (first_rank < 0 || (as[0] && strcmp(as, "running"))) {
 		if (running) /* unknown here, or already settled: stop it */
 			add_kill(kill, rep->job);
@@ -286,7 +322,8 @@ static double opt_double(json_t *o, const char *k)
 /* Validates a heartbeat body into reps; replies 400 itself on a bad one. */
 static int parse_heartbeat(struct httpd_req *req, json_t *b, struct hb_report *reps, int *n)
 {
-	static const char *const states[] = {"running", "succeeded", "failed", "cancelled"};
+	static const char *const states[] = {"running", "succeeded", "failed", "cancelled",
+					     "preempted"};
 	json_t *jobs = json_object_get(b, "jobs"), *v;
 	const char *node = json_string_value(json_object_get(b, "node"));
 	const char *addr = json_string_value(json_object_get(b, "addr"));
@@ -329,7 +366,7 @@ static int parse_heartbeat(struct httpd_req *req, json_t *b, struct hb_report *r
 			;
 		if (!p->state || k == ARRAY_SIZE(states))
 			return httpd_reply_error(req, 400, "jobs[%zu]: 'state' must be running, "
-						 "succeeded, failed or cancelled", i), -EINVAL;
+						 "succeeded, failed, cancelled or preempted", i), -EINVAL;
 		if ((p->error && strlen(p->error) > ADMIT_MAX_ERROR) ||
 		    (p->output_dir && strlen(p->output_dir) > ADMIT_MAX_PATH))
 			return httpd_reply_error(req, 400, "jobs[%zu]: 'error' or 'output_dir' is "
@@ -411,7 +448,7 @@ out_rollback:
 
 /* The launches and kills for node. */
 static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, json_t *kill,
-			   int *reprobe)
+			   json_t *preempt, int *reprobe)
 {
 	sqlite3_stmt *st;
 	int r;
@@ -451,6 +488,14 @@ static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, j
 	while (sqlite3_step(st) == SQLITE_ROW)
 		add_kill(kill, (const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
+	r = store_prep(a->db, "SELECT x.job FROM assign x JOIN jobs j ON j.id = x.job WHERE"
+		       " x.node = ? AND x.state = 'running' AND j.state = 'running' AND"
+		       " j.cancel_requested = 0 AND j.preempt IS NOT NULL", "s", &st, node);
+	if (r < 0)
+		return r;
+	while (sqlite3_step(st) == SQLITE_ROW)
+		add_kill(preempt, (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
 	/* repeated until the node reports a probe newer than the request */
 	r = store_prep(a->db, "SELECT reprobe_us > coalesce(probed_us, 0) FROM nodes WHERE id = ?",
 		       "s", &st, node);
@@ -464,7 +509,7 @@ static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, j
 void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
 {
 	static struct hb_report reps[ADMIT_MAX_HB_JOBS];
-	json_t *b = httpd_req_json(req), *launch, *kill;
+	json_t *b = httpd_req_json(req), *launch, *kill, *preempt;
 	unsigned status = 500;
 	int n = 0, reprobe = 0, r;
 
@@ -483,18 +528,23 @@ void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
 			httpd_reply_error(req, status, "cannot record heartbeat: %s", strerror(-r));
 		goto out_decref;
 	}
+	for (int i = 0; i < n; i++)
+		if (!strcmp(reps[i].state, "preempted"))
+			a->qm->loaded = 0; /* a job may be back in the queue */
 	queue_schedule(a); /* freed slots or a new node may start queued jobs */
 	launch = json_array();
+	preempt = json_array();
 	r = heartbeat_reply(a, json_string_value(json_object_get(b, "node")), launch, kill,
-			    &reprobe);
+			    preempt, &reprobe);
 	if (r < 0) {
 		json_decref(launch);
 		json_decref(kill);
+		json_decref(preempt);
 		httpd_reply_error(req, 500, "cannot read launches: %s", strerror(-r));
 		goto out_decref;
 	}
-	httpd_reply_json(req, 200, json_pack("{s:o, s:o, s:b}", "launch", launch, "kill", kill,
-					     "reprobe", reprobe));
+	httpd_reply_json(req, 200, json_pack("{s:o, s:o, s:o, s:b}", "launch", launch, "kill",
+					     kill, "preempt", preempt, "reprobe", reprobe));
 out_decref:
 	json_decref(b);
 }

@@ -5,7 +5,9 @@
  * Every pass runs in one SQLite transaction, so a crash leaves either the old
  * or the new assignment of a job, never half of one. Placement writes the
  * assign rows that the next heartbeat of each node turns into launches; this
- * file never talks to a node.
+ * file never talks to a node. A waiting job that cannot start and outranks
+ * running jobs marks the lowest-priority ones for preemption (nodes.c asks
+ * their nodes to checkpoint them; they come back queued, keeping their hold).
  */
 #include "admitd.h"
 #include "db.h"
@@ -21,6 +23,7 @@
 #include <time.h>
 
 #define QUEUE_BATCH 256 /* jobs priced per pass; the rest wait for the next tick */
+#define QUEUE_PREEMPT_MAX 64 /* running jobs one preemption may stop */
 
 struct node_free {
 	char id[ADMIT_MAX_STR + 1];
@@ -301,9 +304,18 @@ static int start_one(struct admitd *a, struct pass *p, struct qent *row, int ran
 		     struct node_free *nf, int n)
 {
 	char err[ADMIT_MAX_ERROR], reason[ADMIT_MAX_ERROR + 16];
-	int r;
+	sqlite3_stmt *st;
+	int held, r;
 
-	r = budget_hold(a, row->id, row->tenant, row->user, row->est_micro, err, sizeof(err));
+	/* a preempted job comes back with its hold: billed once, never held twice */
+	r = store_prep(a->db, "SELECT 1 FROM jobs WHERE id = ? AND hold_state = 'held'", "s", &st,
+		       row->id);
+	if (r < 0)
+		return r;
+	held = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	r = held ? 0 : budget_hold(a, row->id, row->tenant, row->user, row->est_micro, err,
+					sizeof(err));
 	if (r == -EDQUOT) {
 		snprintf(reason, sizeof(reason), "rejected: %s", err);
 		r = store_run(a->db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", reason, row->id);
@@ -351,6 +363,53 @@ static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
 	}
 	*tail_seq = m;
 	return r;
+}
+
+/* A waiting job that cannot start now and outranks running jobs marks the
+ * lowest-priority of them (never an equal or higher priority, newest first)
+ * that free enough ranks for preemption; one preemption at a time. */
+static int preempt_for(struct admitd *a, const struct sched_job *q, int nq, const int *started,
+		       int free)
+{
+	static char ids[QUEUE_PREEMPT_MAX][ADMIT_MAX_STR + 1];
+	char why[ADMIT_MAX_ERROR];
+	int64_t pending = 0;
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_query_int(a->db, "SELECT count(*) FROM jobs WHERE state = 'running' AND"
+			 " preempt IS NOT NULL", 0, &pending);
+	if (r < 0 || pending > 0)
+		return r;
+	for (int i = 0; i < nq; i++) {
+		struct qent *row = &a->qm->e[q[i].id];
+		int freed = free, m = 0;
+
+		if (started[i] || q[i].ranks <= free)
+			continue;
+		r = store_prep(a->db, "SELECT id, ranks FROM jobs WHERE state = 'running' AND"
+			       " cancel_requested = 0 AND prio < ? ORDER BY prio, seq DESC LIMIT ?",
+			       "ii", &st, (int64_t)q[i].prio, (int64_t)QUEUE_PREEMPT_MAX);
+		if (r < 0)
+			return r;
+		while (freed < q[i].ranks && sqlite3_step(st) == SQLITE_ROW) {
+			snprintf(ids[m++], sizeof(ids[0]), "%s",
+				 (const char *)sqlite3_column_text(st, 0));
+			freed += sqlite3_column_int(st, 1);
+		}
+		sqlite3_finalize(st);
+		if (freed < q[i].ranks)
+			continue;
+		snprintf(why, sizeof(why), "preempted by higher-priority job %s (priority %d)",
+			 row->id, row->prio);
+		for (int k = 0; k < m && r == 0; k++) {
+			r = store_run(a->db, "UPDATE jobs SET preempt = ? WHERE id = ?", "ss", why,
+				      ids[k]);
+			log_info("job %s: %s; asking its nodes to checkpoint it", ids[k], why);
+		}
+		return r;
+	}
+	return 0;
 }
 
 /* Starts queued jobs by the queue policy (sched.c): priority, fair share,
@@ -447,6 +506,8 @@ static int admit_queued(struct admitd *a)
 	if (r < 0)
 		return r;
 	r = explain_waiting(a, q, nq, rows, started, run, n_run, total, (int)slots, now_s, &shown);
+	if (r == 0)
+		r = preempt_for(a, q, nq, started, total);
 	if (r < 0 || nq <= shown + res.n_start)
 		return r;
 	snprintf(why, sizeof(why), "queued: more than %d jobs ahead", SCHED_PROJECT_DEPTH);

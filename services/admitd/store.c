@@ -68,6 +68,9 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN learned INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE jobs SET learned = -1 WHERE state IN ('succeeded', 'failed', 'cancelled');"
 	"CREATE INDEX jobs_learn ON jobs(learned, state);",
+	/* 4: preemption: why a running job is being checkpointed and stopped
+	 * ("preempted by higher-priority job j-… (priority P)"), NULL otherwise */
+	"ALTER TABLE jobs ADD COLUMN preempt TEXT;",
 };
 
 int store_open(const char *path, sqlite3 **out)

@@ -1,7 +1,9 @@
 /* heartbeat — the node's report to admitd every 0.5 s, and what comes back.
  *
  * The report carries the node's capacity and the state of its jobs; the
- * reply carries launches and kills. A launch is repeated by admitd until the
+ * reply carries launches, kills and preemptions (checkpoint, exit, report
+ * "preempted"; admitd relaunches the same job id later, which is then taken
+ * although the id is known). A launch is repeated by admitd until the
  * node reports the job, so a job is recorded in noded.db before any rank is
  * forked and a launch for a known job is ignored. A finished job is reported
  * in NODED_REPORTS_AFTER_FINISH successful heartbeats, then dropped from
@@ -205,8 +207,10 @@ static void heartbeat_launch(struct noded *n, json_t *l)
 		log_err("ignoring a launch from admitd with an invalid job id '%.64s'", id ? id : "");
 		return;
 	}
-	if (job_find(n, id) || jobdb_known(n, id) != 0)
-		return; /* known (or the database cannot say): never launch twice */
+	/* known (or the database cannot say): never launch twice; a preempted
+	 * job is relaunched once its last report has gone */
+	if (job_find(n, id) || (jobdb_known(n, id) != 0 && jobdb_preempted(n, id) != 1))
+		return;
 	tenant = tenant && strlen(tenant) < NODED_ID_MAX ? tenant : "";
 	user = user && strlen(user) < NODED_ID_MAX ? user : "";
 	if (launch_admissible(n, l, ranks, &n_ranks, err, sizeof(err)) < 0) {
@@ -233,7 +237,9 @@ static void heartbeat_launch(struct noded *n, json_t *l)
 	snprintf(j->rdv_key, sizeof(j->rdv_key), "%s",
 		 json_string_value(json_object_get(l, "rdv_key")));
 	if (snprintf(j->dir, sizeof(j->dir), "%s/jobs/%s", n->state_dir, id) >= (int)sizeof(j->dir) ||
-	    snprintf(j->out_dir, sizeof(j->out_dir), "%s/out", j->dir) >= (int)sizeof(j->out_dir)) {
+	    snprintf(j->out_dir, sizeof(j->out_dir), "%s/out", j->dir) >= (int)sizeof(j->out_dir) ||
+	    snprintf(j->ckpt_dir, sizeof(j->ckpt_dir), "%s/ckpt", j->dir) >=
+		    (int)sizeof(j->ckpt_dir)) {
 		log_err("job %s: state directory path too long", id);
 		goto out_free;
 	}
@@ -291,6 +297,15 @@ static void heartbeat_apply(struct noded *n, json_t *resp)
 		launch_kill(n, j);
 		if (j->live == 0)
 			launch_finish(n, j);
+	}
+	json_array_foreach(json_object_get(resp, "preempt"), i, x) {
+		struct job *j = json_is_string(x) ? job_find(n, json_string_value(x)) : NULL;
+
+		if (!j || j->state != JOB_RUNNING || j->cancel_requested || j->preempt_requested)
+			continue;
+		log_info("job %s: admitd asks to preempt it; its %d ranks checkpoint and exit",
+			 j->id, j->live);
+		launch_preempt(n, j);
 	}
 	json_array_foreach(json_object_get(resp, "launch"), i, x)
 		if (json_is_object(x))

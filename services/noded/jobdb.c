@@ -39,6 +39,8 @@ const char *job_state_name(enum job_state s)
 		return "failed";
 	case JOB_CANCELLED:
 		return "cancelled";
+	case JOB_PREEMPTED:
+		return "preempted";
 	}
 	return "failed";
 }
@@ -51,6 +53,8 @@ static enum job_state job_state_parse(const char *s)
 		return JOB_SUCCEEDED;
 	if (!strcmp(s, "cancelled"))
 		return JOB_CANCELLED;
+	if (!strcmp(s, "preempted"))
+		return JOB_PREEMPTED;
 	return JOB_FAILED;
 }
 
@@ -106,10 +110,17 @@ int jobdb_known(struct noded *n, const char *id)
 	return jobdb_run(n, "SELECT 1 FROM jobs WHERE id = ?", "t", id);
 }
 
+int jobdb_preempted(struct noded *n, const char *id)
+{
+	return jobdb_run(n, "SELECT 1 FROM jobs WHERE id = ? AND state = 'preempted'", "t", id);
+}
+
 int jobdb_insert(struct noded *n, struct job *j, const char *ranks_json)
 {
-	return jobdb_run(n, "INSERT INTO jobs (id, tenant, user, bundle_dir, size, ranks, state,"
-			 " output_dir, reports_left, created_us) VALUES (?,?,?,?,?,?,'running',?,?,?)",
+	/* REPLACE: only a preempted job's row is ever there (heartbeat.c) */
+	return jobdb_run(n, "INSERT OR REPLACE INTO jobs (id, tenant, user, bundle_dir, size,"
+			 " ranks, state, output_dir, reports_left, created_us)"
+			 " VALUES (?,?,?,?,?,?,'running',?,?,?)",
 			 "ttttittii", j->id, j->tenant, j->user, j->bundle_dir, (int64_t)j->size,
 			 ranks_json, j->out_dir, (int64_t)NODED_REPORTS_AFTER_FINISH,
 			 (int64_t)util_wall_us());

@@ -1,12 +1,15 @@
 /* launch — a job's ranks as child processes of the agent.
  *
- * Each rank is `TRAINER BUNDLE_DIR --out DIR/jobs/<job>/out` with its rank
+ * Each rank is `TRAINER BUNDLE_DIR --out DIR/jobs/<job>/out --ckpt
+ * DIR/jobs/<job>/ckpt` with its rank
  * and rendezvous in the environment; all ranks of a job share one process
  * group (rank 0 leads it) so a kill reaches whatever they spawn. stdout is a
  * pipe read line by line from the event loop (rank 0's JSON lines become
  * train.log and the job's progress; every rank's comm_s feeds the meter);
  * stderr goes straight to rank-N.log. Exits arrive as sd-event child events
- * while the rank is still a zombie, so its last CPU time can be read. This
+ * while the rank is still a zombie, so its last CPU time can be read. A
+ * preemption sends SIGUSR1: ranks that exit 75 checkpointed, and the job ends
+ * "preempted" (a relaunch resumes from the checkpoint). This
  * file never blocks the loop and never allocates between fork and exec.
  */
 #include "noded.h"
@@ -315,6 +318,11 @@ static void rank_exited(struct noded *n, struct rank *rk, const siginfo_t *si)
 	j->live--;
 	if (si->si_code == CLD_EXITED && si->si_status == 0)
 		return;
+	if (j->preempt_requested && si->si_code == CLD_EXITED &&
+	    si->si_status == NODED_EXIT_CHECKPOINTED) {
+		j->checkpointed = 1;
+		return;
+	}
 	if (j->cancel_requested)
 		return;
 	/* the first failure names the job's error; a crash by a signal the agent
@@ -370,6 +378,14 @@ void launch_kill(struct noded *n, struct job *j)
 		kill(-j->pgid, SIGKILL); /* no timer: do not leave it running */
 }
 
+void launch_preempt(struct noded *n, struct job *j)
+{
+	if (j->live == 0 || j->pgid <= 1 || j->preempt_requested)
+		return;
+	j->preempt_requested = 1;
+	kill(-j->pgid, SIGUSR1);
+}
+
 void launch_finish(struct noded *n, struct job *j)
 {
 	int r;
@@ -379,6 +395,8 @@ void launch_finish(struct noded *n, struct job *j)
 		j->state = JOB_CANCELLED;
 	else if (j->error[0])
 		j->state = JOB_FAILED;
+	else if (j->checkpointed)
+		j->state = JOB_PREEMPTED;
 	else
 		j->state = JOB_SUCCEEDED;
 	j->reports_left = NODED_REPORTS_AFTER_FINISH;
@@ -403,7 +421,8 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 {
 	struct rank *rk = &j->ranks[i];
 	char path[PATH_MAX + 32], **env;
-	char *argv[] = {(char *)n->trainer, j->bundle_dir, "--out", j->out_dir, NULL};
+	char *argv[] = {(char *)n->trainer, j->bundle_dir, "--out", j->out_dir, "--ckpt",
+			j->ckpt_dir, NULL};
 	int pfd[2], errfd, r;
 	pid_t pid;
 

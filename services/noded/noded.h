@@ -56,7 +56,10 @@ int meter_parse_stat(const char *buf, size_t len, uint64_t *ticks, uint64_t *sta
 /* utime + stime of pid in microseconds (works on a zombie). */
 int meter_read_cpu(pid_t pid, uint64_t *cpu_us, uint64_t *starttime);
 
-enum job_state { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED };
+/* PREEMPTED: every rank checkpointed on SIGUSR1 and exited 75; admitd
+ * relaunches the job later, resuming from DIR/jobs/<job>/ckpt. */
+enum job_state { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED, JOB_PREEMPTED };
+#define NODED_EXIT_CHECKPOINTED 75 /* the trainer's "checkpointed, resume later" */
 
 struct progress {
 	int have;
@@ -90,7 +93,7 @@ struct job {
 	struct job *next;
 	char id[NODED_ID_MAX], tenant[NODED_ID_MAX], user[NODED_ID_MAX];
 	char bundle_dir[PATH_MAX], rdv[PATH_MAX], rdv_key[NODED_ID_MAX];
-	char dir[PATH_MAX], out_dir[PATH_MAX];
+	char dir[PATH_MAX], out_dir[PATH_MAX], ckpt_dir[PATH_MAX];
 	int size;
 	int n_ranks;
 	struct rank *ranks;
@@ -98,6 +101,8 @@ struct job {
 	int live; /* ranks not yet reaped */
 	enum job_state state;
 	int cancel_requested;
+	int preempt_requested; /* admitd asked for a checkpoint and exit (SIGUSR1 sent) */
+	int checkpointed;      /* a rank exited NODED_EXIT_CHECKPOINTED */
 	char error[NODED_ERROR_MAX + 1];
 	int error_is_status; /* error is "rank R exited with status S" */
 	struct progress prog;
@@ -134,6 +139,8 @@ struct noded {
 /* jobdb.c — noded.db: schema, job rows, the probe result. */
 int jobdb_open(struct noded *n);
 int jobdb_known(struct noded *n, const char *id);
+/* 1 when job id's row says it was preempted (a relaunch may reuse the id). */
+int jobdb_preempted(struct noded *n, const char *id);
 int jobdb_insert(struct noded *n, struct job *j, const char *ranks_json);
 int jobdb_set_pgid(struct noded *n, struct job *j, uint64_t starttime);
 int jobdb_finish(struct noded *n, struct job *j);
@@ -155,6 +162,8 @@ const char *job_state_name(enum job_state s);
 int launch_job(struct noded *n, struct job *j);
 /* Asks a job to stop: SIGTERM to its process group, SIGKILL after the grace. */
 void launch_kill(struct noded *n, struct job *j);
+/* Asks a job to checkpoint and exit (SIGUSR1 to its ranks). */
+void launch_preempt(struct noded *n, struct job *j);
 /* Called when the last rank is reaped: sets the final state, persists it. */
 void launch_finish(struct noded *n, struct job *j);
 /* SIGTERM: stops every job and reaps its ranks (outside the event loop). */

@@ -3,7 +3,8 @@
 # real Unix socket and SQLite file: per-tenant quotas through PUT
 # /v1/tenants/{T}, priorities, EASY backfill (a short job passes a blocked
 # head, a long one may not), every waiting job told its place and estimated
-# start, no start without a ledger hold when ledgerd is unreachable, and —
+# start, preemption of a lower-priority job (never an equal one) and its
+# return to the queue, no start without a ledger hold when ledgerd is unreachable, and —
 # when the ledgerd in the tree serves /v1/holds — holds at admission, the
 # ledger's rejection sentence, release at the end, and no double hold across
 # kill -9 of admitd.
@@ -162,6 +163,35 @@ submit '{"steps":1,"batch":1}' acme 1000
 want "priority out of range" "$CODE" 400
 for x in $L $F $HI $LO; do api POST "/v1/jobs/$x/cancel"; done
 hb node-a 4 "$(rep "$L" cancelled),$(rep "$F" cancelled)"
+end
+
+begin preemption_by_priority_requeues_with_its_step
+submit '{"steps":1000000,"batch":8,"ranks":4}' acme
+P0=$(j 'd["id"]')
+want "low runs" "$(j 'd["state"]')" running
+hb node-a 4 "$(rep "$P0" running)"
+submit '{"steps":1000000,"batch":8,"ranks":2}' beta
+E=$(j 'd["id"]')
+hb node-a 4 "$(rep "$P0" running)"
+want "equal priority never preempts" "$(j 'd["preempt"]')" "[]"
+submit '{"steps":100,"batch":8,"ranks":2}' beta 5
+PH=$(j 'd["id"]')
+want "high waits" "$(j 'd["state"]')" queued
+hb node-a 4 "$(rep "$P0" running)"
+want "node asked to preempt the low job" "$(j 'd["preempt"]')" "['$P0']"
+hb node-a 4 "{\"job\":\"$P0\",\"state\":\"preempted\",\"progress\":{\"step\":12,\"steps\":1000000}}"
+want "low back in the queue" "$(state "$P0")" queued
+want "reason names the job, priority and step" "$(j '[e["reason"] for e in d["events"] if e["state"] == "queued"][-1]')" "preempted by higher-priority job $PH (priority 5); resumes from step 12"
+want "high runs" "$(state "$PH")" running
+hb node-a 4 "$(rep "$P0" preempted),$(rep "$PH" running)"
+want "a stale report changes nothing" "$(state "$P0")" queued
+api POST "/v1/jobs/$E/cancel"
+hb node-a 4 "$(rep "$PH" succeeded)"
+want "low relaunched" "$(state "$P0")" running
+hb node-a 4
+want "new rendezvous key" "$(j '[l["rdv_key"] for l in d["launch"]]')" "['$P0.2']"
+api POST "/v1/jobs/$P0/cancel"
+hb node-a 4 "$(rep "$P0" cancelled)"
 end
 
 begin no_start_without_a_hold
