@@ -53,8 +53,10 @@ submit() { # writes the id of an acknowledged job to $T/acked
 	out=$(curl -s -m 5 --unix-socket "$SOCK" -w '\n%{http_code}' -H 'Content-Type: application/json' \
 		--data-binary "{\"tenant\":\"acme\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/b-1\",\"model\":$MODEL,\"params\":{\"steps\":10,\"batch\":8,\"ranks\":1}}" \
 		http://a/v1/jobs 2>/dev/null)
-	[ "$(tail -1 <<<"$out")" = 201 ] &&
-		head -1 <<<"$out" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])' >>"$T/acked"
+	local id
+	[ "$(tail -1 <<<"$out")" = 201 ] || return 0
+	id=$(head -1 <<<"$out" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])') &&
+		printf '%s\n' "$id" >>"$T/acked"
 	return 0
 }
 # The node: reports what it was launched (running, then succeeded), like noded.
@@ -103,7 +105,9 @@ for id in $("$PY" -c 'import json,sys; [print(j["id"]) for j in json.load(open(s
 done >"$T/holds.jsonl"
 "$PY" - "$T/acked" "$T/jobs.json" "$T/holds.jsonl" "$HOLDS" "$ROUNDS" <<'EOF'
 import json, sys
-acked = [l.strip() for l in open(sys.argv[1]) if l.strip()] if open(sys.argv[1]) else []
+import re
+# Ids are appended by concurrent submitters: read them by shape, not by line.
+acked = re.findall(r"j-[0-9a-f]+", open(sys.argv[1]).read())
 jobs = json.load(open(sys.argv[2]))["jobs"]
 holds = {}
 for l in open(sys.argv[3]):
