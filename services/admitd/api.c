@@ -81,7 +81,10 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 					: "waiting for a node to register (nothing to price against)";
 	char *ms = json_dumps(model, JSON_COMPACT), *ps = json_dumps(params, JSON_COMPACT);
 	int64_t now = (int64_t)util_wall_us(), active = 0;
-	int64_t prio = json_integer_value(json_object_get(b, "priority"));
+	/* The request's "priority" wins; else the bundle's (bursar.json, overrides). */
+	int64_t prio = json_integer_value(json_object_get(b, "priority") ?
+					  json_object_get(b, "priority") :
+					  json_object_get(params, "priority"));
 	sqlite3_stmt *st;
 	int r = -ENOMEM;
 
