@@ -23,12 +23,14 @@
 #include "trainer.h"
 #include "util.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -229,17 +231,46 @@ static int encode_stdin(const char *path)
 	return 0;
 }
 
+/* The OpenBLAS core to force, or NULL. OpenBLAS 0.3.21 does not know newer
+ * CPUs (e.g. Emerald Rapids, family 6 model 207) and falls back to its SSE3
+ * "Prescott" kernels, 3x slower than its AVX-512 ones there; it reads
+ * OPENBLAS_CORETYPE when it loads, so the override needs the re-exec too. */
+static const char *blas_core_override(void)
+{
+	static const char *const good[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake",
+					   "SapphireRapids"};
+	const char *core = openblas_get_corename();
+
+	if (getenv("OPENBLAS_CORETYPE") || !core)
+		return NULL;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!strcasecmp(core, good[i]))
+			return NULL;
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	    __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+		return "SkylakeX";
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return "Haswell";
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct train_opts o = {.rank = 0, .size = 1};
 	struct sigaction sa = {.sa_handler = on_term_rank}, su = {.sa_handler = on_usr1_rank};
 	long ranks = 0;
+	const char *core;
 
 	/* OpenMP threads that spin between parallel regions steal the cores
 	 * OpenBLAS's own threads need (2x slower on 2 cores). libgomp reads the
 	 * policy when it loads, before main, hence the one re-exec. */
-	if (!getenv("OMP_WAIT_POLICY")) {
-		setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+	core = blas_core_override();
+	if (!getenv("OMP_WAIT_POLICY") || core) {
+		if (!getenv("OMP_WAIT_POLICY"))
+			setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+		if (core)
+			setenv("OPENBLAS_CORETYPE", core, 1);
 		execv("/proc/self/exe", argv);
 	}
 	log_init("bursar-train");

@@ -4,6 +4,10 @@
 # same thread count, measured in the same run. Prints the median step time
 # of each (first STEPS_WARM steps dropped) and the ratio torch / bursar
 # (> 1: bursar is faster; the issue's target is >= 1.2). No timed assertion.
+# Also prints the OpenBLAS core bursar-train ran on (it forces SkylakeX or
+# Haswell when OpenBLAS does not know the CPU and would fall back to SSE3).
+# PyTorch links the same OpenBLAS, so it runs on that same core too (like for
+# like); BENCH_TORCH_CORETYPE=default leaves torch on OpenBLAS's own choice.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -25,10 +29,13 @@ json.dump({"model_type": "gpt2", "n_layer": 12, "n_head": 12, "n_embd": 768, "n_
           open(d + "/config.json", "w"))
 PYEOF
 
-OMP_NUM_THREADS=$THREADS "$TRAIN" "$tmp/b" >"$tmp/ours.jsonl" 2>"$tmp/ours.err" ||
+OPENBLAS_VERBOSE=2 OMP_NUM_THREADS=$THREADS "$TRAIN" "$tmp/b" >"$tmp/ours.jsonl" 2>"$tmp/ours.err" ||
 	{ echo "bench-trainer: bursar-train failed: $(tail -2 "$tmp/ours.err")"; exit 1; }
 
-$PY - "$tmp/ours.jsonl" "$STEPS" "$STEPS_WARM" "$THREADS" <<'PYEOF'
+core=$(grep '^Core:' "$tmp/ours.err" | tail -1 | cut -d' ' -f2)
+tcore=${BENCH_TORCH_CORETYPE:-$core}
+[ "$tcore" = default ] && tcore=
+env ${tcore:+OPENBLAS_CORETYPE=$tcore} $PY - "$tmp/ours.jsonl" "$STEPS" "$STEPS_WARM" "$THREADS" <<'PYEOF'
 import json, math, statistics, sys, time
 import torch
 import torch.nn as nn
@@ -90,3 +97,4 @@ print("  bursar-train   %8.1f ms/step" % ours_ms)
 print("  pytorch %s %8.1f ms/step" % (torch.__version__[:6], torch_ms))
 print("  ratio torch/bursar: %.2fx (target >= 1.2x; > 1 means bursar is faster)" % (torch_ms / ours_ms))
 PYEOF
+echo "  OpenBLAS core: bursar-train $core, pytorch ${tcore:-(its own choice)}"
