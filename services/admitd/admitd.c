@@ -37,7 +37,7 @@ static void usage(FILE *f)
 		   "  --ledgerd ADDR     ledgerd base (unix:PATH or http://HOST:PORT)\n"
 		   "  --rdv ADDR         base ranks use for rendezvous (default: the first\n"
 		   "                     unix listen address)\n"
-		   "  --efficiency F     fraction of probed FLOP/s a step achieves (default 0.6)\n"
+		   "  --efficiency F     fraction of probed FLOP/s a step achieves (default 0.3)\n"
 		   "  --node-timeout S   seconds of silence before a node is down (default 10)\n"
 		   "  --policy P         queue policy: fifo, backfill or bursar (default: bursar,\n"
 		   "                     priority + fair share + EASY backfill)\n");
@@ -134,10 +134,10 @@ int main(int argc, char **argv)
 	};
 	const char *state = NULL, *listen[HTTPD_MAX_LISTEN], *rdv = NULL;
 	char path[4096], dflt_listen[4200];
-	/* 0.6: what bursar-train's CPU step reached of the single-thread sgemm
-	 * probe on small GPT-2 shapes on a 2-core development machine. A first
-	 * guess until the estimator learns per node from metered bills. */
-	struct admitd a = {.efficiency = 0.6, .node_timeout_us = 10 * 1000000ull};
+	/* 0.3: bursar-train's CPU step reaches 0.1 (tiny models) to 0.4 (GPT-2
+	 * 124M) of the single-thread AVX-512 sgemm probe on a 2-core machine. A
+	 * first guess: each node's own value is learned from its metered bills. */
+	struct admitd a = {.efficiency = 0.3, .node_timeout_us = 10 * 1000000ull};
 	struct httpd_config hc = {0};
 	double timeout_s = 10;
 	int n_listen = 0, c, r;

@@ -88,7 +88,7 @@ want "exit" "$?" 0
 wantgrep "header" "$OUT" 'RANKS +TIME +COMPUTE +ALLREDUCE +COST'
 want "one row per rank count dividing the batch" "$(grep -cE '^[* ] +[0-9]+ ' <<<"$OUT")" 3
 wantgrep "the choice is marked" "$OUT" '^\* +4 '
-wantgrep "and explained" "$OUT" '^choice: 4 ranks: .*\(fastest\); 1 rank would be .*; efficiency 0\.60'
+wantgrep "and explained" "$OUT" '^choice: 4 ranks: .*\(fastest\); 1 rank would be .*; efficiency 0\.30'
 end
 
 begin estimate_budget_picks_fewer_ranks

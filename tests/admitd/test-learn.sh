@@ -119,7 +119,7 @@ hb
 begin node_profile_stored
 api GET /v1/nodes
 want "profile" "$(j 'd["nodes"][0]["mem_bytes"], d["nodes"][0]["allreduce"]["alpha_s"], d["nodes"][0]["allreduce"]["beta_bps"]')" "(8000000000.0, 2e-05, 3000000000.0)"
-want "efficiency default" "$(j 'd["nodes"][0]["efficiency"], d["nodes"][0]["efficiency_jobs"]')" "(0.6, 0)"
+want "efficiency default" "$(j 'd["nodes"][0]["efficiency"], d["nodes"][0]["efficiency_jobs"]')" "(0.3, 0)"
 hb "" '"mem_bytes":-5'
 want "bad profile refused" "$CODE" 400
 end
@@ -131,7 +131,7 @@ want state "$(j 'd["state"]')" running
 P1=$(j 'd["estimate"]["amount_micro"]')
 S1=$(j 'd["estimate"]["seconds"]')
 C1=$(j 'd["estimate"]["compute_s"]')
-wantgrep "explains the default" "$(j 'd["estimate"]["explain"]')" 'efficiency 0\.60 \(default, nothing learned yet\)'
+wantgrep "explains the default" "$(j 'd["estimate"]["explain"]')" 'efficiency 0\.30 \(default, nothing learned yet\)'
 hb "{\"job\":\"$J1\",\"state\":\"running\"}"
 # the job's compute took three times what was predicted
 RAN=$("$PY" -c "print(round($S1 + 2 * $C1, 3))")
