@@ -47,22 +47,7 @@ api() {
 # j EXPR: evaluates a Python expression over the reply d.
 j() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/resp" "$1"; }
 
-FAILS=0
-case_name=
-case_err=
-begin() { case_name=$1; case_err=; }
-want() { # DESC GOT WANT
-	[ -z "$case_err" ] && [ "$2" != "$3" ] && case_err="$1: got '$2', want '$3'"
-	return 0
-}
-wantgrep() { # DESC TEXT REGEX
-	[ -z "$case_err" ] && ! [[ $2 =~ $3 ]] && case_err="$1: '$2' does not match /$3/"
-	return 0
-}
-end() {
-	if [ -n "$case_err" ]; then echo "FAIL $case_name: $case_err"; FAILS=$((FAILS + 1))
-	else echo "PASS $case_name"; fi
-}
+. tests/admitd/cases.sh
 
 # settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
 # pass (at most every 50 ms) to start the job or say where it stands, and
