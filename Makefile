@@ -52,6 +52,7 @@ include services/admitd/admitd.mk
 include services/noded/noded.mk
 include services/consoled/consoled.mk
 include services/trainer/trainer.mk
+-include services/trainer/cuda/cuda.mk
 include services/ctl/ctl.mk
 -include services/replay/replay.mk
 -include netstack/netstack.mk

@@ -1,0 +1,443 @@
+/* kernels — the elementwise and reduction kernels of bursar-train's CUDA
+ * backend: embeddings, fused residual + layernorm, GELU (tanh), bias
+ * gradients, fused softmax cross-entropy, global norm, AdamW.
+ *
+ * Every reduction runs in a fixed order (per-warp or per-chunk partial rows,
+ * then one pass that sums them in index order), never with float atomics,
+ * so a step's gradients are the same bits on every run.
+ */
+#include "common.cuh"
+
+#include <math.h>
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+/* ---- embeddings ---- */
+
+__global__ void encoder_forward_kernel(float *out, const int *inp, const float *wte,
+				       const float *wpe, int N, int T, int C)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (size_t)N * C)
+		return;
+	int n = (int)(i / C), c = (int)(i % C), t = n % T;
+	out[i] = wte[(size_t)inp[n] * C + c] + wpe[(size_t)t * C + c];
+}
+
+void k_encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int N,
+		       int T, int C, cudaStream_t st)
+{
+	size_t n = (size_t)N * C;
+	encoder_forward_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(out, inp, wte, wpe, N, T, C);
+}
+
+// grid (U, ceil(C/256)): one block column per unique token, summed in position order
+__global__ void encoder_backward_wte_kernel(float *dwte, const float *dres, const int *order,
+					    const int *starts, const int *toks, int C)
+{
+	int u = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	float s = 0;
+	for (int j = starts[u]; j < starts[u + 1]; j++)
+		s += dres[(size_t)order[j] * C + c];
+	dwte[(size_t)toks[u] * C + c] += s;
+}
+
+__global__ void encoder_backward_wpe_kernel(float *dwpe, const float *dres, int B, int T, int C)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= (size_t)T * C)
+		return;
+	int t = (int)(i / C), c = (int)(i % C);
+	float s = 0;
+	for (int b = 0; b < B; b++)
+		s += dres[((size_t)b * T + t) * C + c];
+	dwpe[i] += s;
+}
+
+void k_encoder_backward(float *dwte, float *dwpe, const float *dres, const int *order,
+			const int *starts, const int *toks, int U, int B, int T, int C,
+			cudaStream_t st)
+{
+	dim3 g(U, CEIL_DIV(C, 256));
+	if (U > 0)
+		encoder_backward_wte_kernel<<<g, 256, 0, st>>>(dwte, dres, order, starts, toks, C);
+	encoder_backward_wpe_kernel<<<CEIL_DIV((size_t)T * C, 256), 256, 0, st>>>(dwpe, dres, B,
+										   T, C);
+}
+
+/* ---- layernorm ---- */
+
+// one warp per row
+__global__ void residual_layernorm_kernel(float *res, bf16 *ln, float *mean, float *rstd,
+					  const float *a, const bf16 *b, const float *w,
+					  const float *bias, int N, int C, float eps)
+{
+	int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	if (row >= N)
+		return;
+	const float *x = a + (size_t)row * C;
+	float *r = res + (size_t)row * C;
+	float s = 0, v = 0, m, rs;
+
+	for (int c = lane; c < C; c += 32) {
+		float xv = x[c];
+		if (b)
+			xv += __bfloat162float(b[(size_t)row * C + c]);
+		if (r != x)
+			r[c] = xv;
+		s += xv;
+	}
+	m = warp_sum(s) / C;
+	__syncwarp();
+	for (int c = lane; c < C; c += 32) {
+		float d = r[c] - m;
+		v += d * d;
+	}
+	rs = rsqrtf(warp_sum(v) / C + eps);
+	for (int c = lane; c < C; c += 32)
+		ln[(size_t)row * C + c] = __float2bfloat16((r[c] - m) * rs * w[c] + bias[c]);
+	if (lane == 0) {
+		mean[row] = m;
+		rstd[row] = rs;
+	}
+}
+
+void k_residual_layernorm(float *res, bf16 *ln, float *mean, float *rstd, const float *a,
+			  const bf16 *b, const float *w, const float *bias, int N, int C, float eps,
+			  cudaStream_t st)
+{
+	residual_layernorm_kernel<<<CEIL_DIV(N, 8), 256, 0, st>>>(res, ln, mean, rstd, a, b, w,
+								  bias, N, C, eps);
+}
+
+// grid LN_BWD_BLOCKS x LN_BWD_WARPS warps; warp gw owns partial rows gw of
+// scratch (dw) and LN_BWD_BLOCKS*LN_BWD_WARPS + gw (db)
+__global__ void layernorm_backward_kernel(float *dres, bf16 *dres_bf, float *scratch,
+					  const bf16 *dout, const float *inp, const float *w,
+					  const float *mean, const float *rstd, int N, int C,
+					  int overwrite)
+{
+	int nw = gridDim.x * (blockDim.x / 32);
+	int gw = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	float *pdw = scratch + (size_t)gw * C, *pdb = scratch + (size_t)(nw + gw) * C;
+
+	for (int c = lane; c < C; c += 32)
+		pdw[c] = pdb[c] = 0;
+	for (int row = gw; row < N; row += nw) {
+		const bf16 *d = dout + (size_t)row * C;
+		const float *x = inp + (size_t)row * C;
+		float *di = dres + (size_t)row * C;
+		bf16 *dib = dres_bf + (size_t)row * C;
+		float m = mean[row], s = rstd[row], dm = 0, dnm = 0;
+
+		for (int c = lane; c < C; c += 32) {
+			float dv = __bfloat162float(d[c]), norm = (x[c] - m) * s, dn = w[c] * dv;
+			dm += dn;
+			dnm += dn * norm;
+		}
+		dm = warp_sum(dm) / C;
+		dnm = warp_sum(dnm) / C;
+		for (int c = lane; c < C; c += 32) {
+			float dv = __bfloat162float(d[c]), norm = (x[c] - m) * s, dn = w[c] * dv;
+			float g = (dn - dm - norm * dnm) * s;
+			float nv = overwrite ? g : di[c] + g;
+			pdb[c] += dv;
+			pdw[c] += norm * dv;
+			di[c] = nv;
+			dib[c] = __float2bfloat16(nv);
+		}
+	}
+}
+
+// out[c] += sum over rows r < nrows of part[r*C + c], in row order
+__global__ void rows_sum_kernel(float *out, const float *part, int nrows, int C)
+{
+	int c = blockIdx.x * blockDim.x + threadIdx.x;
+	if (c >= C)
+		return;
+	float s = 0;
+	for (int r = 0; r < nrows; r++)
+		s += part[(size_t)r * C + c];
+	out[c] += s;
+}
+
+void k_layernorm_backward(float *dres, bf16 *dres_bf, float *dw, float *db, float *scratch,
+			  const bf16 *dout, const float *inp, const float *w, const float *mean,
+			  const float *rstd, int N, int C, int overwrite, cudaStream_t st)
+{
+	int nw = LN_BWD_BLOCKS * LN_BWD_WARPS;
+	layernorm_backward_kernel<<<LN_BWD_BLOCKS, LN_BWD_WARPS * 32, 0, st>>>(
+		dres, dres_bf, scratch, dout, inp, w, mean, rstd, N, C, overwrite);
+	rows_sum_kernel<<<CEIL_DIV(C, 256), 256, 0, st>>>(dw, scratch, nw, C);
+	rows_sum_kernel<<<CEIL_DIV(C, 256), 256, 0, st>>>(db, scratch + (size_t)nw * C, nw, C);
+}
+
+/* ---- GELU (tanh approximation, HF's gelu_new) ---- */
+
+__device__ __forceinline__ float gelu_f(float x)
+{
+	return 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+}
+
+__device__ __forceinline__ float gelu_grad(float x)
+{
+	float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+	return 0.5f * (1.0f + th) +
+	       0.5f * x * (1.0f - th * th) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+// 8 elements per thread, 16-byte loads
+__global__ void gelu_forward_kernel(bf16 *out, const bf16 *inp, size_t n8)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n8)
+		return;
+	uint4 raw = ((const uint4 *)inp)[i], res;
+	const bf16 *x = (const bf16 *)&raw;
+	bf16 *y = (bf16 *)&res;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		y[k] = __float2bfloat16(gelu_f(__bfloat162float(x[k])));
+	((uint4 *)out)[i] = res;
+}
+
+__global__ void gelu_backward_kernel(bf16 *d, const bf16 *inp, size_t n8)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n8)
+		return;
+	uint4 rx = ((const uint4 *)inp)[i], rd = ((uint4 *)d)[i];
+	const bf16 *x = (const bf16 *)&rx;
+	bf16 *g = (bf16 *)&rd;
+#pragma unroll
+	for (int k = 0; k < 8; k++)
+		g[k] = __float2bfloat16(__bfloat162float(g[k]) * gelu_grad(__bfloat162float(x[k])));
+	((uint4 *)d)[i] = rd;
+}
+
+void k_gelu_forward(bf16 *out, const bf16 *inp, size_t n, cudaStream_t st)
+{
+	gelu_forward_kernel<<<CEIL_DIV(n / 8, 256), 256, 0, st>>>(out, inp, n / 8);
+}
+
+void k_gelu_backward(bf16 *d, const bf16 *inp, size_t n, cudaStream_t st)
+{
+	gelu_backward_kernel<<<CEIL_DIV(n / 8, 256), 256, 0, st>>>(d, inp, n / 8);
+}
+
+/* ---- bias gradients: column sums ---- */
+
+__device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f(float x) { return x; }
+
+// grid (ceil(OC/256), COLSUM_CHUNKS): chunk k sums rows k, k+chunks, ...
+template <typename T>
+__global__ void colsum_kernel(float *part, const T *x, int N, int OC)
+{
+	int c = blockIdx.x * blockDim.x + threadIdx.x, k = blockIdx.y;
+	if (c >= OC)
+		return;
+	float s = 0;
+	for (int r = k; r < N; r += gridDim.y)
+		s += to_f(x[(size_t)r * OC + c]);
+	part[(size_t)k * OC + c] = s;
+}
+
+void k_colsum_bf16(float *out, float *scratch, const bf16 *x, int N, int OC, cudaStream_t st)
+{
+	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
+	colsum_kernel<bf16><<<g, 256, 0, st>>>(scratch, x, N, OC);
+	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
+}
+
+void k_colsum_f32(float *out, float *scratch, const float *x, int N, int OC, cudaStream_t st)
+{
+	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
+	colsum_kernel<float><<<g, 256, 0, st>>>(scratch, x, N, OC);
+	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
+}
+
+/* ---- fused softmax cross-entropy ---- */
+
+__device__ float block_reduce(float v, int is_max)
+{
+	__shared__ float sh[32];
+	int lane = threadIdx.x % 32, w = threadIdx.x / 32, nw = blockDim.x / 32;
+
+	v = is_max ? warp_max(v) : warp_sum(v);
+	__syncthreads();
+	if (lane == 0)
+		sh[w] = v;
+	__syncthreads();
+	v = lane < nw ? sh[lane] : (is_max ? -INFINITY : 0.0f);
+	v = is_max ? warp_max(v) : warp_sum(v);
+	return v;
+}
+
+// one block per row; logits rows of Vp (V real columns, pad columns zero)
+__global__ void crossentropy_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp,
+				    float dscale, int grad)
+{
+	int row = blockIdx.x;
+	bf16 *x = logits + (size_t)row * Vp;
+	int tgt = targets[row];
+	float mx = -INFINITY, sum = 0;
+
+	for (int i = threadIdx.x; i < V; i += blockDim.x)
+		mx = fmaxf(mx, __bfloat162float(x[i]));
+	mx = block_reduce(mx, 1);
+	for (int i = threadIdx.x; i < V; i += blockDim.x)
+		sum += expf(__bfloat162float(x[i]) - mx);
+	sum = block_reduce(sum, 0);
+	if (threadIdx.x == 0)
+		losses[row] = logf(sum) + mx - __bfloat162float(x[tgt]);
+	if (!grad)
+		return;
+	__syncthreads(); /* x[tgt] read above before it is overwritten */
+	float inv = 1.0f / sum;
+	for (int i = threadIdx.x; i < Vp; i += blockDim.x) {
+		float g = 0;
+		if (i < V)
+			g = (expf(__bfloat162float(x[i]) - mx) * inv - (i == tgt ? 1.0f : 0.0f)) * dscale;
+		x[i] = __float2bfloat16(g);
+	}
+}
+
+void k_crossentropy(float *losses, bf16 *logits, const int *targets, int N, int V, int Vp,
+		    float dscale, int grad, cudaStream_t st)
+{
+	crossentropy_kernel<<<N, 1024, 0, st>>>(losses, logits, targets, V, Vp, dscale, grad);
+}
+
+__global__ void mean_kernel(float *out, const float *x, int n)
+{
+	float s = 0;
+	for (int i = threadIdx.x; i < n; i += blockDim.x)
+		s += x[i];
+	s = block_reduce(s, 0);
+	if (threadIdx.x == 0)
+		*out = s / n;
+}
+
+void k_mean(float *out, const float *x, int n, cudaStream_t st)
+{
+	mean_kernel<<<1, 1024, 0, st>>>(out, x, n);
+}
+
+/* ---- global norm ---- */
+
+__global__ void sumsq_kernel(float *part, const float *x, size_t n)
+{
+	float s = 0;
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x)
+		s += x[i] * x[i];
+	s = block_reduce(s, 0);
+	if (threadIdx.x == 0)
+		part[blockIdx.x] = s;
+}
+
+__global__ void sum_parts_kernel(float *out, const float *part, int n)
+{
+	float s = 0;
+	for (int i = threadIdx.x; i < n; i += blockDim.x)
+		s += part[i];
+	s = block_reduce(s, 0);
+	if (threadIdx.x == 0)
+		*out = s;
+}
+
+void k_sumsq(float *out, float *scratch, const float *x, size_t n, cudaStream_t st)
+{
+	sumsq_kernel<<<NORM_BLOCKS, 512, 0, st>>>(scratch, x, n);
+	sum_parts_kernel<<<1, 512, 0, st>>>(out, scratch, NORM_BLOCKS);
+}
+
+/* ---- AdamW (decoupled weight decay, bias-corrected), as optim.c ---- */
+
+__global__ void adamw_kernel(float *p, bf16 *p_bf, const float *g, float *m, float *v, size_t n,
+			     float lr, float b1, float b2, float c1, float c2, float eps, float wd,
+			     float gscale)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n)
+		return;
+	float gr = g[i] * gscale, mi = b1 * m[i] + (1.0f - b1) * gr;
+	float vi = b2 * v[i] + (1.0f - b2) * gr * gr, pi = p[i];
+	pi -= lr * ((mi / c1) / (sqrtf(vi / c2) + eps) + wd * pi);
+	m[i] = mi;
+	v[i] = vi;
+	p[i] = pi;
+	p_bf[i] = __float2bfloat16(pi);
+}
+
+void k_adamw(float *p, bf16 *p_bf, const float *g, float *m, float *v, size_t n, float lr,
+	     float b1, float b2, float c1, float c2, float eps, float wd, float gscale,
+	     cudaStream_t st)
+{
+	if (n)
+		adamw_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(p, p_bf, g, m, v, n, lr, b1, b2, c1,
+							       c2, eps, wd, gscale);
+}
+
+/* ---- casts and fills ---- */
+
+__global__ void f32_to_bf16_kernel(bf16 *out, const float *in, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		out[i] = __float2bfloat16(in[i]);
+}
+
+__global__ void bf16_to_f32_kernel(float *out, const bf16 *in, size_t n)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i < n)
+		out[i] = __bfloat162float(in[i]);
+}
+
+void k_f32_to_bf16(bf16 *out, const float *in, size_t n, cudaStream_t st)
+{
+	if (n)
+		f32_to_bf16_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(out, in, n);
+}
+
+void k_bf16_to_f32(float *out, const bf16 *in, size_t n, cudaStream_t st)
+{
+	if (n)
+		bf16_to_f32_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(out, in, n);
+}
+
+__global__ void fill_random_kernel(bf16 *x, size_t n, uint64_t seed, float scale)
+{
+	size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= n)
+		return;
+	uint64_t z = seed + i * 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	x[i] = __float2bfloat16(((float)(z >> 40) / (float)(1 << 24) * 2.0f - 1.0f) * scale);
+}
+
+void k_fill_random(bf16 *x, size_t n, uint64_t seed, float scale, cudaStream_t st)
+{
+	if (n)
+		fill_random_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(x, n, seed, scale);
+}

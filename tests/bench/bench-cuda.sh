@@ -1,0 +1,38 @@
+#!/bin/bash
+# bench-cuda — the CUDA backend on the GPU: its checks against the CPU
+# (build/bin/test-cuda), then GPT-2 124M training throughput, B=32 T=1024 bf16,
+# bursar (build/bin/bench-cuda) against PyTorch on the same GPU in the same
+# run, eager and torch.compile, with the ratios. Skipped without a GPU.
+#   BENCH_CUDA_STEPS=20  BENCH_CUDA_ARGS="-B 32 -T 1024"  BENCH_CUDA_TORCH=both|eager|compile|none
+set -u
+BUILD=${BUILD:-build}
+PY=${BENCH_CUDA_PYTHON:-python3}
+steps=${BENCH_CUDA_STEPS:-20}
+args=${BENCH_CUDA_ARGS:--B 32 -T 1024}
+torch_mode=${BENCH_CUDA_TORCH:-both}
+here=$(cd "$(dirname "$0")" && pwd)
+
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+	echo "SKIP bench-cuda: no NVIDIA GPU on this machine"
+	exit 0
+fi
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
+	--format=csv,noheader
+echo "== checks against the CPU reference"
+"$BUILD/bin/test-cuda"
+echo "== bursar-train's CUDA backend"
+out=$("$BUILD/bin/bench-cuda" $args -s "$steps" 2>&1)
+echo "$out" | tail -4
+ours=$(echo "$out" | sed -n 's/^bursar_cuda tokens_per_s=\([0-9]*\).*/\1/p')
+[ -n "$ours" ] || { echo "bench-cuda failed"; exit 1; }
+BURSAR_CUDA_TIMING=1 "$BUILD/bin/bench-cuda" $args -s 2 2>&1 | grep '^cuda:' | tail -2
+[ "$torch_mode" = none ] && exit 0
+echo "== PyTorch on the same GPU"
+tout=$($PY "$here/gpt2_torch_gpu.py" --mode "$torch_mode" $args --steps "$steps" 2>&1)
+echo "$tout" | grep -v Warning
+for mode in eager compile; do
+	theirs=$(echo "$tout" | sed -n "s/^torch_$mode tokens_per_s=\([0-9]*\).*/\1/p")
+	[ -n "$theirs" ] && awk -v a="$ours" -v b="$theirs" -v m="$mode" \
+		'BEGIN { printf "ratio bursar/torch_%s: %.2fx (%d vs %d tokens/s)\n", m, a / b, a, b }'
+done
+exit 0
