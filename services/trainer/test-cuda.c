@@ -62,10 +62,15 @@ static struct gpu_model *make_gpu(int naive)
 	struct gpu_model *g = NULL;
 	char err[256] = "";
 
-	if (naive)
+	/* 0: the default kernels, 1: the plain attention, 2: flash2.cu's */
+	if (naive == 1)
 		setenv("BURSAR_CUDA_NAIVE_ATTN", "1", 1);
 	else
 		unsetenv("BURSAR_CUDA_NAIVE_ATTN");
+	if (naive == 2)
+		setenv("BURSAR_CUDA_FLASH2", "1", 1);
+	else
+		unsetenv("BURSAR_CUDA_FLASH2");
 	T_EQ_INT(ops->create(&g, &dims, B, T, err, sizeof(err)), 0);
 	if (!g) {
 		T_CHECK(0, "create: %s", err);
@@ -138,6 +143,15 @@ static void test_grads(void)
 		printf("  plain vs flash attention: grad rel err %.2e\n",
 		       rel_l2(gn, gg, cpu.n_params));
 		T_CHECK(rel_l2(gn, gg, cpu.n_params) < 1e-2, "plain vs flash grads %g",
+			rel_l2(gn, gg, cpu.n_params));
+		ops->destroy(g);
+	}
+	if ((g = make_gpu(2))) {
+		ln = gpu_grads(g, gn);
+		T_CHECK(fabsf(ln - lg) < 1e-3f * lg, "flash2 attention loss %g vs %g", ln, lg);
+		printf("  flash2 vs flash attention: grad rel err %.2e\n",
+		       rel_l2(gn, gg, cpu.n_params));
+		T_CHECK(rel_l2(gn, gg, cpu.n_params) < 1e-2, "flash2 vs flash grads %g",
 			rel_l2(gn, gg, cpu.n_params));
 		ops->destroy(g);
 	}

@@ -25,7 +25,8 @@ out=$("$BUILD/bin/bench-cuda" $args -s "$steps" 2>&1)
 echo "$out" | tail -4
 ours=$(echo "$out" | sed -n 's/^bursar_cuda tokens_per_s=\([0-9]*\).*/\1/p')
 [ -n "$ours" ] || { echo "bench-cuda failed"; exit 1; }
-BURSAR_CUDA_TIMING=1 "$BUILD/bin/bench-cuda" $args -s 2 2>&1 | grep '^cuda:' | tail -2
+echo "== where one step's time goes (events between the calls of the second step)"
+BURSAR_CUDA_TIMING=2 "$BUILD/bin/bench-cuda" $args -s 1 2>&1 | grep '^cuda:' | tail -11
 [ "$torch_mode" = none ] && exit 0
 echo "== PyTorch on the same GPU"
 tout=$($PY "$here/gpt2_torch_gpu.py" --mode "$torch_mode" $args --steps "$steps" 2>&1)

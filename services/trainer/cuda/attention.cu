@@ -8,7 +8,8 @@
  * Tiles of 64 queries x 64 keys, four warps per block, each warp 16 rows;
  * the products run on the tensor cores through WMMA (bf16 in, fp32
  * accumulate), the online softmax in fp32. Head sizes 64 and 128 with T a
- * multiple of 64 take these kernels; other shapes use the plain kernels at
+ * multiple of 64 take these kernels (or, with attn_args.flash2, flash2.cu's
+ * register-resident ones for head size 64); other shapes use the plain kernels at
  * the end of this file, which are also the reference the tests check the
  * flash kernels against.
  *
@@ -489,7 +490,9 @@ void k_attn_forward(bf16 *out, float *lse, const bf16 *qkv, const struct attn_ar
 	if (naive || attn_flash_supported(a) < 0) {
 		size_t sm = (a->HS + a->T + 128) * sizeof(float);
 		naive_fwd_kernel<<<dim3(a->T, a->B * a->NH), 128, sm, st>>>(out, lse, qkv, *a);
-	} else if (a->HS == 64)
+	} else if (a->flash2 && flash2_supported(a))
+		flash2_forward(out, lse, qkv, a, st);
+	else if (a->HS == 64)
 		flash_forward<64>(out, lse, qkv, a, st);
 	else
 		flash_forward<128>(out, lse, qkv, a, st);
@@ -510,7 +513,9 @@ void k_attn_backward(bf16 *dqkv, float *scratch, const bf16 *dout, const bf16 *o
 	}
 	int rows = a->B * a->T * a->NH;
 	attn_delta_kernel<<<CEIL_DIV(rows, 8), 256, 0, st>>>(scratch, dout, out, *a);
-	if (a->HS == 64)
+	if (a->flash2 && flash2_supported(a))
+		flash2_backward(dqkv, scratch, dout, lse, qkv, a, st);
+	else if (a->HS == 64)
 		flash_backward<64>(dqkv, scratch, dout, lse, qkv, a, st);
 	else
 		flash_backward<128>(dqkv, scratch, dout, lse, qkv, a, st);

@@ -65,6 +65,7 @@ void k_fill_random(bf16 *x, size_t n, uint64_t seed, float scale, cudaStream_t s
 struct attn_args {
 	int B, T, NH, HS;
 	float scale;
+	int flash2; /* flash2.cu's kernels where they apply (head size 64), else attention.cu's */
 };
 // 0, or -EINVAL when the flash kernels don't cover the shape (naive then)
 int attn_flash_supported(const struct attn_args *a);
@@ -76,3 +77,10 @@ void k_attn_backward(bf16 *dqkv, float *scratch, const bf16 *dout, const bf16 *o
 		     const float *lse, const bf16 *qkv, const struct attn_args *a, int naive,
 		     cudaStream_t st);
 size_t attn_scratch_floats(const struct attn_args *a, int naive);
+
+/* ---- flash2.cu: head size 64, T % 64 == 0 ---- */
+int flash2_supported(const struct attn_args *a);
+void flash2_forward(bf16 *out, float *lse, const bf16 *qkv, const struct attn_args *a,
+		    cudaStream_t st);
+void flash2_backward(bf16 *dqkv, const float *D, const bf16 *dout, const float *lse,
+		     const bf16 *qkv, const struct attn_args *a, cudaStream_t st);

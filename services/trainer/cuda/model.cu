@@ -25,6 +25,13 @@
 enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW,
        FCPROJB, LNFW, LNFB, NT };
 
+/* BURSAR_CUDA_TIMING=2: time per kind of work, from events between calls */
+enum { T_GEMM, T_ATTF, T_ATTB, T_LN, T_LNB, T_GELU, T_CE, T_BIAS, T_ENC, T_NCAT };
+static const char *const t_names[T_NCAT] = {"matmul", "attn fwd", "attn bwd", "layernorm",
+					    "layernorm bwd", "gelu", "cross-entropy", "bias grads",
+					    "embeddings"};
+#define T_MAXEV 1024
+
 #define GEMM_CACHE 96
 #define WORKSPACE (32u << 20)
 
@@ -54,8 +61,10 @@ struct gpu_model {
 	int *d_in, *d_tg, *d_order, *d_starts, *d_toks;
 	int *h_in, *h_tg, *h_order, *h_starts, *h_toks, *h_count; /* pinned except count */
 	float *h_loss;
-	int U, naive_attn, timing;
+	int U, naive_attn, flash2, timing;
 	cudaEvent_t ev[3];
+	cudaEvent_t *tev; /* T_MAXEV, timing 2 only */
+	int tcat[T_MAXEV], nev;
 	cudaStream_t st;
 	cublasLtHandle_t lt;
 	unsigned char *ws;
@@ -63,6 +72,15 @@ struct gpu_model {
 	int n_cache;
 	char err[256];
 };
+
+/* End of a stretch of work of kind cat (timing 2). */
+static void mark(struct gpu_model *m, int cat)
+{
+	if (m->timing < 2 || m->nev >= T_MAXEV)
+		return;
+	cudaEventRecord(m->tev[m->nev], m->st);
+	m->tcat[m->nev++] = cat;
+}
 
 #define CK(m, call)                                                                           \
 	do {                                                                                  \
@@ -162,6 +180,7 @@ static int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, in
 	if (cublasLtMatmul(m->lt, desc, &alpha, A, la, Bm, lb, &beta, D, ld, D, ld, algo, m->ws,
 			   WORKSPACE, m->st))
 		goto out_msg;
+	mark(m, T_GEMM);
 	r = 0;
 	goto out;
 out_msg:
@@ -200,6 +219,7 @@ static int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *db
 		k_colsum_f32(dbias, m->scratch, dout_f32, N, OC, m->st);
 	else
 		k_colsum_bf16(dbias, m->scratch, dout, N, OC, m->st);
+	mark(m, T_BIAS);
 	return 0;
 }
 
@@ -270,6 +290,10 @@ static void gpu_destroy(struct gpu_model *m)
 	for (int i = 0; i < 3; i++)
 		if (m->ev[i])
 			cudaEventDestroy(m->ev[i]);
+	for (int i = 0; m->tev && i < T_MAXEV; i++)
+		if (m->tev[i])
+			cudaEventDestroy(m->tev[i]);
+	free(m->tev);
 	if (m->st)
 		cudaStreamDestroy(m->st);
 	free(m);
@@ -322,7 +346,9 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	m->V = d->V;
 	m->Vp = pad_v(d->V);
 	m->naive_attn = getenv("BURSAR_CUDA_NAIVE_ATTN") && atoi(getenv("BURSAR_CUDA_NAIVE_ATTN"));
-	m->timing = getenv("BURSAR_CUDA_TIMING") && atoi(getenv("BURSAR_CUDA_TIMING"));
+	m->timing = getenv("BURSAR_CUDA_TIMING") ? atoi(getenv("BURSAR_CUDA_TIMING")) : 0;
+	/* flash2.cu is opt-in until it has passed test-cuda on a GPU */
+	m->flash2 = getenv("BURSAR_CUDA_FLASH2") && atoi(getenv("BURSAR_CUDA_FLASH2"));
 	C = m->C;
 	L = m->L;
 	NH = m->NH;
@@ -334,6 +360,14 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	for (int i = 0; i < 3; i++)
 		if ((e = cudaEventCreate(&m->ev[i])) != cudaSuccess)
 			goto out_cuda;
+	if (m->timing >= 2) {
+		m->tev = (cudaEvent_t *)calloc(T_MAXEV, sizeof(cudaEvent_t));
+		for (int i = 0; m->tev && i < T_MAXEV; i++)
+			if ((e = cudaEventCreate(&m->tev[i])) != cudaSuccess)
+				goto out_cuda;
+		if (!m->tev)
+			m->timing = 1;
+	}
 	if (cublasLtCreate(&m->lt) != CUBLAS_STATUS_SUCCESS) {
 		snprintf(err, errlen, "cuBLASLt did not start");
 		gpu_destroy(m);
@@ -495,12 +529,14 @@ static int forward(struct gpu_model *m, int grad, float grad_scale)
 	int N = m->N, C = m->C, L = m->L, B = m->B, T = m->T, NH = m->NH;
 	size_t NC = (size_t)N * C;
 	float eps = m->d.eps;
-	struct attn_args a = {B, T, NH, C / NH, 1.0f / sqrtf((float)(C / NH))};
+	struct attn_args a = {B, T, NH, C / NH, 1.0f / sqrtf((float)(C / NH)), m->flash2};
 	int r;
 
 	k_encoder_forward(m->encoded, m->d_in, PF(WTE), PF(WPE), N, T, C, m->st);
+	mark(m, T_ENC);
 	k_residual_layernorm(m->encoded, m->ln1, m->ln1_mean, m->ln1_rstd, m->encoded, NULL,
 			     PF(LN1W), PF(LN1B), N, C, eps, m->st);
+	mark(m, T_LN);
 	for (int l = 0; l < L; l++) {
 		size_t lc = (size_t)l * C;
 		const float *residual = l == 0 ? m->encoded : m->res3 + (l - 1) * NC;
@@ -512,16 +548,19 @@ static int forward(struct gpu_model *m, int grad, float grad_scale)
 					3 * C)))
 			return r;
 		k_attn_forward(atty, m->lse + (size_t)l * B * NH * T, qkv, &a, m->naive_attn, m->st);
+		mark(m, T_ATTF);
 		if ((r = linear_forward(m, m->tmp, atty, PB(ATTPROJW) + lc * C, PB(ATTPROJB) + lc, N,
 					C, C)))
 			return r;
 		k_residual_layernorm(res2, ln2, m->ln2_mean + (size_t)l * N,
 				     m->ln2_rstd + (size_t)l * N, residual, m->tmp, PF(LN2W) + lc,
 				     PF(LN2B) + lc, N, C, eps, m->st);
+		mark(m, T_LN);
 		if ((r = linear_forward(m, fch, ln2, PB(FCW) + lc * 4 * C, PB(FCB) + lc * 4, N, C,
 					4 * C)))
 			return r;
 		k_gelu_forward(fchg, fch, NC * 4, m->st);
+		mark(m, T_GELU);
 		if ((r = linear_forward(m, m->tmp, fchg, PB(FCPROJW) + lc * 4 * C, PB(FCPROJB) + lc,
 					N, 4 * C, C)))
 			return r;
@@ -532,12 +571,14 @@ static int forward(struct gpu_model *m, int grad, float grad_scale)
 		else
 			k_residual_layernorm(res3, m->lnf, m->lnf_mean, m->lnf_rstd, res2, m->tmp,
 					     PF(LNFW), PF(LNFB), N, C, eps, m->st);
+		mark(m, T_LN);
 	}
 	// logits (N, Vp) = lnf (N,C) @ wte^T
 	if ((r = gemm(m, m->logits, 0, PB(WTE), 1, C, m->lnf, 0, C, m->Vp, N, C, m->Vp, 0, NULL)))
 		return r;
 	k_crossentropy(m->losses, m->logits, m->d_tg, N, m->V, m->Vp, grad_scale / N, grad, m->st);
 	k_mean(m->dloss, m->losses, N, m->st);
+	mark(m, T_CE);
 	return 0;
 }
 
@@ -545,7 +586,7 @@ static int backward(struct gpu_model *m)
 {
 	int N = m->N, C = m->C, L = m->L, B = m->B, T = m->T, NH = m->NH;
 	size_t NC = (size_t)N * C;
-	struct attn_args a = {B, T, NH, C / NH, 1.0f / sqrtf((float)(C / NH))};
+	struct attn_args a = {B, T, NH, C / NH, 1.0f / sqrtf((float)(C / NH)), m->flash2};
 	int r;
 
 	// dlnf (N,C) = dlogits (N,Vp) @ wte; dwte += dlogits^T @ lnf
@@ -555,6 +596,7 @@ static int backward(struct gpu_model *m)
 	k_layernorm_backward(m->dres, m->dres_bf, GR(LNFW), GR(LNFB), m->scratch, m->dC,
 			     m->res3 + (L - 1) * NC, PF(LNFW), m->lnf_mean, m->lnf_rstd, N, C, 1,
 			     m->st);
+	mark(m, T_LNB);
 	for (int l = L - 1; l >= 0; l--) {
 		size_t lc = (size_t)l * C;
 		const float *residual = l == 0 ? m->encoded : m->res3 + (l - 1) * NC;
@@ -564,6 +606,7 @@ static int backward(struct gpu_model *m)
 					 PB(FCPROJW) + lc * 4 * C, N, 4 * C, C)))
 			return r;
 		k_gelu_backward(m->d4, m->fch + l * NC * 4, NC * 4, m->st);
+		mark(m, T_GELU);
 		if ((r = linear_backward(m, m->dC, GR(FCW) + lc * 4 * C, GR(FCB) + lc * 4, m->d4,
 					 NULL, m->ln2 + l * NC, PB(FCW) + lc * 4 * C, N, C, 4 * C)))
 			return r;
@@ -571,6 +614,7 @@ static int backward(struct gpu_model *m)
 				     m->dC, m->res2 + l * NC, PF(LN2W) + lc,
 				     m->ln2_mean + (size_t)l * N, m->ln2_rstd + (size_t)l * N, N, C,
 				     0, m->st);
+		mark(m, T_LNB);
 		if ((r = linear_backward(m, m->dC, GR(ATTPROJW) + lc * C, GR(ATTPROJB) + lc,
 					 m->dres_bf, m->dres, m->atty + l * NC, PB(ATTPROJW) + lc * C,
 					 N, C, C)))
@@ -578,15 +622,18 @@ static int backward(struct gpu_model *m)
 		k_attn_backward(m->dqkv, m->attn_scratch, m->dC, m->atty + l * NC,
 				m->lse + (size_t)l * B * NH * T, m->qkv + l * NC * 3, &a,
 				m->naive_attn, m->st);
+		mark(m, T_ATTB);
 		if ((r = linear_backward(m, m->dC, GR(QKVW) + lc * 3 * C, GR(QKVB) + lc * 3, m->dqkv,
 					 NULL, m->ln1 + l * NC, PB(QKVW) + lc * 3 * C, N, C, 3 * C)))
 			return r;
 		k_layernorm_backward(m->dres, m->dres_bf, GR(LN1W) + lc, GR(LN1B) + lc, m->scratch,
 				     m->dC, residual, PF(LN1W) + lc, m->ln1_mean + (size_t)l * N,
 				     m->ln1_rstd + (size_t)l * N, N, C, 0, m->st);
+		mark(m, T_LNB);
 	}
 	k_encoder_backward(GR(WTE), GR(WPE), m->dres, m->d_order, m->d_starts, m->d_toks, m->U, B, T,
 			   C, m->st);
+	mark(m, T_ENC);
 	return 0;
 }
 
@@ -618,6 +665,8 @@ static int gpu_step(struct gpu_model *m, const int *inputs, const int *targets, 
 	}
 	if (m->timing)
 		cudaEventRecord(m->ev[0], m->st);
+	m->nev = 0;
+	mark(m, T_NCAT);
 	if ((r = forward(m, backward_too, grad_scale)))
 		return r;
 	if (m->timing)
@@ -631,6 +680,15 @@ static int gpu_step(struct gpu_model *m, const int *inputs, const int *targets, 
 		cudaEventElapsedTime(&f, m->ev[0], m->ev[1]);
 		cudaEventElapsedTime(&b, m->ev[1], m->ev[2]);
 		fprintf(stderr, "cuda: forward %.2f ms, backward %.2f ms\n", f, b);
+	}
+	if (m->timing >= 2 && m->nev > 1) {
+		float acc[T_NCAT] = {0}, dt;
+		for (int i = 1; i < m->nev; i++) {
+			cudaEventElapsedTime(&dt, m->tev[i - 1], m->tev[i]);
+			acc[m->tcat[i]] += dt;
+		}
+		for (int c = 0; c < T_NCAT; c++)
+			fprintf(stderr, "cuda:   %-14s %7.2f ms\n", t_names[c], acc[c]);
 	}
 	CK(m, cudaGetLastError());
 	CK(m, cudaMemcpyAsync(m->h_loss, m->dloss, 4, cudaMemcpyDeviceToHost, m->st));
@@ -811,19 +869,27 @@ static int gpu_attn_check(int B, int T, int NH, int HS, uint64_t seed, double *e
 	/* scores of a few units: a peaked softmax, as trained models have */
 	k_fill_random(qkv, nq, seed, 2.0f, 0);
 	k_fill_random(dout, no, seed + 7, 1.0f, 0);
-	cudaMemset(o1, 0xff, no * 2); /* NaN: unwritten elements fail */
-	cudaMemset(g1, 0xff, nq * 2);
-	k_attn_forward(o1, l1, qkv, &a, 0, 0);
 	k_attn_forward(o2, l2, qkv, &a, 1, 0);
-	k_attn_backward(g1, s1, dout, o1, l1, qkv, &a, 0, 0);
 	k_attn_backward(g2, s2, dout, o2, l2, qkv, &a, 1, 0);
-	if (cudaDeviceSynchronize() != cudaSuccess || cudaGetLastError() != cudaSuccess) {
-		snprintf(err, errlen, "attention kernels failed: %s",
-			 cudaGetErrorString(cudaGetLastError()));
-		goto out;
+	*err_out = *err_grad = 0;
+	/* every flash variant: attention.cu's, then flash2.cu's where it applies */
+	for (int f2 = 0; f2 < 2 && (f2 == 0 || flash2_supported(&a)); f2++) {
+		a.flash2 = f2;
+		cudaMemset(o1, 0xff, no * 2); /* NaN: unwritten elements fail */
+		cudaMemset(g1, 0xff, nq * 2);
+		k_attn_forward(o1, l1, qkv, &a, 0, 0);
+		k_attn_backward(g1, s1, dout, o1, l1, qkv, &a, 0, 0);
+		if (cudaDeviceSynchronize() != cudaSuccess || cudaGetLastError() != cudaSuccess) {
+			snprintf(err, errlen, "attention kernels failed: %s",
+				 cudaGetErrorString(cudaGetLastError()));
+			goto out;
+		}
+		double eo = rel_err(o1, o2, no), eg = rel_err(g1, g2, nq);
+		if (!(eo <= *err_out))
+			*err_out = eo;
+		if (!(eg <= *err_grad))
+			*err_grad = eg;
 	}
-	*err_out = rel_err(o1, o2, no);
-	*err_grad = rel_err(g1, g2, nq);
 	r = 0;
 out:
 	cudaFree(qkv);
