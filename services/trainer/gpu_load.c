@@ -84,6 +84,13 @@ void gpu_dims_of(const struct model *g, struct gpu_dims *d)
 	d->V = g->d.V;
 	d->maxT = g->d.maxT;
 	d->eps = g->d.eps;
+	d->KVH = g->d.KVH;
+	d->hd = g->d.hd;
+	d->F = g->d.F;
+	d->tied = g->d.tied;
+	d->rope_cos = g->rope_cos;
+	d->rope_sin = g->rope_sin;
+	d->rope_T = g->T;
 	for (int i = 0; i < GPU_MAX_TENSORS && i < MODEL_MAX_TENSORS; i++) {
 		d->sizes[i] = g->sizes[i];
 		d->decays[i] = model_decays(g, i);

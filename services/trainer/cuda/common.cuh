@@ -60,6 +60,14 @@ void k_bf16_to_f32(float *out, const bf16 *in, size_t n, cudaStream_t st);
 // x (n) = uniform(-1, 1) * scale from a counter hash (tests, probes)
 void k_fill_random(bf16 *x, size_t n, uint64_t seed, float scale, cudaStream_t st);
 
+// llama.cu's helpers: demb[tok] += dres (as k_encoder_backward, no positions);
+// column sums of x (N rows, row pitch ld); out (C) += sum of part's nrows rows
+void k_embed_backward(float *demb, const float *dres, const int *order, const int *starts,
+		      const int *toks, int U, int C, cudaStream_t st);
+void k_colsum_bf16_ld(float *out, float *scratch, const bf16 *x, int N, int OC, int ld,
+		      cudaStream_t st);
+void k_rows_sum(float *out, const float *part, int nrows, int C, cudaStream_t st);
+
 /* ---- attention.cu ---- */
 /* qkv (B,T,3,NH,HS) bf16; out (B,T,NH,HS); lse (B,NH,T) fp32 */
 struct attn_args {

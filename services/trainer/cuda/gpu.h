@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define GPU_ABI_VERSION 1
+#define GPU_ABI_VERSION 2
 #define GPU_MAX_TENSORS 20
 
 struct gpu_model;
@@ -34,11 +34,15 @@ struct gpu_info {
 	double peak_bf16; /* the card's dense bf16 FLOP/s from its datasheet, 0: unknown */
 };
 
-/* Shapes: arch 0 GPT-2 (the only one the backend trains so far). */
+/* Shapes: arch 0 GPT-2, 1 Llama (model.h's ARCH_*). */
 struct gpu_dims {
 	int arch;
 	int L, NH, C, V, maxT;
 	float eps;
+	int KVH, hd, F;               /* llama: kv heads, head dim, MLP width */
+	int tied;                     /* llama: lm_head is the embedding */
+	const float *rope_cos, *rope_sin; /* llama: host (rope_T, hd/2), copied by create */
+	int rope_T;
 	size_t sizes[GPU_MAX_TENSORS]; /* elements of each host tensor, model.h order */
 	int decays[GPU_MAX_TENSORS];   /* weight decay applies */
 };

@@ -1,6 +1,7 @@
 /* model — GPT-2 on one GPU: device buffers, the forward and backward pass
  * over cuBLASLt matmuls and the kernels of kernels.cu and attention.cu,
- * AdamW, and the table of functions bursar-train loads (gpu.h).
+ * AdamW, and the table of functions bursar-train loads (gpu.h). Llama's
+ * passes are in llama.cu; the buffers, transfers and AdamW are shared.
  *
  * Matrices are HF's Conv1D layout, (in, out) row-major, which cuBLASLt
  * reads as column-major (out x in): out^T = W . in^T needs no transposes.
@@ -11,102 +12,16 @@
  * fp32), fp32 master weights updated by AdamW, which refreshes the bf16
  * copy the matmuls read.
  */
-#include "gpu.h"
-#include "common.cuh"
+#include "model_int.cuh"
 
-#include <cublasLt.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* GPT-2's tensors in model.h's order */
-enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW,
-       FCPROJB, LNFW, LNFB, NT };
-
-/* BURSAR_CUDA_TIMING=2: time per kind of work, from events between calls */
-enum { T_GEMM, T_ATTF, T_ATTB, T_LN, T_LNB, T_GELU, T_CE, T_BIAS, T_ENC, T_NCAT };
-static const char *const t_names[T_NCAT] = {"matmul", "attn fwd", "attn bwd", "layernorm",
-					    "layernorm bwd", "gelu", "cross-entropy", "bias grads",
-					    "embeddings"};
-#define T_MAXEV 1024
-
-#define GEMM_CACHE 96
-#define WORKSPACE (32u << 20)
-
-struct gemm_key {
-	int M, N, K, ta, tb, lda, ldb, ldd, f32, bias, accum;
-};
-
-struct gemm_slot {
-	struct gemm_key k;
-	cublasLtMatmulAlgo_t algo;
-};
-
-struct gpu_model {
-	struct gpu_dims d;
-	int B, T, N, C, L, NH, V, Vp;
-	size_t n_host, n_dev;
-	size_t hoff[NT], off[NT], dsz[NT];
-	float *params, *grads, *mom1, *mom2;
-	bf16 *params_bf;
-	/* activations */
-	float *encoded, *res2, *res3, *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lnf_mean,
-		*lnf_rstd, *lse;
-	bf16 *ln1, *ln2, *qkv, *atty, *fch, *fchg, *lnf, *logits, *tmp;
-	/* backward */
-	float *dres, *scratch, *attn_scratch, *losses, *dloss;
-	bf16 *dres_bf, *dC, *d4, *dqkv;
-	int *d_in, *d_tg, *d_order, *d_starts, *d_toks;
-	int *h_in, *h_tg, *h_order, *h_starts, *h_toks, *h_count; /* pinned except count */
-	float *h_loss;
-	int U, naive_attn, flash2, timing;
-	cudaEvent_t ev[3];
-	cudaEvent_t *tev; /* T_MAXEV, timing 2 only */
-	int tcat[T_MAXEV], nev;
-	cudaStream_t st;
-	cublasLtHandle_t lt;
-	unsigned char *ws;
-	struct gemm_slot cache[GEMM_CACHE];
-	int n_cache;
-	char err[256];
-};
-
-/* End of a stretch of work of kind cat (timing 2). */
-static void mark(struct gpu_model *m, int cat)
-{
-	if (m->timing < 2 || m->nev >= T_MAXEV)
-		return;
-	cudaEventRecord(m->tev[m->nev], m->st);
-	m->tcat[m->nev++] = cat;
-}
-
-#define CK(m, call)                                                                           \
-	do {                                                                                  \
-		cudaError_t e_ = (call);                                                      \
-		if (e_ != cudaSuccess) {                                                      \
-			snprintf((m)->err, sizeof((m)->err), "%s: %s", #call,                 \
-				 cudaGetErrorString(e_));                                     \
-			return -EIO;                                                          \
-		}                                                                             \
-	} while (0)
-
-#define CKL(m, call)                                                                          \
-	do {                                                                                  \
-		cublasStatus_t s_ = (call);                                                   \
-		if (s_ != CUBLAS_STATUS_SUCCESS) {                                            \
-			snprintf((m)->err, sizeof((m)->err), "%s: cuBLAS status %d", #call,   \
-				 (int)s_);                                                    \
-			return -EIO;                                                          \
-		}                                                                             \
-	} while (0)
-
 /* ---- cuBLASLt ---- */
 
-/* D (M x N, col-major, ldd) (+)= op(A) (M x K) . op(B) (K x N), bf16 operands, fp32
- * accumulation; D fp32 (f32) or bf16; bias (M) bf16 added when not NULL. */
-static int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
+int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 		const bf16 *Bm, int tb, int ldb, int M, int N, int K, int ldd, int accum,
 		const bf16 *bias)
 {
@@ -227,13 +142,22 @@ static int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *db
 
 static int pad_v(int V) { return (V + 63) / 64 * 64; }
 
+/* The tensors whose rows are the vocabulary: padded to Vp rows on the device. */
+static int vocab_rows(const struct gpu_dims *d, int i)
+{
+	if (d->arch == 0)
+		return i == WTE;
+	return i == LL_EMB || (i == LL_HEAD && d->sizes[i]);
+}
+
 static void layout(struct gpu_model *m)
 {
 	size_t h = 0, o = 0;
-	for (int i = 0; i < NT; i++) {
+	m->nt = m->d.arch == 0 ? (int)NT : (int)LL_NT;
+	for (int i = 0; i < m->nt; i++) {
 		m->hoff[i] = h;
 		m->off[i] = o;
-		m->dsz[i] = i == WTE ? (size_t)m->Vp * m->C : m->d.sizes[i];
+		m->dsz[i] = vocab_rows(&m->d, i) ? (size_t)m->Vp * m->C : m->d.sizes[i];
 		h += m->d.sizes[i];
 		o += (m->dsz[i] + 63) / 64 * 64; /* 256-byte aligned tensors */
 	}
@@ -241,12 +165,23 @@ static void layout(struct gpu_model *m)
 	m->n_dev = o;
 }
 
-static size_t scratch_floats(int N, int C, int V)
+/* The widest matrix row of the model (bias sums need COLSUM_CHUNKS of them). */
+static size_t widest(const struct gpu_dims *d)
 {
-	size_t ln = 2ull * LN_BWD_BLOCKS * LN_BWD_WARPS * C, cs = (size_t)COLSUM_CHUNKS * 4 * C;
+	size_t w = 4 * (size_t)d->C;
+	if (d->arch == 1) {
+		size_t q = (size_t)d->NH * d->hd, qkv = q + 2 * (size_t)d->KVH * d->hd;
+		w = d->F > d->C ? d->F : d->C;
+		w = qkv > w ? qkv : w;
+	}
+	return w;
+}
+
+static size_t scratch_floats(const struct gpu_dims *d)
+{
+	size_t ln = 2ull * LN_BWD_BLOCKS * LN_BWD_WARPS * d->C;
+	size_t cs = (size_t)COLSUM_CHUNKS * widest(d);
 	size_t s = ln > cs ? ln : cs;
-	(void)N;
-	(void)V;
 	return s > NORM_BLOCKS ? s : NORM_BLOCKS;
 }
 
@@ -255,14 +190,22 @@ static uint64_t gpu_memory_bytes(const struct gpu_dims *d, int B, int T)
 	uint64_t N = (uint64_t)B * T, C = d->C, L = d->L, Vp = pad_v(d->V), np = 0;
 	struct attn_args a = {B, T, d->NH, d->C / d->NH, 0};
 
-	for (int i = 0; i < NT; i++)
-		np += i == WTE ? Vp * C : d->sizes[i];
+	for (int i = 0; i < (d->arch == 0 ? (int)NT : (int)LL_NT); i++)
+		np += vocab_rows(d, i) ? Vp * C : d->sizes[i];
 	uint64_t params = np * (4 * 4 + 2);
+	if (d->arch == 1) {
+		uint64_t Q = (uint64_t)d->NH * d->hd;
+		struct attn_args la = {B, T, d->NH, d->hd, 0};
+		return params + llama_act_bytes(d, B, T) +
+		       2 * (N * Vp + N * C + N * (Q > C ? Q : C) + N * 3 * Q) +
+		       4 * (N * C + scratch_floats(d) + attn_scratch_floats(&la, 0) + N) + WORKSPACE +
+		       24 * N + 4ull * d->V;
+	}
 	uint64_t acts = 4 * (N * C + 2 * L * N * C + 6 * L * N + (uint64_t)B * d->NH * T * L) +
 			2 * (L * N * C * 2 + L * N * 3 * C + L * N * C + 2 * L * N * 4 * C +
 			     N * C + N * Vp + N * C);
 	uint64_t bwd = 4 * N * C + 2 * (N * C * 2 + N * 4 * C + N * 3 * C) +
-		       4 * (scratch_floats(N, C, d->V) + attn_scratch_floats(&a, 0) + N);
+		       4 * (scratch_floats(d) + attn_scratch_floats(&a, 0) + N);
 	return params + acts + bwd + WORKSPACE + 24 * N + 4ull * d->V;
 }
 
@@ -285,6 +228,7 @@ static void gpu_destroy(struct gpu_model *m)
 		if (pinned[i])
 			cudaFreeHost(pinned[i]);
 	free(m->h_count);
+	llama_free(m);
 	if (m->lt)
 		cublasLtDestroy(m->lt);
 	for (int i = 0; i < 3; i++)
@@ -319,12 +263,21 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	cudaError_t e = cudaSuccess;
 	size_t N = (size_t)B * T, C, L, NH;
 
-	if (d->arch != 0) {
-		snprintf(err, errlen, "the CUDA backend trains GPT-2 only so far; run Llama with "
+	if (d->arch == 1 && !(getenv("BURSAR_CUDA_LLAMA") && atoi(getenv("BURSAR_CUDA_LLAMA")))) {
+		snprintf(err, errlen, "the CUDA backend's Llama path has not been checked on a GPU "
+				      "yet (BURSAR_CUDA_LLAMA=1 enables it); train Llama with "
 				      "--device cpu");
 		return -ENOTSUP;
 	}
-	if (d->C % 64 || d->C % d->NH || (d->C / d->NH) % 8 || B < 1 || T < 1 || T > d->maxT) {
+	if (d->arch == 1 && (d->C % 8 || d->hd % 16 || d->F % 8 || d->KVH < 1 ||
+			     d->NH % d->KVH || B < 1 || T < 1 || T > d->rope_T || !d->rope_cos)) {
+		snprintf(err, errlen, "the CUDA backend needs hidden_size and intermediate_size "
+			 "multiples of 8 and head_dim a multiple of 16 (hidden %d, head_dim %d, "
+			 "intermediate %d)", d->C, d->hd, d->F);
+		return -EINVAL;
+	}
+	if (d->arch == 0 &&
+	    (d->C % 64 || d->C % d->NH || (d->C / d->NH) % 8 || B < 1 || T < 1 || T > d->maxT)) {
 		snprintf(err, errlen,
 			 "the CUDA backend needs n_embd a multiple of 64 and a head size a "
 			 "multiple of 8 (n_embd %d, n_head %d)",
@@ -352,8 +305,16 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	C = m->C;
 	L = m->L;
 	NH = m->NH;
+	/* attention width and head size: GPT-2's C and C/NH, Llama's NH*hd and hd */
+	m->hd = d->arch == 1 ? d->hd : (int)(C / NH);
+	m->Q = (int)NH * m->hd;
+	m->KVH = d->arch == 1 ? d->KVH : (int)NH;
+	m->KV = m->KVH * m->hd;
+	m->QKV = m->Q + 2 * m->KV;
+	m->F = d->arch == 1 ? d->F : 4 * (int)C;
+	size_t A = m->Q, CA = C > A ? C : A;
 	layout(m);
-	struct attn_args a = {B, T, (int)NH, (int)(C / NH), 0};
+	struct attn_args a = {B, T, (int)NH, m->hd, 0};
 
 	if ((e = cudaStreamCreateWithFlags(&m->st, cudaStreamNonBlocking)) != cudaSuccess)
 		goto out_cuda;
@@ -381,31 +342,33 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	DALLOC(m->encoded, N * C);
 	DALLOC(m->res2, L * N * C);
 	DALLOC(m->res3, L * N * C);
-	DALLOC(m->ln1_mean, L * N);
-	DALLOC(m->ln1_rstd, L * N);
-	DALLOC(m->ln2_mean, L * N);
-	DALLOC(m->ln2_rstd, L * N);
-	DALLOC(m->lnf_mean, N);
-	DALLOC(m->lnf_rstd, N);
+	if (d->arch == 0) {
+		DALLOC(m->ln1_mean, L * N);
+		DALLOC(m->ln1_rstd, L * N);
+		DALLOC(m->ln2_mean, L * N);
+		DALLOC(m->ln2_rstd, L * N);
+		DALLOC(m->lnf_mean, N);
+		DALLOC(m->lnf_rstd, N);
+		DALLOC(m->fch, L * N * 4 * C);
+		DALLOC(m->fchg, L * N * 4 * C);
+		DALLOC(m->d4, N * 4 * C);
+	}
 	DALLOC(m->lse, L * B * NH * T);
 	DALLOC(m->ln1, L * N * C);
 	DALLOC(m->ln2, L * N * C);
-	DALLOC(m->qkv, L * N * 3 * C);
-	DALLOC(m->atty, L * N * C);
-	DALLOC(m->fch, L * N * 4 * C);
-	DALLOC(m->fchg, L * N * 4 * C);
+	DALLOC(m->qkv, L * N * 3 * A);
+	DALLOC(m->atty, L * N * A);
 	DALLOC(m->lnf, N * C);
 	DALLOC(m->logits, N * m->Vp);
 	DALLOC(m->tmp, N * C);
 	DALLOC(m->dres, N * C);
-	DALLOC(m->scratch, scratch_floats(m->N, m->C, m->V));
+	DALLOC(m->scratch, scratch_floats(d));
 	DALLOC(m->attn_scratch, attn_scratch_floats(&a, m->naive_attn));
 	DALLOC(m->losses, N);
 	DALLOC(m->dloss, 1);
 	DALLOC(m->dres_bf, N * C);
-	DALLOC(m->dC, N * C);
-	DALLOC(m->d4, N * 4 * C);
-	DALLOC(m->dqkv, N * 3 * C);
+	DALLOC(m->dC, N * CA);
+	DALLOC(m->dqkv, N * 3 * A);
 	DALLOC(m->d_in, N);
 	DALLOC(m->d_tg, N);
 	DALLOC(m->d_order, N);
@@ -418,6 +381,13 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	HALLOC(m->h_starts, N + 1);
 	HALLOC(m->h_toks, N);
 	HALLOC(m->h_loss, 1);
+	if (d->arch == 1) {
+		int r = llama_alloc(m, err, errlen);
+		if (r < 0) {
+			gpu_destroy(m);
+			return r;
+		}
+	}
 	m->h_count = (int *)calloc(m->V + 1, sizeof(int));
 	if (!m->h_count) {
 		snprintf(err, errlen, "out of memory");
@@ -454,7 +424,7 @@ static float *buf_of(struct gpu_model *m, int which)
 static int copy_in(struct gpu_model *m, int which, const float *host)
 {
 	float *dev = buf_of(m, which);
-	for (int i = 0; i < NT; i++)
+	for (int i = 0; i < m->nt; i++)
 		CK(m, cudaMemcpy(dev + m->off[i], host + m->hoff[i], m->d.sizes[i] * 4,
 				 cudaMemcpyHostToDevice));
 	if (which == BUF_PARAMS) {
@@ -468,7 +438,7 @@ static int copy_out(struct gpu_model *m, int which, float *host)
 {
 	const float *dev = buf_of(m, which);
 	CK(m, cudaStreamSynchronize(m->st));
-	for (int i = 0; i < NT; i++)
+	for (int i = 0; i < m->nt; i++)
 		CK(m, cudaMemcpy(host + m->hoff[i], dev + m->off[i], m->d.sizes[i] * 4,
 				 cudaMemcpyDeviceToHost));
 	return 0;
@@ -499,9 +469,6 @@ static int gpu_zero_grads(struct gpu_model *m)
 
 /* ---- forward and backward ---- */
 
-#define PF(i) (m->params + m->off[i])
-#define PB(i) (m->params_bf + m->off[i])
-#define GR(i) (m->grads + m->off[i])
 
 /* Positions grouped by token (counting sort), for the embedding backward. */
 static void sort_tokens(struct gpu_model *m)
@@ -667,11 +634,12 @@ static int gpu_step(struct gpu_model *m, const int *inputs, const int *targets, 
 		cudaEventRecord(m->ev[0], m->st);
 	m->nev = 0;
 	mark(m, T_NCAT);
-	if ((r = forward(m, backward_too, grad_scale)))
+	if ((r = m->d.arch == 1 ? llama_forward(m, backward_too, grad_scale)
+				: forward(m, backward_too, grad_scale)))
 		return r;
 	if (m->timing)
 		cudaEventRecord(m->ev[1], m->st);
-	if (backward_too && (r = backward(m)))
+	if (backward_too && (r = m->d.arch == 1 ? llama_backward(m) : backward(m)))
 		return r;
 	if (m->timing) {
 		float f = 0, b = 0;
@@ -711,7 +679,7 @@ static int gpu_adamw(struct gpu_model *m, const struct gpu_adamw_args *a)
 {
 	float c1 = 1.0f - powf(a->beta1, (float)a->t), c2 = 1.0f - powf(a->beta2, (float)a->t);
 
-	for (int i = 0; i < NT; i++)
+	for (int i = 0; i < m->nt; i++)
 		k_adamw(m->params + m->off[i], m->params_bf + m->off[i], m->grads + m->off[i],
 			m->mom1 + m->off[i], m->mom2 + m->off[i], m->dsz[i], a->lr, a->beta1,
 			a->beta2, c1, c2, a->eps, m->d.decays[i] ? a->weight_decay : 0.0f,

@@ -1,0 +1,120 @@
+/* model_int.cuh — the device model shared by model.cu (GPT-2, buffers,
+ * AdamW, the ops table) and llama.cu (Llama's forward and backward): the
+ * struct, the cuBLASLt wrapper and the timing marks.
+ */
+#pragma once
+#include "common.cuh"
+#include "gpu.h"
+
+#include <cublasLt.h>
+#include <errno.h>
+#include <stdio.h>
+
+/* GPT-2's tensors in model.h's order */
+enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW,
+       FCPROJB, LNFW, LNFB, NT };
+
+/* Llama's tensors in model.h's order */
+enum { LL_EMB, LL_ATTN_NORM, LL_WQ, LL_WK, LL_WV, LL_WO, LL_BQ, LL_BK, LL_BV, LL_BO,
+       LL_MLP_NORM, LL_WGATE, LL_WUP, LL_WDOWN, LL_BGATE, LL_BUP, LL_BDOWN, LL_NORM, LL_HEAD,
+       LL_NT };
+#define MAX_NT LL_NT
+
+/* BURSAR_CUDA_TIMING=2: time per kind of work, from events between calls */
+enum { T_GEMM, T_ATTF, T_ATTB, T_LN, T_LNB, T_GELU, T_CE, T_BIAS, T_ENC, T_NCAT };
+static const char *const t_names[T_NCAT] = {"matmul", "attn fwd", "attn bwd", "layernorm",
+					    "layernorm bwd", "gelu", "cross-entropy", "bias grads",
+					    "embeddings"};
+#define T_MAXEV 1024
+
+#define GEMM_CACHE 96
+#define WORKSPACE (32u << 20)
+
+struct gemm_key {
+	int M, N, K, ta, tb, lda, ldb, ldd, f32, bias, accum;
+};
+
+struct gemm_slot {
+	struct gemm_key k;
+	cublasLtMatmulAlgo_t algo;
+};
+
+struct gpu_model {
+	struct gpu_dims d;
+	int B, T, N, C, L, NH, V, Vp;
+	size_t n_host, n_dev;
+	int nt;      /* tensors of the architecture */
+	size_t hoff[MAX_NT], off[MAX_NT], dsz[MAX_NT];
+	float *params, *grads, *mom1, *mom2;
+	bf16 *params_bf;
+	/* activations */
+	float *encoded, *res2, *res3, *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *lnf_mean,
+		*lnf_rstd, *lse;
+	bf16 *ln1, *ln2, *qkv, *atty, *fch, *fchg, *lnf, *logits, *tmp;
+	/* backward */
+	float *dres, *scratch, *attn_scratch, *losses, *dloss;
+	bf16 *dres_bf, *dC, *d4, *dqkv;
+	int *d_in, *d_tg, *d_order, *d_starts, *d_toks;
+	int *h_in, *h_tg, *h_order, *h_starts, *h_toks, *h_count; /* pinned except count */
+	float *h_loss;
+	/* llama (llama.cu): Q, KV query and key/value widths, F MLP width */
+	int KVH, hd, Q, KV, QKV, F;
+	bf16 *qkv_ll, *gate, *up, *swi, *dqkv_ll, *dgate, *dup;
+	float *rstd1, *rstd2, *rstdf, *rope_cos, *rope_sin, *dCf;
+	int U, naive_attn, flash2, timing;
+	cudaEvent_t ev[3];
+	cudaEvent_t *tev; /* T_MAXEV, timing 2 only */
+	int tcat[T_MAXEV], nev;
+	cudaStream_t st;
+	cublasLtHandle_t lt;
+	unsigned char *ws;
+	struct gemm_slot cache[GEMM_CACHE];
+	int n_cache;
+	char err[256];
+};
+
+/* End of a stretch of work of kind cat (timing 2). */
+static inline void mark(struct gpu_model *m, int cat)
+{
+	if (m->timing < 2 || m->nev >= T_MAXEV)
+		return;
+	cudaEventRecord(m->tev[m->nev], m->st);
+	m->tcat[m->nev++] = cat;
+}
+
+/* D (M x N, col-major, ldd) (+)= op(A) (M x K) . op(B) (K x N), bf16 operands, fp32
+ * accumulation; D fp32 (f32) or bf16; bias (M) bf16 added when not NULL. */
+int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda, const bf16 *Bm,
+	 int tb, int ldb, int M, int N, int K, int ldd, int accum, const bf16 *bias);
+
+/* llama.cu */
+int llama_alloc(struct gpu_model *m, char *err, size_t errlen);
+void llama_free(struct gpu_model *m);
+uint64_t llama_act_bytes(const struct gpu_dims *d, int B, int T);
+int llama_forward(struct gpu_model *m, int grad, float grad_scale);
+int llama_backward(struct gpu_model *m);
+
+#define PF(i) (m->params + m->off[i])
+#define PB(i) (m->params_bf + m->off[i])
+#define GR(i) (m->grads + m->off[i])
+
+#define CK(m, call)                                                                           \
+	do {                                                                                  \
+		cudaError_t e_ = (call);                                                      \
+		if (e_ != cudaSuccess) {                                                      \
+			snprintf((m)->err, sizeof((m)->err), "%s: %s", #call,                 \
+				 cudaGetErrorString(e_));                                     \
+			return -EIO;                                                          \
+		}                                                                             \
+	} while (0)
+
+#define CKL(m, call)                                                                          \
+	do {                                                                                  \
+		cublasStatus_t s_ = (call);                                                   \
+		if (s_ != CUBLAS_STATUS_SUCCESS) {                                            \
+			snprintf((m)->err, sizeof((m)->err), "%s: cuBLAS status %d", #call,   \
+				 (int)s_);                                                    \
+			return -EIO;                                                          \
+		}                                                                             \
+	} while (0)
+
