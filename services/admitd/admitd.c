@@ -30,7 +30,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: bursar-admitd --state DIR [--listen ADDR]... [--ledgerd ADDR]\n"
 		   "                     [--rdv ADDR] [--efficiency F] [--node-timeout S]\n"
-		   "                     [--policy fifo|backfill|bursar]\n"
+		   "                     [--policy fifo|backfill|bursar] [--overrun pause|stop]\n"
 		   "  --state DIR        state directory (database DIR/admitd.db)\n"
 		   "  --listen ADDR      unix:PATH or HOST:PORT (repeatable; default\n"
 		   "                     unix:DIR/run/admitd.sock)\n"
@@ -40,7 +40,10 @@ static void usage(FILE *f)
 		   "  --efficiency F     fraction of probed FLOP/s a step achieves (default 0.3)\n"
 		   "  --node-timeout S   seconds of silence before a node is down (default 10)\n"
 		   "  --policy P         queue policy: fifo, backfill or bursar (default: bursar,\n"
-		   "                     priority + fair share + EASY backfill)\n");
+		   "                     priority + fair share + EASY backfill)\n"
+		   "  --overrun P        a job over its hold that the budget cannot extend is\n"
+		   "                     checkpointed, then paused until the budget allows the\n"
+		   "                     rest (pause, the default) or ended (stop)\n");
 }
 
 /* Sends queued estimates to ledgerd; backs off while it is unreachable. */
@@ -130,6 +133,7 @@ int main(int argc, char **argv)
 		{"efficiency", required_argument, NULL, 'e'},
 		{"node-timeout", required_argument, NULL, 't'},
 		{"policy", required_argument, NULL, 'p'},
+		{"overrun", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
 	};
 	const char *state = NULL, *listen[HTTPD_MAX_LISTEN], *rdv = NULL;
@@ -184,6 +188,14 @@ int main(int argc, char **argv)
 					"or bursar\n", optarg);
 				return 2;
 			}
+			break;
+		case 'o':
+			if (strcmp(optarg, "pause") && strcmp(optarg, "stop")) {
+				fprintf(stderr, "bursar-admitd: --overrun '%s' must be pause or stop\n",
+					optarg);
+				return 2;
+			}
+			a.overrun_stop = !strcmp(optarg, "stop");
 			break;
 		case 'h':
 			usage(stdout);
@@ -264,7 +276,7 @@ out_free_outbox:
 	outbox_free(a.estimates);
 out_close_db:
 	queue_free(&a);
-	db_close(a.db);
+	store_close(a.db);
 out_teardown:
 	svc_teardown(&a.svc);
 	return r < 0 ? 1 : 0;

@@ -117,12 +117,14 @@ struct admitd {
 	uint64_t flush_next_us, flush_backoff_us;
 	struct sched_conf sched; /* queue policy (--policy) */
 	int budgets_absent;      /* ledgerd answered "no such endpoint" for holds */
+	int overrun_stop;        /* --overrun stop: a job over its hold ends (default: pauses) */
 	uint64_t budget_next_us;
 	struct queue_mem *qm; /* the queued jobs in seq order (queue.c), a cache of SQLite */
 	int sched_dirty;      /* something changed since the last pass: run one soon */
 	int unsynced;         /* submissions committed with synchronous=NORMAL, not yet synced */
 	/* durations of the last ADMIT_PASS_STATS passes, ms (ring), for GET /v1/sched */
 	double pass_ms[ADMIT_PASS_STATS];
+	double pass_cpu_ms[ADMIT_PASS_STATS]; /* the same passes' CPU time (this thread) */
 	uint64_t n_passes;
 };
 
@@ -134,7 +136,31 @@ int store_open(const char *path, sqlite3 **out);
 int store_prep(sqlite3 *db, const char *sql, const char *types, sqlite3_stmt **out, ...);
 /* Runs a statement that returns no rows. */
 int store_run(sqlite3 *db, const char *sql, const char *types, ...);
+/* sql and types must be string literals: statements are prepared once and
+ * reused (store.c). Every statement from store_prep ends with store_done. */
+void store_done(sqlite3_stmt *st);
+/* Runs a statement that returns one integer (none or NULL: *out = dflt). */
+int store_int(sqlite3 *db, const char *sql, int64_t dflt, int64_t *out);
+/* The same with one text argument (no row: *out = 0). */
+int store_int_s(sqlite3 *db, const char *sql, const char *arg, int64_t *out);
+int store_begin(sqlite3 *db); /* BEGIN IMMEDIATE, prepared once */
+int store_commit(sqlite3 *db);
+/* Finalizes the reused statements of db, then closes it. */
+void store_close(sqlite3 *db);
 int store_job_get(sqlite3 *db, const char *id, json_t **out);
+/* A job just inserted, as store_job_get would read it back, built from what
+ * the submission holds (no read back). */
+struct store_fresh {
+	const char *id, *tenant, *user, *bundle_id, *bundle_dir, *name, *state, *reason, *error;
+	json_t *model, *params, *estimate; /* borrowed; estimate may be NULL */
+	int ranks;
+	int64_t prio, created_us, finished_us; /* finished_us 0: null */
+	int n_events;
+	struct store_event {
+		const char *state, *reason;
+	} events[3];
+};
+json_t *store_job_fresh(const struct store_fresh *f);
 int store_job_list(sqlite3 *db, const char *tenant, int limit, json_t **out);
 /* Moves a job to state with a reason; records an event when the state changes. */
 int store_set_state(sqlite3 *db, const char *id, const char *state, const char *reason);
@@ -159,28 +185,55 @@ int nodes_settle_job(sqlite3 *db, const char *id);
 /* ---- qmem.c: the queued jobs in memory ---- */
 
 /* One queued job as the scheduling pass sees it; loaded from SQLite once and
- * kept up to date by submissions, passes and cancellations. */
+ * kept up to date by submissions, passes and cancellations. What every pass
+ * reads fits one cache line (a pass walks all 10,000 of them); the names sit
+ * in a slot of their own (struct qname), which compaction never moves. */
 struct qent {
-	char id[ADMIT_MAX_STR + 1], tenant[ADMIT_MAX_STR + 1], user[ADMIT_MAX_STR + 1];
-	int64_t seq, est_micro;
 	int ranks, prio;
 	double est_s, submit_s;
 	uint64_t reason_h; /* hash of the reason SQLite holds for it */
 	int gone;          /* started or rejected by the running pass */
-	int t;             /* the pass's tenant index */
+	int t;             /* the pass's tenant index, valid while t_gen matches */
+	uint32_t t_gen;
+	uint32_t in_pass, shown; /* stamps (n_passes + 1): ordered, explained by that pass */
+	int slot;                /* its struct qname in queue_mem.names */
+	int64_t seq;
+};
+
+struct qname {
+	char id[ADMIT_MAX_STR + 1], tenant[ADMIT_MAX_STR + 1], user[ADMIT_MAX_STR + 1];
+	int64_t est_micro;
 };
 
 /* The first ADMIT_MAX_QUEUE queued jobs in seq order; overflow: there are more
- * in SQLite, reloaded once room frees up. */
+ * in SQLite, read once room frees up. */
 struct queue_mem {
 	int n, loaded, overflow;
+	int topup; /* room freed up while overflowing: read the next jobs (qmem_topup) */
+	int n_gone; /* entries marked gone since the last compaction */
+	int n_free;
+	int free_slot[ADMIT_MAX_QUEUE];
 	struct qent e[ADMIT_MAX_QUEUE];
+	struct qname names[ADMIT_MAX_QUEUE];
 };
+
+/* The names of queued job e. */
+static inline struct qname *qmem_name(struct queue_mem *qm, const struct qent *e)
+{
+	return &qm->names[e->slot];
+}
+/* Adds a job to the end of the queue with its names (no read back). */
+int qmem_append(struct queue_mem *qm, const struct qent *e, const struct qname *nm);
 
 /* Reloads the queue from SQLite (at start, and after anything it cannot follow). */
 int qmem_load(struct admitd *a);
+/* Reads the queued jobs behind the last one held into the room that freed up. */
+int qmem_topup(struct admitd *a);
 /* Writes a queued job's reason only when it differs from what SQLite holds. */
 int qmem_set_reason(struct admitd *a, struct qent *e, const char *reason);
+/* The same with h = qmem_reason_hash(reason) computed once by the caller. */
+int qmem_set_reason_h(struct admitd *a, struct qent *e, const char *reason, uint64_t h);
+uint64_t qmem_reason_hash(const char *reason);
 /* Drops the entries the committed pass started or rejected. */
 void qmem_compact(struct admitd *a);
 /* Forgets job id (cancelled). */
@@ -194,14 +247,38 @@ void queue_free(struct admitd *a);
 /* One scheduling pass: prices submitted jobs and admits queued ones by the
  * queue policy, in one transaction; clears a->sched_dirty. */
 int queue_schedule(struct admitd *a);
-/* Prices the just-inserted job id inside the caller's transaction: "queued"
- * (or "failed" when rejected). The caller calls queue_note_queued(a, id)
- * after its commit. */
-int queue_price_job(struct admitd *a, const struct price_cluster *c, const char *id,
-		    const char *tenant, const char *user, json_t *model, json_t *params);
-/* Adds a committed queued job to the in-memory queue and asks for a pass. */
-void queue_note_queued(struct admitd *a, const char *id);
-/* {"passes", "queued", "p50_ms", "p99_ms", "max_ms"} of the recent passes. */
+/* A job's price, decided before its row is written. */
+struct queue_priced {
+	int rejected;     /* 1: reason holds "rejected: …" */
+	char reason[600]; /* "priced: 4 ranks: …" or the rejection */
+	int ranks;
+	double est_s;
+	int64_t est_micro;
+	char *est_json;   /* the job's "estimate" object, and parsed */
+	json_t *est;
+	json_t *rec;      /* the record for ledgerd's /v1/estimates */
+};
+#define QUEUE_QUEUED_REASON "queued: waiting for its turn"
+/* SQL condition on a jobs row: the job can be checkpointed without losing
+ * work, so it may be preempted or paused. Its rank 0 reported a checkpoint
+ * (noded's progress "ckpt_step") or a step: inside the step loop, SIGUSR1
+ * makes the trainer write one at the next step boundary and exit 75. A job
+ * still loading has neither. */
+#define QUEUE_CAN_CHECKPOINT                                                                     \
+	"max(coalesce(json_extract(progress, '$.ckpt_step'), 0),"                                 \
+	" coalesce(json_extract(progress, '$.step'), 0)) >= 1"
+/* Prices job id (pure: no SQLite); queue_priced_free releases out. */
+int queue_price(const struct price_cluster *c, const char *id, const char *tenant,
+		const char *user, json_t *model, json_t *params, struct queue_priced *out);
+void queue_priced_free(struct queue_priced *q);
+/* Queues the estimate for ledgerd inside the caller's transaction. */
+int queue_put_estimate(struct admitd *a, const char *id, const struct queue_priced *q);
+/* Adds a committed queued job (its entry built by the caller, no read back)
+ * to the in-memory queue and asks for a pass. */
+void queue_note_entry(struct admitd *a, const struct qent *e, const struct qname *nm);
+/* {"passes", "queued", "overflow", "p50_ms", "p99_ms", "max_ms", "cpu_p50_ms",
+ * "cpu_p99_ms", "cpu_max_ms"} of the recent passes (wall clock, and the CPU
+ * time of admitd's thread, which a busy shared machine does not inflate). */
 json_t *queue_stats_json(struct admitd *a);
 /* Cancels a job; *status receives the HTTP status to answer with. */
 int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, size_t errlen);
@@ -242,6 +319,15 @@ void rdv_post(struct httpd_req *req, struct admitd *a);
 void rdv_get(struct httpd_req *req, struct admitd *a);
 
 /* ---- api.c ---- */
+
+/* Roles: a request forwarded by consoled carries the caller's role and
+ * tenant (X-Bursar-Role, X-Bursar-Tenant); one without them comes from a
+ * local operator on admitd's private socket. Replies 403 naming the role
+ * needed and returns -EPERM when the caller may not do `what` (on tenant t,
+ * or on any tenant when t is NULL: users may read their own tenant only). */
+#define ADMIT_ROLE_HEADER "X-Bursar-Role"
+#define ADMIT_TENANT_HEADER "X-Bursar-Tenant"
+int api_need_operator(struct httpd_req *req, const char *what, const char *t, int read_own);
 
 extern const struct httpd_route admit_routes[];
 extern const size_t admit_n_routes;

@@ -48,6 +48,20 @@ static const char *need_name(struct httpd_req *req, json_t *b, const char *k)
 	return s;
 }
 
+int api_need_operator(struct httpd_req *req, const char *what, const char *t, int read_own)
+{
+	const char *role = httpd_req_header(req, ADMIT_ROLE_HEADER);
+	const char *own = httpd_req_header(req, ADMIT_TENANT_HEADER);
+
+	if (!role || !strcmp(role, "operator"))
+		return 0;
+	if (read_own && t && own && !strcmp(own, t))
+		return 0;
+	httpd_reply_error(req, 403, "%s needs the operator role (the caller has role '%.32s')",
+			  what, role);
+	return -EPERM;
+}
+
 static void reply_job(struct httpd_req *req, struct admitd *a, unsigned status, const char *id)
 {
 	json_t *j;
@@ -61,9 +75,10 @@ static void reply_job(struct httpd_req *req, struct admitd *a, unsigned status, 
 		httpd_reply_json(req, status, j);
 }
 
-/* Inserts the job row and prices it, in one transaction: "queued" (or
- * "failed" when its price is refused), or "submitted" when there is no node
- * to price against yet. -EDQUOT when the tenant is at its cap.
+/* Prices the job and inserts its row in its final state, in one transaction:
+ * "queued" (or "failed" when its price is refused), or "submitted" when there
+ * is no node to price against yet. Its events say submitted, priced, queued,
+ * as if it had moved through them. -EDQUOT when the tenant is at its cap.
  *
  * Durability: this transaction commits with synchronous=NORMAL (WAL), and
  * the reply leaves only after the commit, so kill -9 or a crash of admitd
@@ -73,66 +88,117 @@ static void reply_job(struct httpd_req *req, struct admitd *a, unsigned status, 
  * these too); nothing of such a job has left admitd then: no ledger hold, no
  * launch. The ledger itself stays FULL. */
 static int insert_job(struct admitd *a, const char *id, json_t *b, const char *name,
-		      json_t *model, json_t *params, const struct price_cluster *c)
+		      json_t *model, json_t *params, const struct price_cluster *c, json_t **out)
 {
 	int have_nodes = c->total_slots > 0;
 	const char *tenant = json_string_value(json_object_get(b, "tenant"));
-	const char *reason = have_nodes ? "submitted: waiting to be priced"
-					: "waiting for a node to register (nothing to price against)";
+	const char *user = json_string_value(json_object_get(b, "user"));
+	const char *submitted = have_nodes ? "submitted: waiting to be priced"
+					   : "waiting for a node to register (nothing to price against)";
+	const char *state = "submitted", *reason = submitted;
 	char *ms = json_dumps(model, JSON_COMPACT), *ps = json_dumps(params, JSON_COMPACT);
 	int64_t now = (int64_t)util_wall_us(), active = 0;
 	/* The request's "priority" wins; else the bundle's (bursar.json, overrides). */
 	int64_t prio = json_integer_value(json_object_get(b, "priority") ?
 					  json_object_get(b, "priority") :
 					  json_object_get(params, "priority"));
+	struct queue_priced q = {0};
+	struct store_fresh f = {0};
+	struct qent e = {0};
+	struct qname nm;
 	sqlite3_stmt *st;
 	int r = -ENOMEM;
 
 	if (!ms || !ps)
 		goto out_free;
-	r = db_exec(a->db, "PRAGMA synchronous=NORMAL");
+	if (have_nodes) {
+		r = queue_price(c, id, tenant, user, model, params, &q);
+		if (r < 0)
+			goto out_free;
+		state = q.rejected ? "failed" : "queued";
+		reason = q.rejected ? q.reason : QUEUE_QUEUED_REASON;
+	}
+	r = store_run(a->db, "PRAGMA synchronous=NORMAL", "");
 	if (r == 0)
-		r = db_begin(a->db);
+		r = store_begin(a->db);
 	if (r < 0)
 		goto out_sync;
-	r = store_prep(a->db, "SELECT count(*) FROM jobs WHERE tenant = ? AND state NOT IN"
-		       " ('succeeded', 'failed', 'cancelled')", "s", &st, tenant);
+	/* unfinished jobs, through the (tenant, state) index: never the tenant's history */
+	r = store_prep(a->db, "SELECT count(*) FROM jobs WHERE tenant = ? AND state IN"
+		       " ('submitted', 'priced', 'queued', 'running', 'paused')", "s", &st, tenant);
 	if (r < 0)
 		goto out_rollback;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		active = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	store_done(st);
 	if (active >= ADMIT_MAX_ACTIVE) {
 		r = -EDQUOT;
 		goto out_rollback;
 	}
 	r = store_run(a->db, "INSERT INTO jobs (id, tenant, user, bundle_id, bundle_dir, name, state,"
-		      " reason, model, params, created_us, updated_us, prio) VALUES (?, ?, ?, ?, ?, ?,"
-		      " 'submitted', ?, ?, ?, ?, ?, ?)", "sssssssssiii", id, tenant,
-		      json_string_value(json_object_get(b, "user")),
+		      " reason, model, params, created_us, updated_us, prio, ranks, estimate, est_s,"
+		      " est_micro, error, finished_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+		      " ?, ?, ?, ?, ?, nullif(?, 0))", "ssssssssssiiiisdisi", id, tenant, user,
 		      json_string_value(json_object_get(b, "bundle_id")),
-		      json_string_value(json_object_get(b, "bundle_dir")), name, reason, ms, ps, now,
-		      now, prio);
+		      json_string_value(json_object_get(b, "bundle_dir")), name, state, reason, ms,
+		      ps, now, now, prio, (int64_t)q.ranks, q.est_json, q.est_s, q.est_micro,
+		      q.rejected ? q.reason : NULL, q.rejected ? now : (int64_t)0);
+	e.seq = sqlite3_last_insert_rowid(a->db);
 	if (r == 0)
 		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
-			      " (?, ?, 'submitted', ?)", "sis", id, now, reason);
-	if (r == 0 && have_nodes)
-		r = queue_price_job(a, c, id, tenant, json_string_value(json_object_get(b, "user")),
-				    model, params);
+			      " (?, ?, 'submitted', ?)", "sis", id, now, submitted);
+	if (r == 0 && have_nodes && !q.rejected)
+		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
+			      " (?, ?, 'priced', ?), (?, ?, 'queued', ?)", "sissis", id, now, q.reason,
+			      id, now, QUEUE_QUEUED_REASON);
+	if (r == 0 && q.rejected)
+		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
+			      " (?, ?, 'failed', ?)", "sis", id, now, q.reason);
+	if (r == 0 && have_nodes && !q.rejected)
+		r = queue_put_estimate(a, id, &q);
 	if (r == 0)
-		r = db_commit(a->db);
+		r = store_commit(a->db);
 	if (r < 0)
 		goto out_rollback;
 	a->unsynced = 1;
-	log_info("job %s: submitted by %s/%s", id, tenant,
-		 json_string_value(json_object_get(b, "user")));
+	log_info("job %s: submitted by %s/%s: %s", id, tenant, user,
+		 have_nodes && !q.rejected ? q.reason : reason);
+	f = (struct store_fresh){.id = id, .tenant = tenant, .user = user, .name = name,
+		.bundle_id = json_string_value(json_object_get(b, "bundle_id")),
+		.bundle_dir = json_string_value(json_object_get(b, "bundle_dir")), .state = state,
+		.reason = reason, .error = q.rejected ? q.reason : NULL, .model = model,
+		.params = params, .estimate = q.est, .ranks = q.ranks, .prio = prio,
+		.created_us = now, .finished_us = q.rejected ? now : 0, .n_events = 1,
+		.events = {{"submitted", submitted}}};
+	if (q.rejected)
+		f.events[f.n_events++] = (struct store_event){"failed", q.reason};
+	else if (have_nodes) {
+		f.events[f.n_events++] = (struct store_event){"priced", q.reason};
+		f.events[f.n_events++] = (struct store_event){"queued", QUEUE_QUEUED_REASON};
+	}
+	*out = store_job_fresh(&f);
+	if (have_nodes && !q.rejected) {
+		snprintf(nm.id, sizeof(nm.id), "%s", id);
+		snprintf(nm.tenant, sizeof(nm.tenant), "%s", tenant);
+		snprintf(nm.user, sizeof(nm.user), "%s", user);
+		nm.est_micro = q.est_micro;
+		e.ranks = q.ranks;
+		e.prio = (int)prio;
+		e.est_s = q.est_s;
+		e.submit_s = now / 1e6;
+		e.reason_h = qmem_reason_hash(QUEUE_QUEUED_REASON);
+		queue_note_entry(a, &e, &nm);
+	} else {
+		a->sched_dirty = 1;
+	}
 	goto out_sync;
 out_rollback:
 	db_rollback(a->db);
 out_sync:
-	if (db_exec(a->db, "PRAGMA synchronous=FULL") < 0)
+	if (store_run(a->db, "PRAGMA synchronous=FULL", "") < 0)
 		log_err("cannot set synchronous=FULL again on admitd.db");
 out_free:
+	queue_priced_free(&q);
 	free(ms);
 	free(ps);
 	return r;
@@ -141,7 +207,7 @@ out_free:
 static void post_job(struct httpd_req *req, void *ud)
 {
 	struct admitd *a = ud;
-	json_t *b = httpd_req_json(req), *mj = NULL, *pj = NULL;
+	json_t *b = httpd_req_json(req), *mj = NULL, *pj = NULL, *reply = NULL;
 	const char *name, *dir;
 	struct price_cluster c;
 	struct model_config m;
@@ -195,7 +261,7 @@ static void post_job(struct httpd_req *req, void *ud)
 		httpd_reply_error(req, 500, "cannot read nodes: %s", strerror(-r));
 		goto out;
 	}
-	r = insert_job(a, id, b, name, mj, pj, &c);
+	r = insert_job(a, id, b, name, mj, pj, &c, &reply);
 	if (r == -EDQUOT) {
 		httpd_reply_error(req, 429, "tenant '%s' has %d unfinished jobs (limit %d); wait for "
 				  "some to finish or cancel them",
@@ -210,8 +276,10 @@ static void post_job(struct httpd_req *req, void *ud)
 	}
 	/* answered at once: the coalesced pass (admitd.c) starts it or says
 	 * where it stands within SCHED_TICK_US */
-	queue_note_queued(a, id);
-	reply_job(req, a, 201, id);
+	if (reply)
+		httpd_reply_json(req, 201, reply);
+	else
+		reply_job(req, a, 201, id);
 out:
 	json_decref(mj);
 	json_decref(pj);

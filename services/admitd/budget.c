@@ -1,7 +1,10 @@
 /* budget — admitd's side of the ledger's two-phase budgets (services/README.md,
  * "budgets"): a hold of the predicted cost before a job is placed, its release
  * once the job has ended, and on overrun an extension when the tenant can
- * afford it or a stop with the reason when it cannot.
+ * afford it; when it cannot, the job is checkpointed (the preemption path)
+ * and paused until the budget covers the rest of it (--overrun pause, the
+ * default) or ended (--overrun stop), with the reason. A job that cannot
+ * checkpoint yet is stopped at once. Never an overspend in silence.
  *
  * Holds are idempotent by job in ledgerd, so a crash between taking a hold and
  * committing the placement only makes the next pass find the same hold again:
@@ -25,6 +28,7 @@
 #define BUDGET_RELEASE_BATCH 32   /* releases per tick */
 #define BUDGET_CHECK_BATCH 64     /* running jobs checked for overrun per tick */
 #define BUDGET_CHECK_US (2 * 1000000ull)
+#define BUDGET_MIN_EXTEND 1000    /* micro-dollars: the smallest extension asked for */
 
 static int no_endpoint(long status, json_t *resp)
 {
@@ -86,7 +90,7 @@ static void release_ended(struct admitd *a)
 		return;
 	while (n < BUDGET_RELEASE_BATCH && sqlite3_step(st) == SQLITE_ROW)
 		snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	store_done(st);
 	for (int i = 0; i < n; i++) {
 		json_t *resp = NULL;
 		long status = 0;
@@ -106,11 +110,54 @@ static void release_ended(struct admitd *a)
 	}
 }
 
-/* Extends a running job's hold by half its estimate, or stops the job. */
+/* The budget cannot extend running job id's hold (spent sp of rs; the
+ * ledger said why): a job that can checkpoint is asked to (as a preemption),
+ * then paused, or ended under --overrun stop (nodes.c settles it); one that
+ * cannot is stopped at once, since it has no work to lose yet. */
+static void stop_or_pause(struct admitd *a, const char *id, const char *sp, const char *rs,
+			  const char *why)
+{
+	char reason[ADMIT_MAX_ERROR + 128];
+	int64_t can = 0;
+	int r;
+
+	if (store_begin(a->db) < 0)
+		return;
+	r = store_int_s(a->db, "SELECT " QUEUE_CAN_CHECKPOINT " FROM jobs WHERE id = ?", id, &can);
+	if (r == 0 && can) {
+		snprintf(reason, sizeof(reason), "%s: spent %s of its %s hold and the budget cannot "
+			 "extend it (%s)", a->overrun_stop ? "stopped" : "paused", sp, rs,
+			 why ? why : "no funds");
+		r = store_run(a->db, "UPDATE jobs SET preempt = ?, overrun = ? WHERE id = ? AND"
+			      " state = 'running' AND preempt IS NULL", "sss", reason,
+			      a->overrun_stop ? "stop" : "pause", id);
+		if (r == 0)
+			r = store_set_reason(a->db, id, a->overrun_stop ?
+					     "running: over its hold, checkpointing to stop" :
+					     "running: over its hold, checkpointing to pause");
+	} else if (r == 0) {
+		snprintf(reason, sizeof(reason), "stopped: spent %s of its %s hold and the budget "
+			 "cannot extend it (%s); it had no checkpoint yet", sp, rs,
+			 why ? why : "no funds");
+		r = store_run(a->db, "UPDATE jobs SET cancel_requested = 1, stop_reason = ? WHERE"
+			      " id = ? AND state = 'running'", "ss", reason, id);
+		if (r == 0)
+			r = store_set_state(a->db, id, "running", reason);
+	}
+	if (r == 0 && store_commit(a->db) == 0) {
+		log_info("job %s: %s", id, reason);
+		return;
+	}
+	db_rollback(a->db);
+}
+
+/* Extends a running job's hold by half its estimate, or stops or pauses the
+ * job (stop_or_pause). */
 static void check_overrun(struct admitd *a, const char *id, int64_t est_micro)
 {
-	char path[ADMIT_MAX_STR + 32], reason[ADMIT_MAX_ERROR + 128], sp[32], rs[32];
-	int64_t reserved, spent, more = est_micro / 2 > 1000 ? est_micro / 2 : 1000;
+	char path[ADMIT_MAX_STR + 32], sp[32], rs[32];
+	int64_t reserved, spent, more = est_micro / 2 > BUDGET_MIN_EXTEND ? est_micro / 2
+									  : BUDGET_MIN_EXTEND;
 	json_t *resp = NULL, *body;
 	long status = 0;
 
@@ -142,18 +189,70 @@ static void check_overrun(struct admitd *a, const char *id, int64_t est_micro)
 	}
 	if (status != 409)
 		goto out;
-	snprintf(reason, sizeof(reason), "stopped: spent %s of its %s hold and the budget cannot "
-		 "extend it (%s)", sp, rs,
-		 json_string_value(json_object_get(resp, "error")) ?: "no funds");
-	if (db_begin(a->db) < 0)
-		goto out;
-	if (store_run(a->db, "UPDATE jobs SET cancel_requested = 1, stop_reason = ? WHERE id = ?"
-		      " AND state = 'running'", "ss", reason, id) == 0 &&
-	    store_set_state(a->db, id, "running", reason) == 0 && db_commit(a->db) == 0)
-		goto out;
-	db_rollback(a->db);
+	stop_or_pause(a, id, sp, rs, json_string_value(json_object_get(resp, "error")));
 out:
 	json_decref(resp);
+}
+
+/* Resumes paused job id when the ledger extends its hold by what the rest of
+ * the job is estimated to cost: back to the queue, its hold kept, relaunched
+ * from its checkpoint by a pass. */
+static void try_resume(struct admitd *a, const char *id, int64_t rest_micro)
+{
+	char path[ADMIT_MAX_STR + 32], reason[128], m[32];
+	json_t *resp = NULL, *body;
+	long status = 0;
+	int r;
+
+	snprintf(path, sizeof(path), "/v1/holds/%s/extend", id);
+	body = json_pack("{s:I}", "amount_micro", (json_int_t)rest_micro);
+	r = hclient_json(a->ledgerd, "POST", path, NULL, body, BUDGET_TIMEOUT_MS, &status, &resp);
+	json_decref(body);
+	json_decref(resp);
+	if (r < 0 || status != 200)
+		return; /* still short (409), or ledgerd is away: try again later */
+	pricing_fmt_money(rest_micro / 1e6, m, sizeof(m));
+	snprintf(reason, sizeof(reason), "queued: resumed, the budget covers the rest (%s);"
+		 " waiting for its turn", m);
+	if (store_begin(a->db) < 0)
+		return;
+	if (store_run(a->db, "UPDATE jobs SET hold_micro = hold_micro + ? WHERE id = ? AND"
+		      " state = 'paused'", "is", rest_micro, id) == 0 &&
+	    store_set_state(a->db, id, "queued", reason) == 0 && store_commit(a->db) == 0) {
+		log_info("job %s: %s", id, reason);
+		a->qm->loaded = 0; /* the next pass reads it into the queue */
+		a->sched_dirty = 1;
+		return;
+	}
+	db_rollback(a->db);
+}
+
+/* Paused jobs whose tenant can now afford the rest of them go back to the
+ * queue. The rest: the estimate times the share of steps still to run, at
+ * least BUDGET_MIN_EXTEND. */
+static void resume_paused(struct admitd *a)
+{
+	char ids[BUDGET_CHECK_BATCH][ADMIT_MAX_STR + 1];
+	int64_t rest[BUDGET_CHECK_BATCH];
+	sqlite3_stmt *st;
+	int n = 0;
+
+	if (store_prep(a->db, "SELECT id, CAST(est_micro * (1.0 - min(1.0, max(0.0,"
+		       " coalesce(json_extract(progress, '$.step'), 0) * 1.0 /"
+		       " max(1, coalesce(json_extract(progress, '$.steps'), 1))))) AS INTEGER)"
+		       " FROM jobs WHERE state = 'paused' AND hold_state = 'held' ORDER BY seq"
+		       " LIMIT ?", "i", &st, (int64_t)BUDGET_CHECK_BATCH) < 0)
+		return;
+	while (n < BUDGET_CHECK_BATCH && sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(ids[n], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
+		rest[n] = sqlite3_column_int64(st, 1);
+		if (rest[n] < BUDGET_MIN_EXTEND)
+			rest[n] = BUDGET_MIN_EXTEND;
+		n++;
+	}
+	store_done(st);
+	for (int i = 0; i < n; i++)
+		try_resume(a, ids[i], rest[i]);
 }
 
 void budget_tick(struct admitd *a)
@@ -170,15 +269,16 @@ void budget_tick(struct admitd *a)
 	if (now < a->budget_next_us)
 		return;
 	a->budget_next_us = now + BUDGET_CHECK_US;
+	resume_paused(a);
 	if (store_prep(a->db, "SELECT id, coalesce(hold_micro, 0) FROM jobs WHERE state = 'running'"
-		       " AND hold_state = 'held' AND cancel_requested = 0 ORDER BY seq LIMIT ?", "i",
-		       &st, (int64_t)BUDGET_CHECK_BATCH) < 0)
+		       " AND hold_state = 'held' AND cancel_requested = 0 AND preempt IS NULL"
+		       " ORDER BY seq LIMIT ?", "i", &st, (int64_t)BUDGET_CHECK_BATCH) < 0)
 		return;
 	while (n < BUDGET_CHECK_BATCH && sqlite3_step(st) == SQLITE_ROW) {
 		snprintf(ids[n], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
 		est[n++] = sqlite3_column_int64(st, 1);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	for (int i = 0; i < n; i++)
 		check_overrun(a, ids[i], est[i]);
 }

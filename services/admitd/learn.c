@@ -48,7 +48,7 @@ static int apply(struct admitd *a, const struct learn_job *j, double obs, double
 	int jobs[8], n = 0, r;
 	sqlite3_stmt *st;
 
-	r = db_begin(a->db);
+	r = store_begin(a->db);
 	if (r < 0)
 		return r;
 	r = store_prep(a->db, "SELECT n.id, coalesce(n.eff, ?), n.eff_jobs FROM assign x JOIN"
@@ -61,7 +61,7 @@ static int apply(struct admitd *a, const struct learn_job *j, double obs, double
 		eff[n] = sqlite3_column_double(st, 1);
 		jobs[n++] = sqlite3_column_int(st, 2);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	for (int i = 0; r == 0 && i < n; i++) {
 		double e = pricing_learn(eff[i], jobs[i], obs);
 
@@ -76,7 +76,7 @@ static int apply(struct admitd *a, const struct learn_job *j, double obs, double
 	if (r == 0)
 		r = mark(a, j->id, 1);
 	if (r == 0)
-		r = db_commit(a->db);
+		r = store_commit(a->db);
 	if (r == 0)
 		return 0;
 out_rollback:
@@ -155,7 +155,7 @@ void learn_tick(struct admitd *a)
 		j->skip = j->ranks <= 0 || !(j->eff_used > 0);
 		n++;
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	for (int i = 0; i < n; i++) {
 		if (jobs[i].skip)
 			mark(a, jobs[i].id, -1);

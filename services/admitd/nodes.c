@@ -44,7 +44,7 @@ int nodes_cluster(struct admitd *a, struct price_cluster *c)
 		c->beta_bps = sqlite3_column_double(st, 2);
 		c->mem_bytes = sqlite3_column_double(st, 3);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	c->efficiency = a->efficiency;
 	r = store_prep(a->db, "SELECT id, flops_per_slot, coalesce(eff, ?), eff_jobs FROM nodes"
 		       " WHERE down = 0 AND slots > 0 ORDER BY flops_per_slot * coalesce(eff, ?),"
@@ -58,36 +58,59 @@ int nodes_cluster(struct admitd *a, struct price_cluster *c)
 		c->efficiency = sqlite3_column_double(st, 2);
 		c->eff_jobs = sqlite3_column_int(st, 3);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	c->rate = a->rate_known ? a->rate : ADMIT_DEFAULT_RATE;
 	c->rate_is_default = !a->rate_known;
 	return 0;
 }
 
-/* Every rank of job id checkpointed on request: back to the queue with the
- * same hold; the next placement bumps the attempt (a new rendezvous key). */
+/* Every rank of job id checkpointed on request. Preempted: back to the queue
+ * with the same hold; the next placement bumps the attempt (a new rendezvous
+ * key). Over its hold (jobs.overrun): paused with its hold, until the budget
+ * allows the rest (budget.c resumes it) or it is cancelled; or, under
+ * --overrun stop, ended with its checkpoint kept. The attempt's run time is
+ * added to run_us either way. */
 static int settle_preempted(sqlite3 *db, const char *id)
 {
-	char reason[ADMIT_MAX_ERROR + 64] = "";
+	char reason[ADMIT_MAX_ERROR + 192] = "", overrun[8] = "";
+	int64_t step = 0, now = (int64_t)util_wall_us();
+	const char *state = "queued";
 	sqlite3_stmt *st;
 	int r;
 
-	r = store_prep(db, "SELECT coalesce(preempt, 'preempted'),"
-		       " coalesce(json_extract(progress, '$.step'), 0) FROM jobs WHERE id = ?", "s",
-		       &st, id);
+	r = store_prep(db, "SELECT coalesce(preempt, 'preempted'), max(coalesce(json_extract("
+		       "progress, '$.step'), 0), coalesce(json_extract(progress, '$.ckpt_step'), 0)),"
+		       " coalesce(overrun, '') FROM jobs WHERE id = ?", "s", &st, id);
 	if (r < 0)
 		return r;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		snprintf(reason, sizeof(reason), "%s; resumes from step %lld",
-			 (const char *)sqlite3_column_text(st, 0),
-			 (long long)sqlite3_column_int64(st, 1));
-	sqlite3_finalize(st);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(reason, sizeof(reason), "%s", (const char *)sqlite3_column_text(st, 0));
+		step = sqlite3_column_int64(st, 1);
+		snprintf(overrun, sizeof(overrun), "%s", (const char *)sqlite3_column_text(st, 2));
+	}
+	store_done(st);
+	if (!strcmp(overrun, "pause")) {
+		state = "paused";
+		snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
+			 "; checkpointed at step %lld, resumes when the tenant's budget covers the"
+			 " rest (or cancel it)", (long long)step);
+	} else if (!strcmp(overrun, "stop")) {
+		state = "failed";
+		snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
+			 "; checkpointed at step %lld", (long long)step);
+	} else {
+		snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
+			 "; resumes from step %lld", (long long)step);
+	}
 	r = store_run(db, "DELETE FROM assign WHERE job = ?", "s", id);
 	if (r == 0)
-		r = store_run(db, "UPDATE jobs SET preempt = NULL, node = NULL WHERE id = ?", "s", id);
+		r = store_run(db, "UPDATE jobs SET preempt = NULL, overrun = NULL, node = NULL,"
+			      " run_us = run_us + max(0, ? - coalesce(attempt_us, ?)), attempt_us = NULL,"
+			      " error = CASE WHEN ? THEN ? ELSE error END WHERE id = ?", "iiiss", now, now,
+			      (int64_t)!strcmp(state, "failed"), reason, id);
 	if (r == 0)
 		r = store_rdv_cleanup(db, id);
-	return r < 0 ? r : store_set_state(db, id, "queued", reason);
+	return r < 0 ? r : store_set_state(db, id, state, reason);
 }
 
 int nodes_settle_job(sqlite3 *db, const char *id)
@@ -95,12 +118,14 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 	char reason[ADMIT_MAX_ERROR + 128] = "", err[ADMIT_MAX_ERROR + 1] = "";
 	char stray[ADMIT_MAX_STR + 1] = "", stop[ADMIT_MAX_ERROR + 128] = "";
 	int n = 0, n_final = 0, n_ok = 0, n_pre = 0, failed = 0, cancel_req = 0, r;
-	int64_t started = 0;
+	int64_t started = 0, run_us = 0;
 	sqlite3_stmt *st;
 
 	r = store_prep(db, "SELECT j.state, j.cancel_requested, coalesce(j.started_us, 0), x.node,"
-		       " x.state, x.error, coalesce(j.stop_reason, '') FROM assign x JOIN jobs j ON j.id = x.job WHERE x.job = ?"
-		       " ORDER BY x.first_rank", "s", &st, id);
+		       " x.state, x.error, coalesce(j.stop_reason, ''), j.run_us + max(0, ? -"
+		       " coalesce(j.attempt_us, j.started_us, ?)) FROM assign x JOIN jobs j ON"
+		       " j.id = x.job WHERE x.job = ? ORDER BY x.first_rank", "iis", &st,
+		       (int64_t)util_wall_us(), (int64_t)util_wall_us(), id);
 	if (r < 0)
 		return r;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -114,6 +139,7 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 		cancel_req = sqlite3_column_int(st, 1);
 		snprintf(stop, sizeof(stop), "%s", (const char *)sqlite3_column_text(st, 6));
 		started = sqlite3_column_int64(st, 2);
+		run_us = sqlite3_column_int64(st, 7);
 		n++;
 		if (!as || !strcmp(as, "running"))
 			continue;
@@ -141,7 +167,8 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 	} else if (n_final == n && n_ok == n) {
 		char d[32];
 
-		pricing_fmt_duration(started ? (util_wall_us() - started) / 1e6 : 0, d, sizeof(d));
+		/* the time it ran: attempts before a preemption or pause, and this one */
+		pricing_fmt_duration(started ? run_us / 1e6 : 0, d, sizeof(d));
 		snprintf(reason, sizeof(reason), "succeeded in %s", d);
 		r = store_set_state(db, id, "succeeded", reason);
 	} else if (n_final == n && cancel_req && stop[0]) {
@@ -158,7 +185,7 @@ int nodes_settle_job(sqlite3 *db, const char *id)
 			r = store_set_state(db, id, "failed", reason);
 	}
 out_finalize:
-	sqlite3_finalize(st);
+	store_done(st);
 	return r;
 }
 
@@ -166,7 +193,7 @@ out_finalize:
 static int store_progress(sqlite3 *db, const char *id, json_t *in)
 {
 	static const char *const keys[] = {"step", "steps", "loss", "first_loss", "tokens_per_s",
-					   "elapsed_s"};
+					   "elapsed_s", "ckpt_step"};
 	json_t *p = json_object(), *step, *steps, *el;
 	char *s;
 	int r;
@@ -221,7 +248,7 @@ static int apply_report(sqlite3 *db, const char *node, const struct hb_report *r
 		snprintf(as, sizeof(as), "%s", (const char *)sqlite3_column_text(st, 0));
 		first_rank = sqlite3_column_int(st, 1);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	/* a preemption is only taken from the run it stopped, never from a
 	 * stale report landing on the relaunch's fresh assignment */
 	if (!strcmp(rep->state, "preempted") && strcmp(as, "running"))
@@ -237,8 +264,9 @@ static int apply_report(sqlite3 *db, const char *node, const struct hb_report *r
 		r = store_run(db, "UPDATE assign SET state = 'running' WHERE job = ? AND node = ?",
 			      "ss", rep->job, node);
 	if (r == 0 && running)
-		r = store_run(db, "UPDATE jobs SET started_us = coalesce(started_us, ?) WHERE id = ?",
-			      "is", (int64_t)util_wall_us(), rep->job);
+		r = store_run(db, "UPDATE jobs SET started_us = coalesce(started_us, ?),"
+			      " attempt_us = coalesce(attempt_us, ?) WHERE id = ?", "iis",
+			      (int64_t)util_wall_us(), (int64_t)util_wall_us(), rep->job);
 	if (r < 0 || running)
 		return r;
 	r = store_run(db, "UPDATE assign SET state = ?, error = ? WHERE job = ? AND node = ?",
@@ -270,7 +298,7 @@ static int drop_unreported(sqlite3 *db, const char *node)
 		while (sqlite3_step(st) == SQLITE_ROW)
 			snprintf(ids[n++], sizeof(ids[0]), "%s",
 				 (const char *)sqlite3_column_text(st, 0));
-		sqlite3_finalize(st);
+		store_done(st);
 		for (int i = 0; r == 0 && i < n; i++) {
 			r = store_run(db, "UPDATE assign SET state = 'cancelled' WHERE job = ? AND"
 				      " node = ?", "ss", ids[i], node);
@@ -393,7 +421,7 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 	sqlite3_stmt *st;
 	int r;
 
-	r = db_begin(a->db);
+	r = store_begin(a->db);
 	if (r < 0)
 		return r;
 	r = store_prep(a->db, "SELECT down, (SELECT count(*) FROM nodes) FROM nodes WHERE id = ?",
@@ -402,9 +430,9 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 		goto out_rollback;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		down = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	store_done(st);
 	if (down < 0) {
-		db_query_int(a->db, "SELECT count(*) FROM nodes", 0, &count);
+		store_int(a->db, "SELECT count(*) FROM nodes", 0, &count);
 		if (count >= ADMIT_MAX_NODES) {
 			*status = 507;
 			r = -ENOSPC;
@@ -437,7 +465,7 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 	if (r == 0)
 		r = drop_unreported(a->db, node);
 	if (r == 0)
-		r = db_commit(a->db);
+		r = store_commit(a->db);
 	if (r < 0)
 		goto out_rollback;
 	return 0;
@@ -479,7 +507,7 @@ static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, j
 			params ? params : json_null(), "size", sqlite3_column_int(st, 6), "ranks",
 			ranks, "rdv", a->rdv, "rdv_key", key));
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	r = store_prep(a->db, "SELECT x.job FROM assign x JOIN jobs j ON j.id = x.job WHERE"
 		       " x.node = ? AND x.state = 'running' AND (j.cancel_requested = 1 OR"
 		       " j.state != 'running')", "s", &st, node);
@@ -487,7 +515,7 @@ static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, j
 		return r;
 	while (sqlite3_step(st) == SQLITE_ROW)
 		add_kill(kill, (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	store_done(st);
 	r = store_prep(a->db, "SELECT x.job FROM assign x JOIN jobs j ON j.id = x.job WHERE"
 		       " x.node = ? AND x.state = 'running' AND j.state = 'running' AND"
 		       " j.cancel_requested = 0 AND j.preempt IS NOT NULL", "s", &st, node);
@@ -495,14 +523,14 @@ static int heartbeat_reply(struct admitd *a, const char *node, json_t *launch, j
 		return r;
 	while (sqlite3_step(st) == SQLITE_ROW)
 		add_kill(preempt, (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	store_done(st);
 	/* repeated until the node reports a probe newer than the request */
 	r = store_prep(a->db, "SELECT reprobe_us > coalesce(probed_us, 0) FROM nodes WHERE id = ?",
 		       "s", &st, node);
 	if (r < 0)
 		return r;
 	*reprobe = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
+	store_done(st);
 	return 0;
 }
 
@@ -564,12 +592,12 @@ int nodes_check_timeouts(struct admitd *a)
 		return r;
 	while (sqlite3_step(st) == SQLITE_ROW)
 		snprintf(ids[n++], sizeof(ids[0]), "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
+	store_done(st);
 	for (int i = 0; i < n; i++) {
 		log_warn("node %s stopped responding (no heartbeat for %.0f s); its jobs fail and "
 			 "its slots are not used", ids[i], a->node_timeout_us / 1e6);
 		snprintf(err, sizeof(err), "node %s stopped responding", ids[i]);
-		r = db_begin(a->db);
+		r = store_begin(a->db);
 		if (r < 0)
 			return r;
 		r = store_run(a->db, "UPDATE nodes SET down = 1 WHERE id = ?", "s", ids[i]);
@@ -589,14 +617,14 @@ int nodes_check_timeouts(struct admitd *a)
 			while (sqlite3_step(st) == SQLITE_ROW)
 				snprintf(jobs[nj++], sizeof(jobs[0]), "%s",
 					 (const char *)sqlite3_column_text(st, 0));
-			sqlite3_finalize(st);
+			store_done(st);
 			if (nj == 0)
 				break;
 			for (int k = 0; r == 0 && k < nj; k++)
 				r = nodes_settle_job(a->db, jobs[k]);
 		}
 		if (r == 0)
-			r = db_commit(a->db);
+			r = store_commit(a->db);
 		if (r < 0) {
 			db_rollback(a->db);
 			return log_err_errno(r, "cannot mark node %s down", ids[i]);
@@ -663,7 +691,7 @@ int nodes_list(struct admitd *a, json_t **out)
 			"mem_bytes", col_num(st, 9), "allreduce", "alpha_s", col_num(st, 10),
 			"beta_bps", col_num(st, 11), "probed_us", col_num(st, 12),
 			"reprobe_pending", sqlite3_column_int(st, 13)));
-	sqlite3_finalize(st);
+	store_done(st);
 	*out = json_pack("{s:o}", "nodes", list);
 	return 0;
 }

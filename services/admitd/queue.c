@@ -8,6 +8,11 @@
  * file never talks to a node. A waiting job that cannot start and outranks
  * running jobs marks the lowest-priority ones for preemption (nodes.c asks
  * their nodes to checkpoint them; they come back queued, keeping their hold).
+ *
+ * A pass must stay cheap with 10,000 jobs queued: it reads the queue from
+ * memory (qmem.c), orders only its front (sched_order_top), keeps tenants and
+ * fair-share usage from pass to pass, reads the running jobs once, and writes
+ * only reasons that changed; nothing in it costs a query per queued job.
  */
 #include "admitd.h"
 #include "db.h"
@@ -59,65 +64,96 @@ void queue_refresh_rate(struct admitd *a, int force)
 	json_decref(resp);
 }
 
-/* Prices one submitted job: priced then queued, or failed when rejected. */
-int queue_price_job(struct admitd *a, const struct price_cluster *c, const char *id,
-		    const char *tenant, const char *user, json_t *mj, json_t *pj)
+void queue_priced_free(struct queue_priced *q)
 {
-	char err[512] = "", reason[600];
+	free(q->est_json);
+	json_decref(q->rec);
+	json_decref(q->est);
+	q->est_json = NULL;
+	q->rec = NULL;
+	q->est = NULL;
+}
+
+int queue_price(const struct price_cluster *c, const char *id, const char *tenant,
+		const char *user, json_t *mj, json_t *pj, struct queue_priced *out)
+{
+	char err[512] = "";
 	struct price_result pr;
 	struct model_config m;
 	struct train_params p;
-	json_t *est = NULL, *rec = NULL;
-	char *est_s = NULL;
+	json_t *est;
 	int r;
 
+	memset(out, 0, sizeof(*out));
 	r = pricing_parse_spec(mj, pj, &m, &p, err, sizeof(err));
 	if (r == 0)
 		r = pricing_choose(&m, &p, c, &pr, err, sizeof(err));
 	if (r == -E2BIG || r == -EDQUOT || r == -EINVAL || r == -ERANGE || r == -EOPNOTSUPP) {
-		snprintf(reason, sizeof(reason), "%s%s", strncmp(err, "rejected", 8) ?
+		out->rejected = 1;
+		snprintf(out->reason, sizeof(out->reason), "%s%s", strncmp(err, "rejected", 8) ?
 			 "rejected: " : "", err);
-		r = store_run(a->db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", reason, id);
-		if (r == 0)
-			r = store_set_state(a->db, id, "failed", reason);
-		goto out;
+		return 0;
 	}
 	if (r < 0)
-		goto out;
+		return r;
 	est = pricing_estimate_json(&pr, c);
-	est_s = est ? json_dumps(est, JSON_COMPACT) : NULL;
-	rec = json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:I, s:s}", "job", id, "tenant", tenant,
-			"user", user, "ranks", pr.chosen.ranks, "seconds", pr.chosen.seconds,
-			"amount", pr.chosen.amount, "amount_micro",
-			json_integer_value(json_object_get(est, "amount_micro")), "explain",
-			pr.explain);
-	if (!est_s || !rec) {
-		r = -ENOMEM;
-		goto out;
+	out->ranks = pr.chosen.ranks;
+	out->est_s = pr.chosen.seconds;
+	out->est_micro = json_integer_value(json_object_get(est, "amount_micro"));
+	out->est_json = est ? json_dumps(est, JSON_COMPACT) : NULL;
+	out->rec = json_pack("{s:s, s:s, s:s, s:i, s:f, s:f, s:I, s:s}", "job", id, "tenant",
+			     tenant, "user", user, "ranks", pr.chosen.ranks, "seconds",
+			     pr.chosen.seconds, "amount", pr.chosen.amount, "amount_micro",
+			     (json_int_t)out->est_micro, "explain", pr.explain);
+	out->est = est;
+	snprintf(out->reason, sizeof(out->reason), "priced: %s", pr.explain);
+	if (!out->est_json || !out->rec) {
+		queue_priced_free(out);
+		return -ENOMEM;
 	}
-	r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ?, est_s = ?, est_micro = ?"
-		      " WHERE id = ?", "isdis", (int64_t)pr.chosen.ranks, est_s, pr.chosen.seconds,
-		      (int64_t)json_integer_value(json_object_get(est, "amount_micro")), id);
-	if (r < 0)
-		goto out;
-	snprintf(reason, sizeof(reason), "priced: %s", pr.explain);
-	r = store_set_state(a->db, id, "priced", reason);
-	if (r == 0)
-		r = store_set_state(a->db, id, "queued", "queued: waiting for its turn");
-	if (r < 0)
-		goto out;
+	return 0;
+}
+
+int queue_put_estimate(struct admitd *a, const char *id, const struct queue_priced *q)
+{
 	/* Same transaction as the job row: the estimate is sent iff the price stands. */
-	r = outbox_put(a->estimates, rec, NULL);
+	int r = outbox_put(a->estimates, q->rec, NULL);
+
 	if (r == -ENOSPC)
 		log_err("estimate outbox is full (%d records): ledgerd has been unreachable for "
 			"long; job %s keeps its price but its estimate is not queued",
 			ADMIT_OUTBOX_MAX, id);
-	if (r == -ENOSPC)
-		r = 0;
+	return r == -ENOSPC ? 0 : r;
+}
+
+/* Prices one submitted job that is already stored (it came before any node):
+ * priced then queued, or failed when rejected. */
+static int price_stored_job(struct admitd *a, const struct price_cluster *c, const char *id,
+			    const char *tenant, const char *user, json_t *mj, json_t *pj)
+{
+	struct queue_priced q;
+	int r;
+
+	r = queue_price(c, id, tenant, user, mj, pj, &q);
+	if (r < 0)
+		return r;
+	if (q.rejected) {
+		r = store_run(a->db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", q.reason, id);
+		if (r == 0)
+			r = store_set_state(a->db, id, "failed", q.reason);
+		goto out;
+	}
+	r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ?, est_s = ?, est_micro = ?"
+		      " WHERE id = ?", "isdis", (int64_t)q.ranks, q.est_json, q.est_s, q.est_micro,
+		      id);
+	if (r == 0)
+		r = store_set_state(a->db, id, "priced", q.reason);
+	if (r == 0)
+		r = store_set_state(a->db, id, "queued", QUEUE_QUEUED_REASON);
+	if (r == 0)
+		r = queue_put_estimate(a, id, &q);
 out:
-	free(est_s);
-	json_decref(est);
-	json_decref(rec);
+	queue_priced_free(&q);
 	return r;
 }
 
@@ -128,7 +164,7 @@ static int price_row(struct admitd *a, const struct price_cluster *c, sqlite3_st
 	json_t *pj = json_loads((const char *)sqlite3_column_text(row, 4), 0, NULL);
 	int r;
 
-	r = queue_price_job(a, c, (const char *)sqlite3_column_text(row, 0),
+	r = price_stored_job(a, c, (const char *)sqlite3_column_text(row, 0),
 			    (const char *)sqlite3_column_text(row, 1),
 			    (const char *)sqlite3_column_text(row, 2), mj, pj);
 	json_decref(mj);
@@ -154,7 +190,7 @@ static int price_submitted(struct admitd *a, const struct price_cluster *c)
 			break;
 		a->qm->loaded = 0; /* newly queued rows: reload the queue this pass */
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	return r;
 }
 
@@ -179,7 +215,7 @@ static int load_free(struct admitd *a, struct node_free *nf, int max, int *n, in
 		f->free = sqlite3_column_int(st, 1) > 0 ? sqlite3_column_int(st, 1) : 0;
 		*total += f->free;
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	return 0;
 }
 
@@ -223,38 +259,93 @@ static int place(struct admitd *a, const char *id, int ranks, struct node_free *
 	return store_set_state(a->db, id, "running", reason);
 }
 
-/* What one admission pass knows about tenants: names, quotas, what runs. */
+#define PASS_TENANT_HASH 4096 /* open-addressing slots for tenant names (> 2 x SCHED_MAX_TENANTS) */
+#define PASS_USAGE_TTL_S 60.0 /* fair-share usage is re-read at least this often */
+
+/* What admission passes know about tenants: names (hashed), quotas, what
+ * runs, fair-share usage. Names and usage are kept from pass to pass and
+ * re-read from SQLite only when a job finished or PASS_USAGE_TTL_S passed, so
+ * a pass does not re-read the history of finished jobs. */
 struct pass {
 	char tenants[SCHED_MAX_TENANTS][ADMIT_MAX_STR + 1];
 	struct tenant_quota quota[SCHED_MAX_TENANTS];
 	int run_ranks[SCHED_MAX_TENANTS], run_jobs[SCHED_MAX_TENANTS];
+	int quota_known[SCHED_MAX_TENANTS];
+	short slot[PASS_TENANT_HASH]; /* tenant index + 1, 0: empty */
 	int n_tenants;
 	struct sched_usage usage;
+	uint32_t gen;         /* bumped when the tenant table is rebuilt (qent.t_gen) */
+	double usage_s;       /* when usage was read (0: never) */
+	int64_t usage_mark;   /* max(finished_us) then */
 };
 
-static int pass_tenant(struct admitd *a, struct pass *p, const char *t)
+static uint64_t name_hash(const char *s)
 {
-	for (int i = 0; i < p->n_tenants; i++)
-		if (!strcmp(p->tenants[i], t))
-			return i;
-	if (p->n_tenants == SCHED_MAX_TENANTS)
-		return -ENOSPC;
-	snprintf(p->tenants[p->n_tenants], sizeof(p->tenants[0]), "%s", t);
-	if (tenants_quota(a->db, t, &p->quota[p->n_tenants]) < 0)
-		return -EIO;
-	p->run_ranks[p->n_tenants] = p->run_jobs[p->n_tenants] = 0;
-	return p->n_tenants++;
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
 }
 
-/* Fair-share usage: rank-seconds of jobs that ended in the last 8 half-lives. */
+/* The tenant's index in this pass (its quota read once per pass). */
+static int pass_tenant(struct admitd *a, struct pass *p, const char *t)
+{
+	unsigned h = (unsigned)name_hash(t) & (PASS_TENANT_HASH - 1);
+	int i;
+
+	while (p->slot[h]) {
+		i = p->slot[h] - 1;
+		if (!strcmp(p->tenants[i], t))
+			goto found;
+		h = (h + 1) & (PASS_TENANT_HASH - 1);
+	}
+	if (p->n_tenants == SCHED_MAX_TENANTS)
+		return -ENOSPC;
+	i = p->n_tenants++;
+	snprintf(p->tenants[i], sizeof(p->tenants[0]), "%s", t);
+	p->slot[h] = (short)(i + 1);
+	p->run_ranks[i] = p->run_jobs[i] = 0;
+	p->quota_known[i] = 0;
+found:
+	if (!p->quota_known[i]) {
+		if (tenants_quota(a->db, t, &p->quota[i]) < 0)
+			return -EIO;
+		p->quota_known[i] = 1;
+	}
+	return i;
+}
+
+/* Starts a pass: forgets what ran and the quotas (re-read as tenants show up). */
+static void pass_reset(struct pass *p)
+{
+	memset(p->run_ranks, 0, p->n_tenants * sizeof(p->run_ranks[0]));
+	memset(p->run_jobs, 0, p->n_tenants * sizeof(p->run_jobs[0]));
+	memset(p->quota_known, 0, p->n_tenants * sizeof(p->quota_known[0]));
+}
+
+/* Fair-share usage: rank-seconds of jobs that ended in the last 8 half-lives,
+ * re-read only when a job finished since, or after PASS_USAGE_TTL_S. */
 static int load_usage(struct admitd *a, struct pass *p, double now_s)
 {
 	double since = now_s - 8 * a->sched.half_life_s;
+	int64_t mark = 0;
 	sqlite3_stmt *st;
 	int r;
 
+	r = store_int(a->db, "SELECT max(finished_us) FROM jobs", 0, &mark);
+	if (r < 0)
+		return r;
+	if (p->usage_s > 0 && mark == p->usage_mark && now_s - p->usage_s < PASS_USAGE_TTL_S &&
+	    p->n_tenants < SCHED_MAX_TENANTS / 2)
+		return 0;
+	/* a fresh tenant table: tenants that left do not fill it up */
+	p->n_tenants = 0;
+	p->gen++;
+	memset(p->slot, 0, sizeof(p->slot));
 	memset(&p->usage, 0, sizeof(p->usage));
 	p->usage.at_s = since;
+	p->usage_s = 0;
 	r = store_prep(a->db, "SELECT tenant, ranks, started_us, finished_us FROM jobs"
 		       " WHERE finished_us > ? AND started_us IS NOT NULL ORDER BY finished_us"
 		       " LIMIT ?", "ii", &st, (int64_t)(since * 1e6), (int64_t)ADMIT_MAX_QUEUE);
@@ -267,7 +358,9 @@ static int load_usage(struct admitd *a, struct pass *p, double now_s)
 		if (t >= 0 && f > s)
 			sched_usage_add(&p->usage, &a->sched, t, sqlite3_column_int(st, 1) * (f - s), f);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
+	p->usage_s = now_s;
+	p->usage_mark = mark;
 	return 0;
 }
 
@@ -304,22 +397,23 @@ static int start_one(struct admitd *a, struct pass *p, struct qent *row, int ran
 		     struct node_free *nf, int n)
 {
 	char err[ADMIT_MAX_ERROR], reason[ADMIT_MAX_ERROR + 16];
+	const struct qname *nm = qmem_name(a->qm, row);
 	sqlite3_stmt *st;
 	int held, r;
 
 	/* a preempted job comes back with its hold: billed once, never held twice */
 	r = store_prep(a->db, "SELECT 1 FROM jobs WHERE id = ? AND hold_state = 'held'", "s", &st,
-		       row->id);
+		       nm->id);
 	if (r < 0)
 		return r;
 	held = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
-	r = held ? 0 : budget_hold(a, row->id, row->tenant, row->user, row->est_micro, err,
+	store_done(st);
+	r = held ? 0 : budget_hold(a, nm->id, nm->tenant, nm->user, nm->est_micro, err,
 					sizeof(err));
 	if (r == -EDQUOT) {
 		snprintf(reason, sizeof(reason), "rejected: %s", err);
-		r = store_run(a->db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", reason, row->id);
-		return r < 0 ? r : store_set_state(a->db, row->id, "failed", reason);
+		r = store_run(a->db, "UPDATE jobs SET error = ? WHERE id = ?", "ss", reason, nm->id);
+		return r < 0 ? r : store_set_state(a->db, nm->id, "failed", reason);
 	}
 	if (r == -EAGAIN) {
 		snprintf(reason, sizeof(reason), "queued: %s", err);
@@ -328,7 +422,7 @@ static int start_one(struct admitd *a, struct pass *p, struct qent *row, int ran
 	}
 	if (r < 0)
 		return r;
-	r = place(a, row->id, ranks, nf, n);
+	r = place(a, nm->id, ranks, nf, n);
 	if (r < 0)
 		return r;
 	p->run_ranks[row->t] += ranks;
@@ -360,52 +454,84 @@ static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
 			snprintf(reason, sizeof(reason), "queued: %d job%s ahead, est. start %s", i,
 				 i == 1 ? "" : "s", clk);
 		r = qmem_set_reason(a, &rows[w[i].id], reason);
+		rows[w[i].id].shown = (uint32_t)(a->n_passes + 1);
 	}
 	*tail_seq = m;
 	return r;
 }
 
+/* Whether any of the unsorted waiting jobs could ask for a preemption. */
+static int tail_wants(const struct sched_job *q, int n, int free, int64_t low)
+{
+	for (int i = 0; i < n; i++)
+		if (q[i].ranks > free && q[i].prio > low)
+			return 1;
+	return 0;
+}
+
 /* A waiting job that cannot start now and outranks running jobs marks the
  * lowest-priority of them (never an equal or higher priority, newest first)
- * that free enough ranks for preemption; one preemption at a time. */
-static int preempt_for(struct admitd *a, const struct sched_job *q, int nq, const int *started,
-		       int free)
+ * that free enough ranks for preemption; one preemption at a time. Only jobs
+ * that can checkpoint are taken (QUEUE_CAN_CHECKPOINT): one still starting
+ * would lose its start-up, or die of the signal before its handler is set. The
+ * running jobs are read once per pass (lowest priority first), and only when
+ * some waiting job outranks one of them. */
+static int preempt_for(struct admitd *a, struct sched_job *q, int nq, int sorted,
+		       const int *started, int free)
 {
-	static char ids[QUEUE_PREEMPT_MAX][ADMIT_MAX_STR + 1];
+	static struct {
+		char id[ADMIT_MAX_STR + 1];
+		int ranks, prio;
+	} runs[QUEUE_PREEMPT_MAX];
 	char why[ADMIT_MAX_ERROR];
-	int64_t pending = 0;
+	int64_t pending = 0, low = 0;
+	int n_runs = -1, r;
 	sqlite3_stmt *st;
-	int r;
 
-	r = db_query_int(a->db, "SELECT count(*) FROM jobs WHERE state = 'running' AND"
-			 " preempt IS NOT NULL", 0, &pending);
-	if (r < 0 || pending > 0)
+	r = store_int(a->db, "SELECT count(*) FROM jobs WHERE state = 'running' AND"
+		      " preempt IS NOT NULL", 0, &pending);
+	if (r == 0 && pending == 0)
+		r = store_int(a->db, "SELECT min(prio) FROM jobs WHERE state = 'running' AND"
+			      " cancel_requested = 0 AND " QUEUE_CAN_CHECKPOINT, INT64_MAX, &low);
+	if (r < 0 || pending > 0 || low == INT64_MAX)
 		return r;
 	for (int i = 0; i < nq; i++) {
 		struct qent *row = &a->qm->e[q[i].id];
 		int freed = free, m = 0;
 
-		if (started[i] || q[i].ranks <= free)
-			continue;
-		r = store_prep(a->db, "SELECT id, ranks FROM jobs WHERE state = 'running' AND"
-			       " cancel_requested = 0 AND prio < ? ORDER BY prio, seq DESC LIMIT ?",
-			       "ii", &st, (int64_t)q[i].prio, (int64_t)QUEUE_PREEMPT_MAX);
-		if (r < 0)
-			return r;
-		while (freed < q[i].ranks && sqlite3_step(st) == SQLITE_ROW) {
-			snprintf(ids[m++], sizeof(ids[0]), "%s",
-				 (const char *)sqlite3_column_text(st, 0));
-			freed += sqlite3_column_int(st, 1);
+		if (i == sorted && tail_wants(q + i, nq - i, free, low)) {
+			sched_order_rest(&a->sched, q, nq, sorted); /* rare: only then order it */
+			sorted = nq;
+		} else if (i == sorted) {
+			break;
 		}
-		sqlite3_finalize(st);
+		if (started[i] || q[i].ranks <= free || q[i].prio <= low)
+			continue;
+		if (n_runs < 0) {
+			r = store_prep(a->db, "SELECT id, ranks, prio FROM jobs WHERE state = 'running'"
+				       " AND cancel_requested = 0 AND " QUEUE_CAN_CHECKPOINT
+				       " ORDER BY prio, seq DESC LIMIT ?", "i", &st,
+				       (int64_t)QUEUE_PREEMPT_MAX);
+			if (r < 0)
+				return r;
+			for (n_runs = 0; sqlite3_step(st) == SQLITE_ROW; n_runs++) {
+				snprintf(runs[n_runs].id, sizeof(runs[0].id), "%s",
+					 (const char *)sqlite3_column_text(st, 0));
+				runs[n_runs].ranks = sqlite3_column_int(st, 1);
+				runs[n_runs].prio = sqlite3_column_int(st, 2);
+			}
+			store_done(st);
+		}
+		while (m < n_runs && freed < q[i].ranks && runs[m].prio < q[i].prio)
+			freed += runs[m++].ranks;
 		if (freed < q[i].ranks)
 			continue;
 		snprintf(why, sizeof(why), "preempted by higher-priority job %s (priority %d)",
-			 row->id, row->prio);
+			 qmem_name(a->qm, row)->id, row->prio);
 		for (int k = 0; k < m && r == 0; k++) {
 			r = store_run(a->db, "UPDATE jobs SET preempt = ? WHERE id = ?", "ss", why,
-				      ids[k]);
-			log_info("job %s: %s; asking its nodes to checkpoint it", ids[k], why);
+				      runs[k].id);
+			log_info("job %s: %s; asking its nodes to checkpoint it", runs[k].id, why);
 		}
 		return r;
 	}
@@ -424,19 +550,20 @@ static int admit_queued(struct admitd *a)
 	static int start[ADMIT_MAX_QUEUE], started[ADMIT_MAX_QUEUE];
 	static struct pass p;
 	double now_s = util_wall_us() / 1e6;
-	int n, total, nq = 0, n_run = 0, r;
+	int n, total, nq = 0, n_run = 0, sorted, r;
 	int64_t slots, shown;
 	struct sched_result res;
+	uint64_t h;
 	sqlite3_stmt *st;
 	char why[256];
 
-	p.n_tenants = 0;
-	r = load_free(a, nf, ADMIT_MAX_NODES, &n, &total);
+	r = load_usage(a, &p, now_s);
+	pass_reset(&p);
 	if (r == 0)
-		r = db_query_int(a->db, "SELECT coalesce(sum(slots), 0) FROM nodes WHERE down = 0",
+		r = load_free(a, nf, ADMIT_MAX_NODES, &n, &total);
+	if (r == 0)
+		r = store_int(a->db, "SELECT coalesce(sum(slots), 0) FROM nodes WHERE down = 0",
 				 0, &slots);
-	if (r == 0)
-		r = load_usage(a, &p, now_s);
 	if (r == 0)
 		r = store_prep(a->db, "SELECT tenant, ranks, coalesce(started_us, updated_us), est_s"
 			       " FROM jobs WHERE state = 'running' LIMIT ?", "i", &st,
@@ -453,15 +580,22 @@ static int admit_queued(struct admitd *a)
 			p.run_jobs[t]++;
 		}
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	if (!a->qm->loaded)
 		r = qmem_load(a);
+	else if (a->qm->topup)
+		r = qmem_topup(a);
 	for (int i = 0; r == 0 && i < a->qm->n; i++) {
 		struct qent *row = &rows[i];
 		struct sched_job *j = &q[nq];
 
 		row->gone = 0;
-		row->t = pass_tenant(a, &p, row->tenant);
+		if (row->t_gen != p.gen || row->t < 0) {
+			row->t = pass_tenant(a, &p, qmem_name(a->qm, row)->tenant);
+			row->t_gen = p.gen;
+		} else if (!p.quota_known[row->t]) {
+			row->t = pass_tenant(a, &p, qmem_name(a->qm, row)->tenant);
+		}
 		j->id = i;
 		j->ranks = row->ranks;
 		j->prio = row->prio;
@@ -475,11 +609,16 @@ static int admit_queued(struct admitd *a)
 			r = qmem_set_reason(a, row, why);
 			continue;
 		}
+		row->in_pass = (uint32_t)(a->n_passes + 1);
 		nq++;
 	}
 	if (r < 0)
 		return r;
-	sched_order(&a->sched, &p.usage, now_s, q, nq);
+	/* a pass reads only the front of the order: the jobs that start (at most
+	 * one per free rank), the blocked head, the backfill window and the jobs
+	 * it explains; the rest share one reason and stay unsorted */
+	sorted = sched_order_top(&a->sched, &p.usage, now_s, q, nq,
+				 total + 1 + SCHED_BF_DEPTH + SCHED_PROJECT_DEPTH);
 	sched_pass(&a->sched, now_s, total, q, nq, run, n_run, start, &res);
 	memset(started, 0, nq * sizeof(*started));
 	for (int k = 0; k < res.n_start && r >= 0; k++) {
@@ -494,6 +633,7 @@ static int admit_queued(struct admitd *a)
 		if (r >= 0) {
 			started[start[k]] = 1; /* started, or rejected and out of the queue */
 			row->gone = 1;
+			a->qm->n_gone++;
 			total -= r > 0 ? j->ranks : 0;
 			if (r > 0) {
 				run[n_run].ranks = j->ranks;
@@ -507,22 +647,34 @@ static int admit_queued(struct admitd *a)
 		return r;
 	r = explain_waiting(a, q, nq, rows, started, run, n_run, total, (int)slots, now_s, &shown);
 	if (r == 0)
-		r = preempt_for(a, q, nq, started, total);
+		r = preempt_for(a, q, nq, sorted, started, total);
 	if (r < 0 || nq <= shown + res.n_start)
 		return r;
 	snprintf(why, sizeof(why), "queued: more than %d jobs ahead", SCHED_PROJECT_DEPTH);
-	for (int i = 0, m = 0; i < nq && r == 0; i++) {
-		if (started[i])
-			continue;
-		if (m++ >= SCHED_PROJECT_DEPTH)
-			r = qmem_set_reason(a, &rows[q[i].id], why);
+	h = qmem_reason_hash(why);
+	/* every other waiting job: in row order, not policy order (memory order) */
+	for (int i = 0; i < a->qm->n && r == 0; i++) {
+		struct qent *row = &rows[i];
+
+		if (row->in_pass == (uint32_t)(a->n_passes + 1) && !row->gone &&
+		    row->shown != (uint32_t)(a->n_passes + 1))
+			r = qmem_set_reason_h(a, row, why, h);
 	}
 	return r;
+}
+
+static double thread_cpu_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 int queue_schedule(struct admitd *a)
 {
 	uint64_t t0 = util_now_us();
+	double c0 = thread_cpu_ms();
 	struct price_cluster c;
 	int r;
 
@@ -530,14 +682,14 @@ int queue_schedule(struct admitd *a)
 	r = nodes_cluster(a, &c);
 	if (r < 0)
 		return r;
-	r = db_begin(a->db);
+	r = store_begin(a->db);
 	if (r < 0)
 		return r;
 	r = price_submitted(a, &c);
 	if (r == 0)
 		r = admit_queued(a);
 	if (r == 0)
-		r = db_commit(a->db);
+		r = store_commit(a->db);
 	if (r < 0) {
 		db_rollback(a->db);
 		a->qm->loaded = 0; /* its reasons and removals did not happen */
@@ -545,6 +697,7 @@ int queue_schedule(struct admitd *a)
 		return r;
 	}
 	qmem_compact(a);
+	a->pass_cpu_ms[a->n_passes % ADMIT_PASS_STATS] = thread_cpu_ms() - c0;
 	a->pass_ms[a->n_passes++ % ADMIT_PASS_STATS] = (util_now_us() - t0) / 1e3;
 	return 0;
 }
@@ -555,7 +708,7 @@ int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, 
 	sqlite3_stmt *st;
 	int r, cancelling = 0;
 
-	r = db_begin(a->db);
+	r = store_begin(a->db);
 	if (r < 0)
 		return r;
 	r = store_prep(a->db, "SELECT state, cancel_requested, node FROM jobs WHERE id = ?", "s",
@@ -568,7 +721,7 @@ int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, 
 		snprintf(reason, sizeof(reason), "cancelling: asked node %s to stop the ranks",
 			 sqlite3_column_text(st, 2) ? (const char *)sqlite3_column_text(st, 2) : "?");
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	*status = 200;
 	if (!state[0]) {
 		*status = 404;
@@ -587,7 +740,7 @@ int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, 
 	}
 	if (r < 0)
 		goto out_rollback;
-	r = db_commit(a->db);
+	r = store_commit(a->db);
 	if (r < 0)
 		goto out_rollback;
 	if (*status == 200 && strcmp(state, "running"))

@@ -71,13 +71,13 @@ void rdv_post(struct httpd_req *req, struct admitd *a)
 		goto out_err;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		have_size = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	store_done(st);
 	if (have_size && have_size != json_integer_value(size)) {
 		httpd_reply_error(req, 409, "rendezvous key '%s' has size %lld, not %lld", key,
 				  (long long)have_size, (long long)json_integer_value(size));
 		goto out;
 	}
-	db_query_int(a->db, "SELECT count(*) FROM rdv", 0, &rows);
+	store_int(a->db, "SELECT count(*) FROM rdv", 0, &rows);
 	if (rows >= ADMIT_MAX_RDV_ROWS) {
 		httpd_reply_error(req, 507, "too many rendezvous entries (limit %d)",
 				  ADMIT_MAX_RDV_ROWS);
@@ -128,7 +128,7 @@ void rdv_get(struct httpd_req *req, struct admitd *a)
 		json_array_append_new(addrs, json_string((const char *)sqlite3_column_text(st, 2)));
 		n++;
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	while ((int64_t)json_array_size(addrs) < size)
 		json_array_append_new(addrs, json_null());
 	httpd_reply_json(req, 200, json_pack("{s:b, s:I, s:o}", "complete", size > 0 && n == size,

@@ -94,16 +94,13 @@ static int cmp_bursar(const void *pa, const void *pb)
 	return cmp_fifo(pa, pb);
 }
 
-void sched_order(const struct sched_conf *c, const struct sched_usage *u, double now_s,
-		 struct sched_job *q, int n)
+/* Sets the bursar policy's keys (fair-share stretched size, starvation). */
+static void order_keys(const struct sched_conf *c, const struct sched_usage *u, double now_s,
+		       struct sched_job *q, int n)
 {
 	double sum = 0, mean;
 	int users = 0;
 
-	if (c->policy != SCHED_BURSAR) {
-		qsort(q, n, sizeof(*q), cmp_fifo);
-		return;
-	}
 	/* every tenant's usage decays by the same factor, so ratios need no decay */
 	for (int i = 0; u && i < u->n_tenants; i++)
 		if (u->used[i] > 0) {
@@ -122,7 +119,80 @@ void sched_order(const struct sched_conf *c, const struct sched_usage *u, double
 		q[i].key = q[i].est_s * q[i].ranks * (1 + c->fs_weight * share);
 		q[i].starved = now_s - q[i].submit_s > c->starve_s;
 	}
-	qsort(q, n, sizeof(*q), cmp_bursar);
+}
+
+void sched_order(const struct sched_conf *c, const struct sched_usage *u, double now_s,
+		 struct sched_job *q, int n)
+{
+	if (c->policy == SCHED_BURSAR)
+		order_keys(c, u, now_s, q, n);
+	qsort(q, n, sizeof(*q), c->policy == SCHED_BURSAR ? cmp_bursar : cmp_fifo);
+}
+
+static void swap_job(struct sched_job *x, struct sched_job *y)
+{
+	struct sched_job t = *x;
+
+	*x = *y;
+	*y = t;
+}
+
+/* Moves the k first of q[0..n) in order cmp to q[0..k), in any order:
+ * quickselect (Hoare), median-of-three pivots, O(n) on average. The ids are
+ * unique, so cmp is a strict total order. */
+static void select_top(struct sched_job *q, int n, int k, int (*cmp)(const void *, const void *))
+{
+	int lo = 0, hi = n - 1;
+
+	while (hi > lo) {
+		int mid = lo + (hi - lo) / 2, i = lo, j = hi;
+		struct sched_job pivot;
+
+		if (cmp(&q[mid], &q[lo]) < 0)
+			swap_job(&q[mid], &q[lo]);
+		if (cmp(&q[hi], &q[lo]) < 0)
+			swap_job(&q[hi], &q[lo]);
+		if (cmp(&q[hi], &q[mid]) < 0)
+			swap_job(&q[hi], &q[mid]);
+		pivot = q[mid];
+		while (i <= j) {
+			while (cmp(&q[i], &pivot) < 0)
+				i++;
+			while (cmp(&pivot, &q[j]) < 0)
+				j--;
+			if (i <= j)
+				swap_job(&q[i++], &q[j--]);
+		}
+		/* q[lo..j] <= pivot <= q[i..hi] */
+		if (k - 1 <= j)
+			hi = j;
+		else if (k - 1 >= i)
+			lo = i;
+		else
+			return;
+	}
+}
+
+int sched_order_top(const struct sched_conf *c, const struct sched_usage *u, double now_s,
+		    struct sched_job *q, int n, int k)
+{
+	int (*cmp)(const void *, const void *) = c->policy == SCHED_BURSAR ? cmp_bursar : cmp_fifo;
+
+	if (c->policy == SCHED_BURSAR)
+		order_keys(c, u, now_s, q, n);
+	if (k < 0 || k >= n) {
+		qsort(q, n, sizeof(*q), cmp);
+		return n;
+	}
+	select_top(q, n, k, cmp);
+	qsort(q, k, sizeof(*q), cmp);
+	return k;
+}
+
+void sched_order_rest(const struct sched_conf *c, struct sched_job *q, int n, int k)
+{
+	if (k < n)
+		qsort(q + k, n - k, sizeof(*q), c->policy == SCHED_BURSAR ? cmp_bursar : cmp_fifo);
 }
 
 static int cmp_run(const void *pa, const void *pb)

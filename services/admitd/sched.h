@@ -72,6 +72,14 @@ void sched_usage_add(struct sched_usage *u, const struct sched_conf *c, int tena
 void sched_order(const struct sched_conf *c, const struct sched_usage *u, double now_s,
 		 struct sched_job *q, int n);
 
+/* Orders only the first k of q[0..n) (in place): afterwards q[0..k) are the
+ * k first jobs in policy order, sorted, and q[k..n) the rest in no order;
+ * O(n + k log k) instead of O(n log n). Returns how many are sorted (n when
+ * k < 0 or k >= n). sched_order_rest sorts the rest when it is needed. */
+int sched_order_top(const struct sched_conf *c, const struct sched_usage *u, double now_s,
+		    struct sched_job *q, int n, int k);
+void sched_order_rest(const struct sched_conf *c, struct sched_job *q, int n, int k);
+
 /* Earliest time >= now_s at which `need` ranks are free, given `free` free
  * now and the running jobs' estimated ends (run is sorted in place by end);
  * *extra receives the ranks left over then. +inf when total is too small. */

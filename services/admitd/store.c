@@ -5,6 +5,7 @@
  * which node, and what that node last reported) and rdv (rendezvous). The
  * estimate outbox lives in the same file (common/outbox.h). Everything that
  * must survive kill -9 is written here before a reply leaves the daemon.
+ * Statements are prepared once and reused (store_prep, store_done).
  */
 #include "admitd.h"
 #include "db.h"
@@ -71,6 +72,16 @@ static const char *const store_migrations[] = {
 	/* 4: preemption: why a running job is being checkpointed and stopped
 	 * ("preempted by higher-priority job j-… (priority P)"), NULL otherwise */
 	"ALTER TABLE jobs ADD COLUMN preempt TEXT;",
+	/* 5: a submission counts its tenant's unfinished jobs without reading
+	 * the tenant's history */
+	"CREATE INDEX jobs_tenant_state ON jobs(tenant, state);",
+	/* 6: a job over its hold that the budget cannot extend is checkpointed
+	 * and then paused or stopped ('pause' | 'stop', with jobs.preempt
+	 * holding the reason); attempt_us: when the current attempt started
+	 * running; run_us: time run by the attempts that ended */
+	"ALTER TABLE jobs ADD COLUMN overrun TEXT;"
+	"ALTER TABLE jobs ADD COLUMN attempt_us INTEGER;"
+	"ALTER TABLE jobs ADD COLUMN run_us INTEGER NOT NULL DEFAULT 0;",
 };
 
 int store_open(const char *path, sqlite3 **out)
@@ -84,7 +95,7 @@ int store_open(const char *path, sqlite3 **out)
 		return r;
 	r = db_migrate(db, store_migrations, (int)ARRAY_SIZE(store_migrations));
 	if (r < 0) {
-		db_close(db);
+		store_close(db);
 		return r;
 	}
 	*out = db;
@@ -118,20 +129,85 @@ static int bind_args(sqlite3_stmt *st, const char *types, va_list ap)
 	return 0;
 }
 
+/* Prepared statements, reused: every statement admitd runs is a string
+ * literal, so the cache is keyed by its address (checked against the text).
+ * Parsing SQL was most of a submission's CPU time. A statement still in use
+ * (nested use of the same SQL) gets a fresh one that store_done finalizes. */
+#define STORE_CACHE 192 /* > the statements admitd has (about 100) */
+
+static struct store_cached {
+	sqlite3 *db;
+	const char *sql;
+	sqlite3_stmt *st;
+	int busy;
+} store_cache[STORE_CACHE];
+
+static int cache_get(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+{
+	struct store_cached *free_slot = NULL;
+	int r;
+
+	for (int i = 0; i < STORE_CACHE; i++) {
+		struct store_cached *c = &store_cache[i];
+
+		if (!c->st) {
+			if (!free_slot)
+				free_slot = c;
+			continue;
+		}
+		if (c->sql == sql && c->db == db && !c->busy && !strcmp(sqlite3_sql(c->st), sql)) {
+			c->busy = 1;
+			*out = c->st;
+			return 0;
+		}
+	}
+	r = db_prepare(db, sql, out);
+	if (r < 0 || !free_slot)
+		return r;
+	*free_slot = (struct store_cached){.db = db, .sql = sql, .st = *out, .busy = 1};
+	return 0;
+}
+
+void store_done(sqlite3_stmt *st)
+{
+	if (!st)
+		return;
+	for (int i = 0; i < STORE_CACHE; i++)
+		if (store_cache[i].st == st) {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			store_cache[i].busy = 0;
+			return;
+		}
+	store_done(st);
+}
+
+void store_close(sqlite3 *db)
+{
+	if (!db)
+		return;
+	for (int i = 0; i < STORE_CACHE; i++)
+		if (store_cache[i].db == db) {
+			sqlite3_finalize(store_cache[i].st);
+			store_cache[i] = (struct store_cached){0};
+		}
+	db_close(db);
+}
+
 int store_prep(sqlite3 *db, const char *sql, const char *types, sqlite3_stmt **out, ...)
 {
 	sqlite3_stmt *st;
 	va_list ap;
 	int r;
 
-	r = db_prepare(db, sql, &st);
+	r = cache_get(db, sql, &st);
 	if (r < 0)
 		return r;
 	va_start(ap, out);
 	r = bind_args(st, types, ap);
 	va_end(ap);
 	if (r < 0) {
-		sqlite3_finalize(st);
+		store_done(st);
 		return r;
 	}
 	*out = st;
@@ -144,7 +220,7 @@ int store_run(sqlite3 *db, const char *sql, const char *types, ...)
 	va_list ap;
 	int r, rc;
 
-	r = db_prepare(db, sql, &st);
+	r = cache_get(db, sql, &st);
 	if (r < 0)
 		return r;
 	va_start(ap, types);
@@ -156,8 +232,49 @@ int store_run(sqlite3 *db, const char *sql, const char *types, ...)
 		if (r < 0)
 			log_debug("sqlite: %s (in: %.80s)", sqlite3_errmsg(db), sql);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	return r;
+}
+
+int store_int(sqlite3 *db, const char *sql, int64_t dflt, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = cache_get(db, sql, &st);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL ?
+		       sqlite3_column_int64(st, 0) : dflt;
+	r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_errno(rc);
+	store_done(st);
+	return r;
+}
+
+int store_int_s(sqlite3 *db, const char *sql, const char *arg, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = store_prep(db, sql, "s", &st, arg);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	r = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_errno(rc);
+	store_done(st);
+	return r;
+}
+
+int store_begin(sqlite3 *db)
+{
+	return store_run(db, "BEGIN IMMEDIATE", "");
+}
+
+int store_commit(sqlite3 *db)
+{
+	return store_run(db, "COMMIT", "");
 }
 
 int store_job_final(const char *state)
@@ -209,6 +326,33 @@ static json_t *job_from_row(sqlite3_stmt *st)
 			 col_int(st, 22));
 }
 
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+json_t *store_job_fresh(const struct store_fresh *f)
+{
+	json_t *ev = json_array(), *j;
+
+	for (int i = 0; i < f->n_events; i++)
+		json_array_append_new(ev, json_pack("{s:I, s:s, s:s}", "ts_us",
+						    (json_int_t)f->created_us, "state",
+						    f->events[i].state, "reason", f->events[i].reason));
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:O, s:O, s:o, s:n, s:n, s:n,"
+		      " s:o, s:I, s:n, s:o, s:s, s:I, s:I, s:{s:n, s:n}, s:[], s:o}",
+		      "id", f->id, "tenant", f->tenant, "user", f->user, "bundle_id", f->bundle_id,
+		      "name", f->name, "state", f->state, "reason", f->reason, "ranks",
+		      (json_int_t)f->ranks, "model", f->model, "params", f->params, "estimate",
+		      f->estimate ? json_incref(f->estimate) : json_null(), "progress", "node",
+		      "output_dir", "error", str_or_null(f->error), "created_us",
+		      (json_int_t)f->created_us, "started_us", "finished_us",
+		      f->finished_us ? json_integer(f->finished_us) : json_null(), "bundle_dir",
+		      f->bundle_dir, "attempt", (json_int_t)0, "priority", (json_int_t)f->prio,
+		      "hold", "state", "amount_micro", "placement", "events", ev);
+	return j;
+}
+
 /* The job's placement and event history, for GET /v1/jobs/{id}. */
 static int job_add_detail(sqlite3 *db, const char *id, json_t *job)
 {
@@ -230,7 +374,7 @@ static int job_add_detail(sqlite3 *db, const char *id, json_t *job)
 						    "ranks", ranks, "reported", col_str(st, 3),
 						    "error", col_str(st, 4)));
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	r = store_prep(db, "SELECT ts_us, state, reason FROM job_events WHERE job = ? ORDER BY id",
 		       "s", &st, id);
 	if (r < 0)
@@ -239,7 +383,7 @@ static int job_add_detail(sqlite3 *db, const char *id, json_t *job)
 		json_array_append_new(ev, json_pack("{s:o, s:o, s:o}", "ts_us", col_int(st, 0),
 						    "state", col_str(st, 1), "reason",
 						    col_str(st, 2)));
-	sqlite3_finalize(st);
+	store_done(st);
 out:
 	json_object_set_new(job, "placement", pl);
 	json_object_set_new(job, "events", ev);
@@ -260,7 +404,7 @@ int store_job_get(sqlite3 *db, const char *id, json_t **out)
 		j = job_from_row(st);
 	else
 		r = rc == SQLITE_DONE ? -ENOENT : db_errno(rc);
-	sqlite3_finalize(st);
+	store_done(st);
 	if (r < 0)
 		return r;
 	if (!j)
@@ -291,7 +435,7 @@ int store_job_list(sqlite3 *db, const char *tenant, int limit, json_t **out)
 	a = json_array();
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		json_array_append_new(a, job_from_row(st));
-	sqlite3_finalize(st);
+	store_done(st);
 	if (rc != SQLITE_DONE) {
 		json_decref(a);
 		return db_errno(rc);

@@ -37,7 +37,7 @@ int tenants_quota(sqlite3 *db, const char *tenant, struct tenant_quota *q)
 		q->max_jobs = sqlite3_column_int(st, 1);
 		q->share = sqlite3_column_double(st, 2);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	return 0;
 }
 
@@ -60,7 +60,7 @@ static json_t *tenant_json(sqlite3 *db, const char *t)
 		jobs = sqlite3_column_int64(st, 1);
 		queued = sqlite3_column_int64(st, 2);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	return json_pack("{s:s, s:i, s:i, s:f, s:{s:I, s:I, s:I}}", "tenant", t, "max_ranks",
 			 q.max_ranks, "max_jobs", q.max_jobs, "share", q.share, "running",
 			 "ranks", (json_int_t)ranks, "jobs", (json_int_t)jobs, "queued",
@@ -90,6 +90,8 @@ void tenants_put(struct httpd_req *req, struct admitd *a)
 
 	if (!b)
 		return;
+	if (api_need_operator(req, "setting a tenant's quota", t, 0) < 0)
+		goto out;
 	if (!util_valid_name(t, ADMIT_MAX_STR) || !json_is_object(b)) {
 		httpd_reply_error(req, 400, "tenant must be a name of 1-%d chars [A-Za-z0-9_.-] and "
 				  "the body an object", ADMIT_MAX_STR);
@@ -146,6 +148,8 @@ void tenants_get(struct httpd_req *req, struct admitd *a)
 				  ADMIT_MAX_STR);
 		return;
 	}
+	if (api_need_operator(req, "reading another tenant's quota", t, 1) < 0)
+		return;
 	v = tenant_json(a->db, t);
 	if (v)
 		httpd_reply_json(req, 200, v);
@@ -155,9 +159,12 @@ void tenants_get(struct httpd_req *req, struct admitd *a)
 
 void tenants_list(struct httpd_req *req, struct admitd *a)
 {
-	json_t *arr = json_array();
+	json_t *arr;
 	sqlite3_stmt *st;
 
+	if (api_need_operator(req, "listing tenants", NULL, 0) < 0)
+		return;
+	arr = json_array();
 	if (store_prep(a->db, "SELECT id FROM tenants UNION SELECT DISTINCT tenant FROM jobs"
 		       " WHERE state IN ('submitted', 'priced', 'queued', 'running') ORDER BY 1"
 		       " LIMIT ?", "i", &st, (int64_t)TENANT_MAX_LIST) < 0) {
@@ -171,6 +178,6 @@ void tenants_list(struct httpd_req *req, struct admitd *a)
 		if (v)
 			json_array_append_new(arr, v);
 	}
-	sqlite3_finalize(st);
+	store_done(st);
 	httpd_reply_json(req, 200, json_pack("{s:o}", "tenants", arr));
 }

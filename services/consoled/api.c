@@ -139,7 +139,7 @@ static int job_request(struct console *c, struct httpd_req *req, const struct co
 		       json_t *in, json_t **out)
 {
 	const char *bid = json_string_value(json_object_get(in, "bundle"));
-	json_t *name = json_object_get(in, "name"), *ov = json_object_get(in, "overrides"), *b;
+	json_t *name = json_object_get(in, "name"), *ov = json_object_get(in, "overrides"), *b, *pr;
 	char dir[4400], err[1024] = "";
 	struct bundle_info bi;
 	const char *jname;
@@ -168,9 +168,18 @@ static int job_request(struct console *c, struct httpd_req *req, const struct co
 		httpd_reply_error(req, 400, "overrides: %s", err);
 		goto out_free;
 	}
+	/* "priority" beside the bundle's (bursar.json or overrides): admitd checks
+	 * its range and prefers it */
+	pr = json_object_get(in, "priority");
+	if (pr && !json_is_integer(pr)) {
+		httpd_reply_error(req, 400, "'priority' must be an integer");
+		goto out_free;
+	}
 	*out = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o}", "tenant", u->tenant, "user",
 			 u->user, "bundle_id", bid, "bundle_dir", dir, "name", jname, "model",
 			 modelcfg_to_json(&bi.model), "params", trainparams_to_json(&bi.params));
+	if (*out && pr)
+		json_object_set(*out, "priority", pr);
 	json_decref(b);
 	if (!*out) {
 		httpd_reply_error(req, 500, "out of memory");

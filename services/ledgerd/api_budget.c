@@ -49,6 +49,17 @@ static const char *arg_name(struct httpd_req *req, const char *what)
 	return s;
 }
 
+int ledger_need_operator(struct httpd_req *req, const char *what)
+{
+	const char *role = httpd_req_header(req, "X-Bursar-Role");
+
+	if (!role || !strcmp(role, "operator"))
+		return 0;
+	httpd_reply_error(req, 403, "%s needs the operator role (the caller has role '%.32s')",
+			  what, role);
+	return -EPERM;
+}
+
 void ledger_on_credit(struct httpd_req *req, void *ud)
 {
 	struct ledger *l = ud;
@@ -60,6 +71,10 @@ void ledger_on_credit(struct httpd_req *req, void *ud)
 
 	if (!body)
 		return;
+	if (ledger_need_operator(req, "crediting a tenant") < 0) {
+		json_decref(body);
+		return;
+	}
 	r = ledger_credit(l, body, &c, &dup, why, sizeof(why));
 	json_decref(body);
 	if (r == 0)
@@ -205,6 +220,10 @@ void ledger_on_rates_post(struct httpd_req *req, void *ud)
 
 	if (!body)
 		return;
+	if (ledger_need_operator(req, "changing the rates") < 0) {
+		json_decref(body);
+		return;
+	}
 	r = ledger_parse_rate(l, body, &nr, why, sizeof(why));
 	json_decref(body);
 	if (r == 0)

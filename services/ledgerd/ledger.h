@@ -266,6 +266,10 @@ int ledger_hold_extend(struct ledger *l, const char *job, json_t *req, json_t **
 void ledger_fmt_money(int64_t micro, char *buf, size_t size);
 
 /* api_budget.c: route handlers for credits, holds, rates, tenant bills, metrics */
+/* Roles: consoled forwards the caller's role in X-Bursar-Role; a request
+ * without it comes from a local operator on ledgerd's private socket. Replies
+ * 403 naming the role needed and returns -EPERM unless the caller may. */
+int ledger_need_operator(struct httpd_req *req, const char *what);
 void ledger_on_credit(struct httpd_req *req, void *ud);
 void ledger_on_balance(struct httpd_req *req, void *ud);
 void ledger_on_hold(struct httpd_req *req, void *ud);

@@ -41,6 +41,7 @@ json_t *job_progress_json(const struct job *j)
 		return NULL;
 	json_object_set_new(o, "loss", p->have ? json_real(p->loss) : json_null());
 	json_object_set_new(o, "first_loss", p->have_first ? json_real(p->first_loss) : json_null());
+	json_object_set_new(o, "ckpt_step", json_integer((json_int_t)p->ckpt_step));
 	return o;
 }
 
@@ -56,6 +57,7 @@ int job_progress_load(struct job *j, const char *text)
 	p->step = (long)json_integer_value(json_object_get(o, "step"));
 	p->steps = (long)json_integer_value(json_object_get(o, "steps"));
 	p->tokens_per_s = json_number_value(json_object_get(o, "tokens_per_s"));
+	p->ckpt_step = (long)json_integer_value(json_object_get(o, "ckpt_step"));
 	j->recovered_elapsed_s = json_number_value(json_object_get(o, "elapsed_s"));
 	if (json_is_number(x = json_object_get(o, "loss"))) {
 		p->loss = json_number_value(x);

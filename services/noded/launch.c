@@ -227,6 +227,13 @@ static void rank_line(const char *line, size_t len, void *ud)
 
 		if (j->train_log_fd >= 0 && writev(j->train_log_fd, iov, 2) < 0)
 			log_warn("cannot append to %s/train.log: %m", j->dir);
+		/* admitd preempts or pauses a job only once it can checkpoint */
+		if (ev && !strcmp(ev, "checkpoint") && (x = json_object_get(o, "step")) &&
+		    json_is_integer(x) && json_integer_value(x) > j->prog.ckpt_step)
+			j->prog.ckpt_step = (long)json_integer_value(x);
+		if (ev && !strcmp(ev, "start") && (x = json_object_get(o, "start_step")) &&
+		    json_is_integer(x) && json_integer_value(x) > j->prog.ckpt_step)
+			j->prog.ckpt_step = (long)json_integer_value(x);
 		if (ev && (!strcmp(ev, "step") || !strcmp(ev, "start"))) {
 			struct progress *p = &j->prog;
 

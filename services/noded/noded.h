@@ -64,6 +64,7 @@ enum job_state { JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED, JOB_PREE
 struct progress {
 	int have;
 	long step, steps;
+	long ckpt_step; /* last checkpoint rank 0 wrote (or resumed from), 0: none */
 	double loss, first_loss, tokens_per_s;
 	int have_first;
 };

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # test-admission — bursar-admitd's queue policy and budgets end to end on a
 # real Unix socket and SQLite file: per-tenant quotas through PUT
-# /v1/tenants/{T}, priorities, EASY backfill (a short job passes a blocked
+# /v1/tenants/{T} (operators only when consoled names the caller's role), priorities, EASY backfill (a short job passes a blocked
 # head, a long one may not), every waiting job told its place and estimated
-# start, preemption of a lower-priority job (never an equal one) and its
-# return to the queue, no start without a ledger hold when ledgerd is unreachable, and —
+# start, preemption of a lower-priority job (never an equal one, never one
+# that cannot checkpoint yet) and its return to the queue, no start without a ledger hold when ledgerd is unreachable, and —
 # when the ledgerd in the tree serves /v1/holds — holds at admission, the
 # ledger's rejection sentence, release at the end, and no double hold across
 # kill -9 of admitd.
@@ -95,6 +95,27 @@ api GET /v1/tenants
 want "listed" "$(j '[t["tenant"] for t in d["tenants"]]')" "['acme']"
 end
 
+begin tenant_api_needs_the_operator_role
+roled() { # ROLE TENANT METHOD PATH [JSON]: as consoled forwards a caller
+	local args=(-s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X "$3"
+		-H "X-Bursar-Role: $1" -H "X-Bursar-Tenant: $2")
+	[ $# -ge 5 ] && args+=(-H 'Content-Type: application/json' --data-binary "$5")
+	CODE=$(curl "${args[@]}" "http://admitd$4")
+}
+roled user acme PUT /v1/tenants/acme '{"max_jobs":9}'
+want "user may not set a quota" "$CODE $(j 'd["error"]')" "403 setting a tenant's quota needs the operator role (the caller has role 'user')"
+api GET /v1/tenants/acme
+want "quota unchanged" "$(j 'd["max_jobs"]')" 1
+roled user acme GET /v1/tenants/acme
+want "user reads its own tenant" "$CODE" 200
+roled user beta GET /v1/tenants/acme
+want "not another's" "$CODE $(j 'd["error"]')" "403 reading another tenant's quota needs the operator role (the caller has role 'user')"
+roled user acme GET /v1/tenants
+want "nor the list" "$CODE" 403
+roled operator ops PUT /v1/tenants/acme '{"max_jobs":1}'
+want "operator sets it" "$CODE" 200
+end
+
 begin quota_max_jobs_holds_second_job
 submit '{"steps":100000,"batch":8,"ranks":1}'
 A1=$(j 'd["id"]')
@@ -162,6 +183,12 @@ want "equal priority never preempts" "$(j 'd["preempt"]')" "[]"
 submit '{"steps":100,"batch":8,"ranks":2}' beta 5
 PH=$(j 'd["id"]')
 want "high waits" "$(j 'd["state"]')" queued
+hb node-a 4 "$(rep "$P0" running)"
+sleep 0.1
+hb node-a 4 "$(rep "$P0" running)"
+want "no preemption before the low job can checkpoint" "$(j 'd["preempt"]')" "[]"
+hb node-a 4 "{\"job\":\"$P0\",\"state\":\"running\",\"progress\":{\"step\":3,\"steps\":1000000}}"
+sleep 0.1
 hb node-a 4 "$(rep "$P0" running)"
 want "node asked to preempt the low job" "$(j 'd["preempt"]')" "['$P0']"
 hb node-a 4 "{\"job\":\"$P0\",\"state\":\"preempted\",\"progress\":{\"step\":12,\"steps\":1000000}}"

@@ -151,6 +151,20 @@ req GET "/v1/tenants/globex/bill"
 eq isolation_bill "$(js '[x["job"] for x in j["jobs"]], j["total"]["entries"]')" "(['j-g'], 1)"
 
 # --- strict input: malformed JSON, huge numbers, negative amounts, unknown fields ---
+# --- roles: a caller consoled names as a user may not credit or change rates ---
+roled() { # roled ROLE PATH JSON: sets CODE and BODY
+	CODE=$(curl -s --unix-socket "$SOCK" -X POST -o "$T/body" -w '%{http_code}' \
+		-H "X-Bursar-Role: $1" -H 'Content-Type: application/json' --data-binary "$3" "http://l$2")
+	BODY=$(cat "$T/body")
+}
+roled user /v1/credits '{"source": "admin", "seq": 9001, "tenant": "acme", "amount_micro": 5}'
+eq role_user_credit_403 "$CODE $(js 'j["error"]')" "403 crediting a tenant needs the operator role (the caller has role 'user')"
+roled user /v1/rates '{"rank_hour": 9}'
+eq role_user_rates_403 "$CODE $(js 'j["error"]')" "403 changing the rates needs the operator role (the caller has role 'user')"
+eq role_user_changed_nothing "$(sql "SELECT count(*) FROM credits WHERE seq = 9001")" 0
+roled operator /v1/credits '{"source": "admin", "seq": 9001, "tenant": "acme", "amount_micro": 0}'
+eq role_operator_passes_to_validation "$CODE" 400
+
 bad() { # bad NAME PATH BODY WANT-CODE WANT-SUBSTRING
 	req POST "$2" "$3"
 	if [ "$CODE" = "$4" ] && [[ $(js 'j["error"]') == *"$5"* ]]; then pass "$1"; else fail "$1" "$CODE $BODY"; fi
