@@ -13,6 +13,7 @@ struct outbox {
 	sqlite3 *db;
 	char table[64];
 	int64_t max;
+	sqlite3_stmt *put, *pending; /* prepared once: a put is on every hot path */
 };
 
 int outbox_open(sqlite3 *db, const char *table, int64_t max_records, struct outbox **out)
@@ -43,6 +44,10 @@ int outbox_open(sqlite3 *db, const char *table, int64_t max_records, struct outb
 
 void outbox_free(struct outbox *o)
 {
+	if (!o)
+		return;
+	sqlite3_finalize(o->put);
+	sqlite3_finalize(o->pending);
 	free(o);
 }
 
@@ -60,37 +65,47 @@ void outbox_set_limit(struct outbox *o, int64_t max_records)
 int64_t outbox_pending(struct outbox *o)
 {
 	char sql[192];
-	int64_t n = 0;
+	int64_t n = -EIO;
 
-	snprintf(sql, sizeof(sql), "SELECT coalesce((SELECT max(seq) FROM %s) - "
-		 "(SELECT min(seq) FROM %s) + 1, 0)", o->table, o->table);
-	if (db_query_int(o->db, sql, 0, &n) < 0)
-		return -EIO;
+	if (!o->pending) {
+		snprintf(sql, sizeof(sql), "SELECT coalesce((SELECT max(seq) FROM %s) - "
+			 "(SELECT min(seq) FROM %s) + 1, 0)", o->table, o->table);
+		if (db_prepare(o->db, sql, &o->pending) < 0)
+			return -EIO;
+	}
+	if (sqlite3_step(o->pending) == SQLITE_ROW)
+		n = sqlite3_column_int64(o->pending, 0);
+	sqlite3_reset(o->pending);
 	return n;
 }
 
 int outbox_put(struct outbox *o, json_t *rec, int64_t *seq)
 {
+	int64_t pending = outbox_pending(o);
 	char sql[128];
-	sqlite3_stmt *st;
 	char *s;
 	int r, rc;
 
-	if (outbox_pending(o) >= o->max)
+	if (pending < 0)
+		return (int)pending;
+	if (pending >= o->max)
 		return -ENOSPC;
 	s = json_dumps(rec, JSON_COMPACT);
 	if (!s)
 		return -ENOMEM;
-	snprintf(sql, sizeof(sql), "INSERT INTO %s (body) VALUES (?)", o->table);
-	r = db_prepare(o->db, sql, &st);
-	if (r < 0)
-		goto out_free;
-	sqlite3_bind_text(st, 1, s, -1, SQLITE_TRANSIENT);
-	rc = sqlite3_step(st);
+	if (!o->put) {
+		snprintf(sql, sizeof(sql), "INSERT INTO %s (body) VALUES (?)", o->table);
+		r = db_prepare(o->db, sql, &o->put);
+		if (r < 0)
+			goto out_free;
+	}
+	sqlite3_bind_text(o->put, 1, s, -1, SQLITE_STATIC);
+	rc = sqlite3_step(o->put);
 	r = rc == SQLITE_DONE ? 0 : db_errno(rc);
 	if (r == 0 && seq)
 		*seq = sqlite3_last_insert_rowid(o->db);
-	sqlite3_finalize(st);
+	sqlite3_reset(o->put);
+	sqlite3_clear_bindings(o->put);
 out_free:
 	free(s);
 	return r;
