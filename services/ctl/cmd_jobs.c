@@ -231,9 +231,14 @@ static void render(json_t *job, char *line, size_t len)
 		snprintf(line, len, "[%s] %-9s %s", bar, state ? state : "?",
 			 json_string_value(json_object_get(job, "reason")) ?: "");
 	else
-		snprintf(line, len, "[%s] step %4.0f/%-4.0f loss %.4f  %7.0f tok/s  ETA %-6s %s", bar,
-			 step, steps, num(p, "loss"), num(p, "tokens_per_s"), etas,
-			 state ? state : "?");
+		snprintf(line, len, "[%s] step %4.0f/%-4.0f loss %.4f  %7.0f tok/s  ETA %-6s %s%s%s",
+			 bar, step, steps, num(p, "loss"), num(p, "tokens_per_s"), etas,
+			 state ? state : "?",
+			 /* paused, queued again after preemption: say why */
+			 state && strcmp(state, "running") && json_string_value(
+				 json_object_get(job, "reason")) ? ": " : "",
+			 state && strcmp(state, "running") ? json_string_value(json_object_get(
+				 job, "reason")) ?: "" : "");
 }
 
 int cmd_watch(struct ctl *c, int argc, char **argv)
