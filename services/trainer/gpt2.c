@@ -9,6 +9,7 @@
  */
 #include "layers.h"
 #include "model.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -117,28 +118,43 @@ static void matmul_backward(float *dinp, float *dw, float *dbias, const float *d
 }
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_CHUNK 16384		       /* floats per OpenMP work item */
 
-// gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-static void gelu_forward(float *out, const float *inp, size_t N)
+// gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), n floats
+VM_CLONES static void gelu_span(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for
-	for (size_t i = 0; i < N; i++) {
+#pragma omp simd
+	for (size_t i = 0; i < n; i++) {
 		float x = inp[i];
-		out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+		out[i] = 0.5f * x * (1.0f + vm_tanh(GELU_SCALE * (x + 0.044715f * x * x * x)));
 	}
 }
 
-// d (N) *= gelu'(inp), in place
-static void gelu_backward_inplace(float *d, const float *inp, size_t N)
+// d (n) *= gelu'(inp), in place
+VM_CLONES static void gelu_backward_span(float *d, const float *inp, size_t n)
 {
-#pragma omp parallel for
-	for (size_t i = 0; i < N; i++) {
+#pragma omp simd
+	for (size_t i = 0; i < n; i++) {
 		float x = inp[i];
-		float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+		float th = vm_tanh(GELU_SCALE * (x + 0.044715f * x * x * x));
 		float sech2 = 1.0f - th * th;
 		d[i] *= 0.5f * (1.0f + th) +
 			0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
 	}
+}
+
+static void gelu_forward(float *out, const float *inp, size_t N)
+{
+#pragma omp parallel for
+	for (size_t c = 0; c < N; c += GELU_CHUNK)
+		gelu_span(out + c, inp + c, N - c < GELU_CHUNK ? N - c : GELU_CHUNK);
+}
+
+static void gelu_backward_inplace(float *d, const float *inp, size_t N)
+{
+#pragma omp parallel for
+	for (size_t c = 0; c < N; c += GELU_CHUNK)
+		gelu_backward_span(d + c, inp + c, N - c < GELU_CHUNK ? N - c : GELU_CHUNK);
 }
 
 /* ---- model ------------------------------------------------------------- */

@@ -1,11 +1,31 @@
 /* layers — shared CPU kernels of the GPT-2 and Llama models: OpenMP loops
  * and OpenBLAS sgemm, no allocation. See layers.h for the shapes. */
 #include "layers.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+
+/* p[0..n) = softmax(l[0..n)) (in place when p == l). */
+VM_CLONES static void softmax_row(float *p, const float *l, int n)
+{
+	float maxv = -INFINITY, sum = 0, inv;
+
+#pragma omp simd reduction(max : maxv)
+	for (int i = 0; i < n; i++)
+		maxv = l[i] > maxv ? l[i] : maxv;
+#pragma omp simd reduction(+ : sum)
+	for (int i = 0; i < n; i++) {
+		p[i] = vm_exp(l[i] - maxv);
+		sum += p[i];
+	}
+	inv = 1.0f / sum;
+#pragma omp simd
+	for (int i = 0; i < n; i++)
+		p[i] *= inv;
+}
 
 void attention_forward(float *out, float *att, const float *inp, const struct attn_shape *s)
 {
@@ -21,7 +41,6 @@ void attention_forward(float *out, float *att, const float *inp, const struct at
 				const float *q = inp + ((size_t)b * T + t) * R + (size_t)h * hs;
 				float *a = att + (((size_t)b * NH + h) * T + t) * T;
 				float *o = out + ((size_t)b * T + t) * OC + (size_t)h * hs;
-				float maxv = -INFINITY, sum = 0;
 
 				for (int t2 = 0; t2 <= t; t2++) {
 					const float *k = inp + ((size_t)b * T + t2) * R + s->koff + kh;
@@ -29,15 +48,10 @@ void attention_forward(float *out, float *att, const float *inp, const struct at
 					for (int i = 0; i < hs; i++)
 						v += q[i] * k[i];
 					a[t2] = v * scale;
-					if (a[t2] > maxv)
-						maxv = a[t2];
 				}
-				for (int t2 = 0; t2 <= t; t2++) {
-					a[t2] = expf(a[t2] - maxv);
-					sum += a[t2];
-				}
-				for (int t2 = 0; t2 < T; t2++)
-					a[t2] = t2 <= t ? a[t2] / sum : 0.0f;
+				softmax_row(a, a, t + 1);
+				for (int t2 = t + 1; t2 < T; t2++)
+					a[t2] = 0.0f;
 				for (int i = 0; i < hs; i++)
 					o[i] = 0;
 				for (int t2 = 0; t2 <= t; t2++) {
@@ -130,17 +144,9 @@ float crossentropy_forward(float *probs, float *losses, const float *logits, con
 
 #pragma omp parallel for reduction(+ : total)
 	for (int n = 0; n < N; n++) {
-		const float *l = logits + (size_t)n * V;
-		float *p = probs + (size_t)n * V, maxv = -INFINITY, sum = 0;
+		float *p = probs + (size_t)n * V;
 
-		for (int i = 0; i < V; i++)
-			maxv = l[i] > maxv ? l[i] : maxv;
-		for (int i = 0; i < V; i++) {
-			p[i] = expf(l[i] - maxv);
-			sum += p[i];
-		}
-		for (int i = 0; i < V; i++)
-			p[i] /= sum;
+		softmax_row(p, logits + (size_t)n * V, V);
 		losses[n] = -logf(p[targets[n]] > 1e-30f ? p[targets[n]] : 1e-30f);
 		total += losses[n];
 	}

@@ -11,6 +11,7 @@
  */
 #include "layers.h"
 #include "model.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -74,24 +75,42 @@ static void rope(float *qkv, const struct model *g, size_t row, int dir)
 	}
 }
 
-// swi (N) = silu(gate) * up
+#define SWIGLU_CHUNK 16384 /* floats per OpenMP work item */
+
+// swi (n) = silu(gate) * up
+VM_CLONES static void swiglu_span(float *swi, const float *gate, const float *up, size_t n)
+{
+#pragma omp simd
+	for (size_t i = 0; i < n; i++)
+		swi[i] = gate[i] / (1.0f + vm_exp(-gate[i])) * up[i];
+}
+
+// dgate holds dswi on entry; dgate, dup (n) = swiglu'(dswi)
+VM_CLONES static void swiglu_backward_span(float *dgate, float *dup, const float *gate,
+					   const float *up, size_t n)
+{
+#pragma omp simd
+	for (size_t i = 0; i < n; i++) {
+		float x = gate[i], sig = 1.0f / (1.0f + vm_exp(-x)), ds = dgate[i];
+		dup[i] = ds * x * sig;
+		dgate[i] = ds * up[i] * sig * (1.0f + x * (1.0f - sig));
+	}
+}
+
 static void swiglu_forward(float *swi, const float *gate, const float *up, size_t N)
 {
 #pragma omp parallel for
-	for (size_t i = 0; i < N; i++)
-		swi[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+	for (size_t c = 0; c < N; c += SWIGLU_CHUNK)
+		swiglu_span(swi + c, gate + c, up + c, N - c < SWIGLU_CHUNK ? N - c : SWIGLU_CHUNK);
 }
 
-// dgate holds dswi on entry; dgate, dup (N) = swiglu'(dswi)
 static void swiglu_backward(float *dgate, float *dup, const float *gate, const float *up,
 			    size_t N)
 {
 #pragma omp parallel for
-	for (size_t i = 0; i < N; i++) {
-		float x = gate[i], sig = 1.0f / (1.0f + expf(-x)), ds = dgate[i];
-		dup[i] = ds * x * sig;
-		dgate[i] = ds * up[i] * sig * (1.0f + x * (1.0f - sig));
-	}
+	for (size_t c = 0; c < N; c += SWIGLU_CHUNK)
+		swiglu_backward_span(dgate + c, dup + c, gate + c, up + c,
+				     N - c < SWIGLU_CHUNK ? N - c : SWIGLU_CHUNK);
 }
 
 static const float *opt(const struct model *g, int idx, size_t off)

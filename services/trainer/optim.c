@@ -30,28 +30,49 @@ void adamw_free(struct adamw *o)
 	o->m = o->v = NULL;
 }
 
-void adamw_step(struct adamw *o, struct model *g, float lr, float weight_decay)
+void adamw_begin(struct adamw *o, float gscale)
 {
-	float b1 = o->beta1, b2 = o->beta2;
-	float c1, c2;
+	o->t++;
+	o->gscale = gscale;
+	o->c1 = 1.0f - powf(o->beta1, (float)o->t);
+	o->c2 = 1.0f - powf(o->beta2, (float)o->t);
+}
+
+void adamw_range(struct adamw *o, struct model *g, size_t lo, size_t hi, size_t mo, float lr,
+		 float weight_decay)
+{
+	float b1 = o->beta1, b2 = o->beta2, c1 = o->c1, c2 = o->c2, gs = o->gscale;
 	size_t off = 0;
 
-	o->t++;
-	c1 = 1.0f - powf(b1, (float)o->t);
-	c2 = 1.0f - powf(b2, (float)o->t);
-	for (int k = 0; k < MODEL_MAX_TENSORS; k++) {
+	for (int k = 0; k < MODEL_MAX_TENSORS && off < hi; k++) {
+		size_t a = off > lo ? off : lo, e = off + g->sizes[k] < hi ? off + g->sizes[k] : hi;
 		float wd = model_decays(g, k) ? weight_decay : 0.0f;
-		float *p = g->params + off, *gr = g->grads + off, *m = o->m + off, *v = o->v + off;
-		size_t n = g->sizes[k];
+		float *p, *gr, *m, *v;
+		size_t n;
 
+		off += g->sizes[k];
+		if (e <= a)
+			continue;
+		n = e - a;
+		p = g->params + a;
+		gr = g->grads + a;
+		m = o->m + mo + (a - lo);
+		v = o->v + mo + (a - lo);
 #pragma omp parallel for
 		for (size_t i = 0; i < n; i++) {
-			m[i] = b1 * m[i] + (1.0f - b1) * gr[i];
-			v[i] = b2 * v[i] + (1.0f - b2) * gr[i] * gr[i];
+			float d = gr[i] * gs;
+
+			m[i] = b1 * m[i] + (1.0f - b1) * d;
+			v[i] = b2 * v[i] + (1.0f - b2) * d * d;
 			p[i] -= lr * ((m[i] / c1) / (sqrtf(v[i] / c2) + o->eps) + wd * p[i]);
 		}
-		off += n;
 	}
+}
+
+void adamw_step(struct adamw *o, struct model *g, float lr, float weight_decay)
+{
+	adamw_begin(o, 1.0f);
+	adamw_range(o, g, 0, g->n_params, 0, lr, weight_decay);
 }
 
 float optim_lr(const char *schedule, float peak, long step, long steps, int warmup)
@@ -70,18 +91,29 @@ float optim_lr(const char *schedule, float peak, long step, long steps, int warm
 	return min_lr + 0.5f * (peak - min_lr) * (1.0f + cosf((float)M_PI * frac));
 }
 
-float optim_clip(float *grads, size_t n, float clip)
+float optim_norm(const float *grads, size_t n)
 {
 	double ss = 0;
-	float norm, s;
 
 #pragma omp parallel for reduction(+ : ss)
 	for (size_t i = 0; i < n; i++)
 		ss += (double)grads[i] * grads[i];
-	norm = (float)sqrt(ss);
+	return (float)sqrt(ss);
+}
+
+float optim_clip_scale(float norm, float clip)
+{
 	if (clip <= 0 || norm <= clip || !isfinite(norm))
+		return 1.0f;
+	return clip / norm;
+}
+
+float optim_clip(float *grads, size_t n, float clip)
+{
+	float norm = optim_norm(grads, n), s = optim_clip_scale(norm, clip);
+
+	if (s == 1.0f)
 		return norm;
-	s = clip / norm;
 #pragma omp parallel for
 	for (size_t i = 0; i < n; i++)
 		grads[i] *= s;

@@ -7,7 +7,9 @@
  * backward over the micro-batches (gradients summed), allreduce-average the
  * gradients in buckets started as backward completes each layer (bucket.c;
  * BURSAR_NO_OVERLAP=1: one flat allreduce after backward), clip, AdamW.
- * Every rank applies the identical update, so the weights never diverge. Prints the JSON lines of
+ * Every rank applies the identical update, so the weights never diverge.
+ * With --zero 1 the AdamW moments are sharded instead (zero.c: reduce_scatter,
+ * a shard update each, allgather; no overlap). Prints the JSON lines of
  * services/README.md on stdout; rank 0 writes outputs and checkpoints.
  * Allocates nothing inside the step loop.
  */
@@ -20,6 +22,7 @@
 #include "safetensors.h"
 #include "trainer.h"
 #include "util.h"
+#include "zero.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -100,7 +103,15 @@ struct rank_state {
 	double peak_flops;
 	int overlap;  /* allreduce buckets during backward (BURSAR_NO_OVERLAP=1: after) */
 	struct grad_buckets gb;
+	struct zero zero; /* zero.comm != NULL: ZeRO-1 */
 };
+
+/* ZeRO-1 asked for: --zero 1 (bursar.json's "zero" joins here once the
+ * bundle parser knows the key). */
+static int zero_wanted(const struct rank_state *s)
+{
+	return s->o->zero;
+}
 
 /* The micro-batch: bursar.json's grad_accum, or the fewest micro-batches
  * whose activations (plus an accumulation buffer) fit the memory cap. */
@@ -109,6 +120,7 @@ static int pick_micro_batch(struct rank_state *s, int rows)
 	const struct train_params *p = &s->bi.params;
 	uint64_t limit = memory_limit(), need = 0;
 	uint64_t accb = modelcfg_n_params(&s->bi.model) * 4;
+	uint64_t credit = zero_wanted(s) ? zero_saved_bytes(accb / 4, s->o->size) : 0;
 
 	if (p->grad_accum > 0) {
 		if (rows % p->grad_accum) {
@@ -119,14 +131,15 @@ static int pick_micro_batch(struct rank_state *s, int rows)
 		}
 		s->accum = p->grad_accum;
 		s->B = rows / s->accum;
-		need = model_memory_bytes(&s->bi.model, s->B, s->T) + (s->accum > 1 ? accb : 0);
+		need = model_memory_bytes(&s->bi.model, s->B, s->T) + (s->accum > 1 ? accb : 0) -
+		       credit;
 	} else {
 		for (s->accum = 1; s->accum <= rows; s->accum++) {
 			if (rows % s->accum)
 				continue;
 			s->B = rows / s->accum;
 			need = model_memory_bytes(&s->bi.model, s->B, s->T) +
-			       (s->accum > 1 ? accb : 0);
+			       (s->accum > 1 ? accb : 0) - credit;
 			if (need <= limit)
 				break;
 		}
@@ -371,22 +384,31 @@ static float micro_steps(struct rank_state *s, long step)
 	return (float)(loss / s->accum);
 }
 
-/* Rank 0 writes the checkpoint after `done` steps; every rank waits for it,
- * so no rank reports a checkpoint that is not on disk yet. */
+/* Rank 0 writes the checkpoint after `done` steps (with ZeRO-1 every rank
+ * first helps gather the full moments); every rank waits for it, so no rank
+ * reports a checkpoint that is not on disk yet. */
 static int checkpoint(struct rank_state *s, long done)
 {
 	char err[512] = "", esc[PATH_MAX * 2];
+	struct adamw full = s->opt;
 	float ok = 1;
 	int r = 0;
 
+	if (s->zero.comm && (r = zero_gather(&s->zero, &s->opt, &full)) < 0) {
+		log_err("rank %d: cannot gather the optimizer state for the checkpoint: %s",
+			s->o->rank, r == -ENOMEM ? strerror(-r) : bcoll_last_error(s->comm));
+		return r == -ENOMEM ? 1 : 3;
+	}
 	if (s->o->rank == 0) {
-		r = ckpt_save(s->o->ckpt, &s->model, &s->opt, done, &s->bi.params, err,
+		r = ckpt_save(s->o->ckpt, &s->model, &full, done, &s->bi.params, err,
 			      sizeof(err));
 		if (r < 0) {
 			log_err("cannot write the checkpoint at step %ld: %s", done, err);
 			ok = 0;
 		}
 	}
+	if (s->zero.comm)
+		zero_gather_done(&s->zero, &full);
 	if (bcoll_allreduce(s->comm, &ok, &ok, 1, BCOLL_F32, BCOLL_MIN) < 0) {
 		log_err("rank %d: checkpoint barrier failed: %s", s->o->rank,
 			bcoll_last_error(s->comm));
@@ -436,15 +458,15 @@ static int train_loop(struct rank_state *s, float *final_loss)
 				step + 1, s->gb.errmsg);
 			return 3;
 		}
-		if ((!s->overlap && bcoll_allreduce(s->comm, s->model.grads, s->model.grads,
-						    s->model.n_params, BCOLL_F32, BCOLL_AVG) < 0) ||
+		if ((s->zero.comm && zero_reduce(&s->zero) < 0) ||
+		    (!s->overlap && !s->zero.comm &&
+		     bcoll_allreduce(s->comm, s->model.grads, s->model.grads, s->model.n_params,
+				     BCOLL_F32, BCOLL_AVG) < 0) ||
 		    bcoll_allreduce(s->comm, ls, ls, 2, BCOLL_F32, BCOLL_AVG) < 0) {
 			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
 				step + 1, bcoll_last_error(s->comm));
 			return 3;
 		}
-		comm_s = bcoll_comm_seconds(s->comm) - c0;
-		comm_total += comm_s;
 		stop = ls[1] > 0 && o->ckpt;
 		if (ls[1] > 0 && !o->ckpt && !warned++)
 			log_warn("rank %d: SIGUSR1 asks for a checkpoint, but no --ckpt DIR was "
@@ -454,9 +476,22 @@ static int train_loop(struct rank_state *s, float *final_loss)
 				"data", ls[0], step + 1, p->lr);
 			return 1;
 		}
-		norm = optim_clip(s->model.grads, s->model.n_params, (float)p->grad_clip);
 		lr = optim_lr(p->schedule, (float)p->lr, step, p->steps, p->warmup);
-		adamw_step(&s->opt, &s->model, lr, (float)p->weight_decay);
+		if (s->zero.comm) {
+			if (zero_update(&s->zero, &s->opt, lr, (float)p->weight_decay,
+					(float)p->grad_clip, &norm) < 0) {
+				log_err("rank %d: weight exchange failed at step %ld: %s", o->rank,
+					step + 1, bcoll_last_error(s->comm));
+				return 3;
+			}
+		} else {
+			norm = optim_norm(s->model.grads, s->model.n_params);
+			adamw_begin(&s->opt, optim_clip_scale(norm, (float)p->grad_clip));
+			adamw_range(&s->opt, &s->model, 0, s->model.n_params, 0, lr,
+				    (float)p->weight_decay);
+		}
+		comm_s = bcoll_comm_seconds(s->comm) - c0;
+		comm_total += comm_s;
 		step_s = (util_now_us() - t0) / 1e6;
 		emit("{\"event\": \"step\", \"rank\": %d, \"step\": %ld, \"steps\": %ld, \"loss\": "
 		     "%.6f, \"lr\": %.6g, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, \"comm_ms\": "
@@ -482,6 +517,23 @@ static int train_loop(struct rank_state *s, float *final_loss)
 			return TRAIN_EXIT_CHECKPOINTED;
 		}
 	}
+	return 0;
+}
+
+/* ZeRO-1: keep this rank's shard of the moments; says what it saves. */
+static int setup_zero(struct rank_state *s)
+{
+	int r = zero_init(&s->zero, &s->model, &s->opt, s->comm);
+
+	if (r < 0) {
+		log_err("out of memory sharding the optimizer state");
+		return 1;
+	}
+	log_info("rank %d: ZeRO-1 over %d ranks: AdamW state %.2f MiB on this rank instead of "
+		 "%.2f MiB (%.2f MiB saved); gradients reduce-scattered, weights allgathered",
+		 s->o->rank, s->o->size, s->opt.n * 8 / 1048576.0,
+		 s->zero.full_bytes / 1048576.0,
+		 (s->zero.full_bytes - s->opt.n * 8) / 1048576.0);
 	return 0;
 }
 
@@ -513,7 +565,13 @@ int train_rank(const struct train_opts *o)
 		r = o->size == 1 ? dump_grads(&s) : 2;
 		goto out;
 	}
-	s.overlap = !getenv("BURSAR_NO_OVERLAP") || strcmp(getenv("BURSAR_NO_OVERLAP"), "1");
+	if (zero_wanted(&s)) {
+		r = setup_zero(&s);
+		if (r)
+			goto out;
+	}
+	s.overlap = !s.zero.comm &&
+		    (!getenv("BURSAR_NO_OVERLAP") || strcmp(getenv("BURSAR_NO_OVERLAP"), "1"));
 	if (s.overlap && bucket_init(&s.gb, &s.model, s.comm) < 0) {
 		log_err("out of memory setting up the gradient buckets");
 		r = 1;
@@ -527,8 +585,9 @@ int train_rank(const struct train_opts *o)
 		 s.overlap ? " overlapped with backward" : ", not overlapped");
 	emit("{\"event\": \"start\", \"rank\": %d, \"size\": %d, \"steps\": %ld, \"n_params\": %zu, "
 	     "\"tokens_per_step\": %ld, \"grad_accum\": %d, \"micro_batch\": %d, \"start_step\": "
-	     "%ld}", o->rank, o->size, s.bi.params.steps, s.model.n_params,
-	     (long)s.bi.params.batch * s.T, s.accum, s.B, s.start);
+	     "%ld, \"zero\": %d, \"optim_bytes\": %zu}", o->rank, o->size, s.bi.params.steps,
+	     s.model.n_params, (long)s.bi.params.batch * s.T, s.accum, s.B, s.start,
+	     s.zero.comm ? 1 : 0, s.opt.n * 8);
 	r = train_loop(&s, &final_loss);
 	if (r)
 		goto out;

@@ -1,12 +1,16 @@
 /* test-fuzz — deterministic mutation fuzzing of the trainer's untrusted
  * parsers: st_load() over mutated safetensors files (bit flips, byte
  * overwrites with boundary values, truncations, header length edits, header
- * JSON splices) and modelcfg_parse() over mutated config.json values. Each
- * input must load or fail with a sentence; ASan/UBSan (make test builds
- * this under both) catch the rest. Seeded and bounded, so every run is the
- * same. Also the three bad-bundle errors by name: shape mismatch,
+ * JSON splices), modelcfg_parse() over mutated config.json values, keys and
+ * text (accepted small models are built and run once), tok_load() over
+ * mutated tokenizer.json files (then encoding random bytes with whatever
+ * loads), and st_load_index() over mutated model.safetensors.index.json
+ * files. Each input must load or fail with a sentence; ASan/UBSan (make test
+ * builds this under both) catch the rest. Seeded and bounded, so every run
+ * is the same. Also the three bad-bundle errors by name: shape mismatch,
  * truncation, header length past the file. */
 #include "../../tests/t.h"
+#include "test-fuzz.h"
 #include "bundle.h"
 #include "model.h"
 #include "safetensors.h"
@@ -15,34 +19,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <unistd.h>
 
 #define FUZZ_ITERS 3000
 
 static char dir[] = "/tmp/test-fuzz-XXXXXX";
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static uint64_t next(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static struct model_config gpt = {.model_type = "gpt2", .n_layer = 1, .n_head = 2, .n_embd = 8,
 				  .n_positions = 8, .vocab_size = 11, .layer_norm_epsilon = 1e-5};
-
-/* Plain write, no fsync: thousands of these per run. */
-static void write_file(const char *path, const char *buf, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-
-	T_CHECK(fd >= 0 && write(fd, buf, len) == (ssize_t)len, "cannot write %s", path);
-	if (fd >= 0)
-		close(fd);
-}
 
 /* One mutation of orig (len bytes) into out; returns the new length. */
 static size_t mutate(const char *orig, size_t len, char *out, uint64_t hlen)
@@ -175,28 +160,6 @@ static void t_bad_weights(void)
 	model_free(&wide);
 }
 
-/* Random values of random types for each key of a valid config. */
-static json_t *random_value(void)
-{
-	static const double nums[] = {0, -1, 1, 2, 3, 7, 64, 1e9, 1e300, -1e300, 0.5, 65536,
-				      2147483648.0, 1e-12};
-	switch (next() % 6) {
-	case 0:
-		return json_integer((json_int_t)(next() % 5 == 0 ? next() : next() % 300));
-	case 1:
-		return json_real(nums[next() % (sizeof(nums) / sizeof(nums[0]))]);
-	case 2:
-		return json_string(next() % 2 ? "llama3" : "gelu_new");
-	case 3:
-		return json_null();
-	case 4:
-		return json_pack("{s:s, s:f}", "rope_type", "llama3", "factor",
-				 nums[next() % (sizeof(nums) / sizeof(nums[0]))]);
-	default:
-		return json_boolean(next() % 2);
-	}
-}
-
 static void t_config_fuzz(void)
 {
 	static const char *bases[] = {
@@ -255,6 +218,136 @@ static void t_config_fuzz(void)
 	printf("# config fuzz: %d accepted, %d rejected with a sentence\n", ok, rejected);
 }
 
+/* ---- config.json: keys of both families, nested rope objects, text ----- */
+
+static json_t *random_rope(void)
+{
+	static const char *types[] = {"llama3", "default", "linear", "dynamic", "yarn", ""};
+	static const char *keys[] = {"factor", "low_freq_factor", "high_freq_factor",
+				     "original_max_position_embeddings", "rope_theta", "beta"};
+	json_t *o = json_object();
+
+	json_object_set_new(o, next() % 4 ? "rope_type" : "type",
+			    next() % 6 ? json_string(types[next() % 6]) : random_value());
+	for (int i = 0, n = (int)(next() % 5); i < n; i++)
+		json_object_set_new(o, keys[next() % 6], random_value());
+	return o;
+}
+
+#define CONFIG_TEXT_ITERS 2500
+#define CONFIG_MAX_BUILDS 120
+
+/* Builds an accepted small config and runs one forward and backward. */
+static void run_config(const struct model_config *m, int it)
+{
+	struct model g;
+	int T = m->n_positions < 4 ? m->n_positions : 4, in[4], tg[4];
+	float loss;
+
+	T_EQ_INT(model_build(&g, m, 1, T), 0);
+	if (t_case_failed)
+		return;
+	model_init_weights(&g, (uint64_t)it);
+	for (int i = 0; i < T; i++) {
+		in[i] = (int)(next() % m->vocab_size);
+		tg[i] = (int)(next() % m->vocab_size);
+	}
+	loss = model_forward(&g, in, tg);
+	model_backward(&g);
+	T_CHECK(isfinite(loss) && loss > 0, "iteration %d: loss %f of an accepted config", it,
+		loss);
+	model_free(&g);
+}
+
+static void t_config_text_fuzz(void)
+{
+	static const char *bases[] = {
+		"{\"model_type\":\"gpt2\",\"n_layer\":1,\"n_head\":2,\"n_embd\":8,\"n_positions\":8,"
+		"\"vocab_size\":256,\"activation_function\":\"gelu_new\",\"layer_norm_epsilon\":1e-5,"
+		"\"n_inner\":null,\"resid_pdrop\":0.1}",
+		"{\"model_type\":\"llama\",\"num_hidden_layers\":1,\"num_attention_heads\":4,"
+		"\"num_key_value_heads\":2,\"hidden_size\":16,\"intermediate_size\":24,\"head_dim\":4,"
+		"\"max_position_embeddings\":8,\"vocab_size\":260,\"rms_norm_eps\":1e-5,"
+		"\"hidden_act\":\"silu\",\"tie_word_embeddings\":true,\"attention_bias\":true,"
+		"\"rope_parameters\":{\"rope_type\":\"llama3\",\"rope_theta\":500000.0,"
+		"\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+		"\"original_max_position_embeddings\":4}}"};
+	static const char *keys[] = {
+		"n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "n_inner",
+		"scale_attn_weights", "tie_word_embeddings", "add_cross_attention", "attn_pdrop",
+		"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+		"num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling",
+		"rope_parameters", "attention_bias", "mlp_bias", "max_position_embeddings",
+		"attention_dropout", "pretraining_tp", "model_type", "torch_dtype", "use_cache",
+		"architectures", "sliding_window", "bos_token_id", ""};
+	int ok = 0, rejected = 0, built = 0;
+	char text[4096], mut[4096];
+
+	for (int it = 0; it < CONFIG_TEXT_ITERS && !t_case_failed; it++) {
+		json_t *c = json_loads(bases[it % 2], 0, NULL);
+		struct model_config m;
+		char err[512] = "", *s;
+		json_error_t je;
+		size_t n;
+		int r;
+
+		for (int j = 0, k = (int)(next() % 3) + 1; j < k; j++) {
+			const char *key = keys[next() % (sizeof(keys) / sizeof(keys[0]))];
+
+			if (next() % 6 == 0)
+				json_object_del(c, random_key(c) ?: "");
+			else if (!strncmp(key, "rope_", 5) && strcmp(key, "rope_theta"))
+				json_object_set_new(c, key, next() % 5 ? random_rope() : random_value());
+			else
+				json_object_set_new(c, key, random_value());
+		}
+		s = json_dumps(c, JSON_COMPACT);
+		json_decref(c);
+		n = s ? strlen(s) : 0;
+		if (n >= sizeof(text)) {
+			free(s);
+			continue;
+		}
+		memcpy(text, s ?: "", n);
+		free(s);
+		if (next() % 3 == 0)
+			n = mutate_text(text, n, mut);
+		else
+			memcpy(mut, text, n);
+		c = json_loadb(mut, n, JSON_REJECT_DUPLICATES, &je);
+		if (!c) {
+			rejected++;
+			continue;
+		}
+		if (!json_is_object(c)) {
+			json_decref(c);
+			rejected++;
+			continue;
+		}
+		r = modelcfg_parse(c, &m, err, sizeof(err));
+		json_decref(c);
+		if (r == 0) {
+			ok++;
+			T_CHECK(m.n_layer > 0 && m.n_head > 0 && m.n_embd > 0 &&
+				m.vocab_size > 0 && m.n_positions > 0 && m.head_dim > 0 &&
+				m.n_kv_head > 0 && m.n_head % m.n_kv_head == 0 &&
+				modelcfg_n_params(&m) > 0,
+				"iteration %d accepted an inconsistent config", it);
+			if (modelcfg_n_params(&m) < 400000 && m.n_layer <= 4 && built < CONFIG_MAX_BUILDS) {
+				built++;
+				run_config(&m, it);
+			}
+		} else {
+			rejected++;
+			T_CHECK(r < 0 && strlen(err) > 10, "iteration %d: status %d, error '%s'", it, r, err);
+		}
+	}
+	T_CHECK(ok > 0 && rejected > 0 && built > 0, "%d accepted, %d rejected, %d built", ok,
+		rejected, built);
+	printf("# config text fuzz: %d accepted (%d built and run), %d rejected\n", ok, built,
+	       rejected);
+}
+
 int main(void)
 {
 	if (!mkdtemp(dir)) {
@@ -264,6 +357,7 @@ int main(void)
 	t_run("trainer-bad-weights-named", t_bad_weights);
 	t_run("trainer-safetensors-fuzz", t_safetensors_fuzz);
 	t_run("trainer-config-fuzz", t_config_fuzz);
+	t_run("trainer-config-text-fuzz", t_config_text_fuzz);
 	util_rm_rf(dir);
 	return t_done();
 }

@@ -122,6 +122,50 @@ static void t_adamw_learns(void)
 	model_free(&g);
 }
 
+/* AdamW applied in shards (as ZeRO-1 does: slices cutting through tensors,
+ * each with its own moments), clipping folded into the update, is
+ * bit-identical to clipping the gradients in place and one whole update. */
+static void t_adamw_shards(void)
+{
+	struct model g, h;
+	struct adamw o, sh[3];
+	size_t n, cut[4];
+
+	tiny_model(&g);
+	tiny_model(&h);
+	model_init_weights(&g, 4);
+	model_init_weights(&h, 4);
+	n = g.n_params;
+	cut[0] = 0;
+	cut[1] = n / 3 + 1;
+	cut[2] = 2 * (n / 3) - 7;
+	cut[3] = n;
+	T_EQ_INT(adamw_init(&o, n), 0);
+	for (int k = 0; k < 3; k++)
+		T_EQ_INT(adamw_init(&sh[k], cut[k + 1] - cut[k]), 0);
+	for (int s = 0; s < 5 && !t_case_failed; s++) {
+		model_forward(&g, inputs, targets);
+		model_backward(&g);
+		float sc = optim_clip_scale(optim_norm(g.grads, n), 0.5f);
+
+		memcpy(h.grads, g.grads, n * sizeof(float));
+		optim_clip(g.grads, n, 0.5f);
+		adamw_step(&o, &g, 1e-2f, 0.1f);
+		T_CHECK(sc < 1.0f || s > 0, "step %d: the gradients were not clipped", s);
+		for (int k = 0; k < 3; k++) {
+			adamw_begin(&sh[k], sc);
+			adamw_range(&sh[k], &h, cut[k], cut[k + 1], 0, 1e-2f, 0.1f);
+		}
+		T_CHECK(!memcmp(g.params, h.params, n * sizeof(float)),
+			"step %d: sharded update differs", s);
+	}
+	adamw_free(&o);
+	for (int k = 0; k < 3; k++)
+		adamw_free(&sh[k]);
+	model_free(&g);
+	model_free(&h);
+}
+
 static void t_schedule(void)
 {
 	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 0, 100, 10) - 0.1f) < 1e-6f, "warmup step 0");
@@ -227,6 +271,7 @@ int main(void)
 	t_run("grad_check_finite_differences", t_grad_check);
 	t_run("grad_check_llama", t_grad_check_llama);
 	t_run("adamw_lowers_loss", t_adamw_learns);
+	t_run("adamw_sharded_equals_whole", t_adamw_shards);
 	t_run("lr_schedule", t_schedule);
 	t_run("grad_clip", t_clip);
 	t_run("safetensors_round_trip", t_safetensors_round_trip);

@@ -8,6 +8,7 @@
  *       BURSAR_SIZE, BURSAR_RDV, BURSAR_RDV_KEY from noded, or alone (size 1)
  *   bursar-train BUNDLE --ranks N [--steps S] [--out DIR]   forks N local ranks
  *       that meet through a directory rendezvous; any failure stops them all
+ *   --zero 1: ZeRO-1, the AdamW moments sharded across the ranks (zero.h)
  *   --ckpt DIR: checkpoints there (bursar.json ckpt_every, and at the end);
  *       resumes from it when it holds one. SIGUSR1: checkpoint at the next
  *       step boundary and exit 75 (the parent of --ranks forwards it).
@@ -40,7 +41,7 @@ static char term_msg[128];
 static void usage(void)
 {
 	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N] "
-			"[--ckpt DIR]\n"
+			"[--ckpt DIR] [--zero 0|1]\n"
 			"       bursar-train --probe\n");
 }
 
@@ -286,6 +287,15 @@ int main(int argc, char **argv)
 			o.dump_grads = argv[++i];
 		} else if (!strcmp(a, "--ckpt") && i + 1 < argc) {
 			o.ckpt = argv[++i];
+		} else if (!strcmp(a, "--zero") && i + 1 < argc) {
+			long z;
+
+			if (parse_long(argv[++i], 0, 1, &z) < 0) {
+				log_err("--zero '%s' must be 0 (off) or 1 (optimizer state sharded)",
+					argv[i]);
+				return 2;
+			}
+			o.zero = (int)z;
 		} else if (!strcmp(a, "--out") && i + 1 < argc) {
 			o.out = argv[++i];
 		} else if (!strcmp(a, "--steps") && i + 1 < argc) {

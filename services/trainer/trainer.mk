@@ -17,3 +17,8 @@ $(BIN)/test-trainer-fuzz: $(call objs,services/trainer/test-fuzz.c $(trainer_LIB
 	$(BCOLL_LIB) $(COMMON_LIB)
 LDLIBS_test-trainer-fuzz := $(TRAINER_LIBS)
 UNIT_TESTS += $(BIN)/test-trainer-fuzz
+
+$(BIN)/test-trainer-fuzz-tok: $(call objs,services/trainer/test-fuzz-tok.c $(trainer_LIB_SRCS)) \
+	$(BCOLL_LIB) $(COMMON_LIB)
+LDLIBS_test-trainer-fuzz-tok := $(TRAINER_LIBS)
+UNIT_TESTS += $(BIN)/test-trainer-fuzz-tok

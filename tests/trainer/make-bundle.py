@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""make-bundle.py DIR [--bytes N] [--steps S] [--batch B] [--llama 1] — writes a tiny GPT-2 (or Llama)
+"""make-bundle.py DIR [--bytes N] [--steps S] [--batch B] [--llama 1] [--layers L]
+[--embd C] [--heads H] — writes a tiny GPT-2 (or Llama)
 bundle for the trainer tests: config.json, bursar.json and data/ holding a
 deterministic English-like corpus generated from a small grammar (seeded, so
 every run writes the same bytes). Not a test itself."""
@@ -26,7 +27,8 @@ def main():
     d = sys.argv[1]
     args = dict(zip(sys.argv[2::2], sys.argv[3::2]))
     os.makedirs(os.path.join(d, "data"), exist_ok=True)
-    cfg = {"model_type": "gpt2", "n_layer": int(args.get("--layers", 2)), "n_head": 4,
+    cfg = {"model_type": "gpt2", "n_layer": int(args.get("--layers", 2)),
+           "n_head": int(args.get("--heads", 4)),
            "n_embd": int(args.get("--embd", 64)), "n_positions": 64, "vocab_size": 256,
            "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}
     if args.get("--llama"):
