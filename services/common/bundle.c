@@ -389,6 +389,7 @@ void trainparams_defaults(const struct model_config *m, struct train_params *p)
 	p->weight_decay = 0.0;
 	p->grad_clip = 1.0;
 	p->seed = 1337;
+	snprintf(p->device, sizeof(p->device), "cpu");
 }
 
 static int get_num(json_t *v, const char *k, double lo, double hi, double *out, char *err,
@@ -480,11 +481,20 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 		} else if (!strcmp(k, "grad_accum")) {
 			r = apply_int(v, k, 0, 4096, &d, err, errlen);
 			q.grad_accum = (int)d;
+		} else if (!strcmp(k, "zero")) {
+			r = apply_int(v, k, 0, 1, &d, err, errlen);
+			q.zero = (int)d;
+		} else if (!strcmp(k, "device")) {
+			const char *s = json_string_value(v);
+			if (!s || (strcmp(s, "cpu") && strcmp(s, "cuda") && strcmp(s, "auto")))
+				return util_fail(err, errlen, -EINVAL, "bursar.json: 'device' must be "
+					    "\"cpu\", \"cuda\" or \"auto\"");
+			snprintf(q.device, sizeof(q.device), "%s", s);
 		} else {
 			return util_fail(err, errlen, -EINVAL, "bursar.json: unknown key '%.60s' (known: "
 				    "steps, tokens, batch, seq_len, lr, warmup, schedule, "
 				    "weight_decay, grad_clip, seed, ranks, budget, deadline, priority, "
-				    "ckpt_every, eval_every, grad_accum)",
+				    "ckpt_every, eval_every, grad_accum, zero, device)",
 				    k);
 		}
 		if (r < 0)
@@ -516,14 +526,14 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 json_t *trainparams_to_json(const struct train_params *p)
 {
 	return json_pack("{s:I, s:i, s:i, s:f, s:i, s:s, s:f, s:f, s:I, s:i, s:f, s:f, s:i, s:I, "
-			 "s:I, s:i}",
+			 "s:I, s:i, s:i, s:s}",
 			 "steps", (json_int_t)p->steps, "batch", p->batch, "seq_len", p->seq_len,
 			 "lr", p->lr, "warmup", p->warmup, "schedule", p->schedule,
 			 "weight_decay", p->weight_decay, "grad_clip", p->grad_clip, "seed",
 			 (json_int_t)p->seed, "ranks", p->ranks, "budget", p->budget, "deadline",
 			 p->deadline_s, "priority", p->priority, "ckpt_every",
 			 (json_int_t)p->ckpt_every, "eval_every", (json_int_t)p->eval_every,
-			 "grad_accum", p->grad_accum);
+			 "grad_accum", p->grad_accum, "zero", p->zero, "device", p->device);
 }
 
 static int load_json(const char *path, const char *name, json_t **out, char *err, size_t errlen)

@@ -55,6 +55,8 @@ struct train_params {
 	long ckpt_every;   /* steps between checkpoints under --ckpt; 0 = at the end only */
 	long eval_every;   /* steps between eval losses; 0 = at the end only */
 	int grad_accum;    /* micro-batches per rank per step; 0 = the trainer picks */
+	int zero;          /* 1: ZeRO-1, the AdamW state sharded across the ranks */
+	char device[8];    /* "cpu" | "cuda" | "auto" (the GPU when one answers) */
 };
 
 /* Parses a Hugging Face config.json (model_type gpt2 or llama). err receives

@@ -16,6 +16,7 @@
 #include "bucket.h"
 #include "ckpt.h"
 #include "data.h"
+#include "gpu_train.h"
 #include "model.h"
 #include "log.h"
 #include "optim.h"
@@ -104,13 +105,14 @@ struct rank_state {
 	int overlap;  /* allreduce buckets during backward (BURSAR_NO_OVERLAP=1: after) */
 	struct grad_buckets gb;
 	struct zero zero; /* zero.comm != NULL: ZeRO-1 */
+	struct gpu_rank gpu; /* gpu.on: the model trains on the GPU (gpu_train.c) */
+	int gpu_failed;      /* a GPU call failed inside micro_steps() */
 };
 
-/* ZeRO-1 asked for: --zero 1 (bursar.json's "zero" joins here once the
- * bundle parser knows the key). */
+/* ZeRO-1 asked for: --zero 1 or bursar.json's "zero": 1. */
 static int zero_wanted(const struct rank_state *s)
 {
-	return s->o->zero;
+	return s->o->zero || s->bi.params.zero;
 }
 
 /* The micro-batch: bursar.json's grad_accum, or the fewest micro-batches
@@ -178,19 +180,53 @@ static int setup_model(struct rank_state *s)
 		return 2;
 	}
 	s->T = p->seq_len;
-	r = pick_micro_batch(s, p->batch / o->size);
-	if (r)
-		return r;
+	r = gpu_rank_select(&s->gpu, o->device ? o->device : p->device, &s->bi.model, o->rank, err,
+			    sizeof(err));
+	if (r < 0) {
+		log_err("%s", err);
+		return 2;
+	}
+	if (s->gpu.on && zero_wanted(s)) {
+		if (strcmp(o->device ? o->device : p->device, "auto")) {
+			log_err("ZeRO-1 runs on the CPU only so far; drop \"zero\" or use "
+				"--device cpu");
+			return 2;
+		}
+		log_info("rank %d: training on the CPU: ZeRO-1 runs on the CPU only so far",
+			 o->rank);
+		s->gpu.on = 0;
+	}
+	if (s->gpu.on) {
+		/* the host model only holds the weights (and llama's rope tables) */
+		int llama = strcmp(s->bi.model.model_type, "gpt2") != 0;
+
+		if (model_build(&s->model, &s->bi.model, 1, llama ? s->T : 1) < 0) {
+			log_err("out of memory building a model of %zu parameters",
+				(size_t)modelcfg_n_params(&s->bi.model));
+			return 1;
+		}
+		r = gpu_rank_micro_batch(&s->gpu, &s->model, p->batch / o->size, s->T,
+					 p->grad_accum, &s->B, &s->accum, err, sizeof(err));
+		if (r < 0) {
+			log_err("%s", err);
+			return 2;
+		}
+	} else {
+		r = pick_micro_batch(s, p->batch / o->size);
+		if (r)
+			return r;
+	}
 	r = data_load(o->bundle, s->bi.model.vocab_size, s->T, &s->data, err, sizeof(err));
 	if (r < 0) {
 		log_err("cannot load the training data of '%s': %s", o->bundle, err);
 		return 2;
 	}
-	if (model_build(&s->model, &s->bi.model, s->B, s->T) < 0 ||
+	if ((!s->gpu.on && model_build(&s->model, &s->bi.model, s->B, s->T) < 0) ||
 	    adamw_init(&s->opt, s->model.n_params) < 0 ||
 	    !(s->inputs = calloc((size_t)s->B * s->T, sizeof(int))) ||
 	    !(s->targets = calloc((size_t)s->B * s->T, sizeof(int))) ||
-	    (s->accum > 1 && !(s->acc = calloc(s->model.n_params, sizeof(float))))) {
+	    (!s->gpu.on && s->accum > 1 &&
+	     !(s->acc = calloc(s->model.n_params, sizeof(float))))) {
 		log_err("out of memory building a model of %zu parameters",
 			(size_t)modelcfg_n_params(&s->bi.model));
 		return 1;
@@ -290,7 +326,18 @@ static int evaluate(struct rank_state *s, float *out)
 			data_val_seq(&s->data, k, s->T, s->inputs + (size_t)b * s->T,
 				     s->targets + (size_t)b * s->T);
 		}
-		sum += model_forward(&s->model, s->inputs, s->targets);
+		if (s->gpu.on) {
+			float l;
+
+			if (gpu_rank_micro(&s->gpu, s->inputs, s->targets, 0, 0, &l) < 0) {
+				log_err("rank %d: the GPU failed in evaluation: %s", s->o->rank,
+					gpu_rank_error(&s->gpu));
+				return -EIO;
+			}
+			sum += l;
+		} else {
+			sum += model_forward(&s->model, s->inputs, s->targets);
+		}
 	}
 	sum /= nb;
 	if (bcoll_allreduce(s->comm, &sum, &sum, 1, BCOLL_F32, BCOLL_AVG) < 0)
@@ -306,6 +353,10 @@ static int write_outputs(struct rank_state *s)
 
 	if (r < 0) {
 		log_err("cannot create the output directory '%s': %s", s->o->out, strerror(-r));
+		return 1;
+	}
+	if (s->gpu.on && gpu_rank_pull(&s->gpu, &s->model, NULL) < 0) {
+		log_err("cannot copy the weights off the GPU: %s", gpu_rank_error(&s->gpu));
 		return 1;
 	}
 	snprintf(path, sizeof(path), "%s/model.safetensors", s->o->out);
@@ -352,8 +403,35 @@ static int dump_grads(struct rank_state *s)
  * leaves the mean gradient in model.grads. With overlap, the last backward
  * starts each bucket's allreduce as it completes (bucket_wait_all() ends
  * them). Returns the mean loss. */
+static float gpu_micro_steps(struct rank_state *s, long step)
+{
+	const struct train_params *p = &s->bi.params;
+	int row0 = s->o->rank * s->B * s->accum;
+	double loss = 0;
+
+	if (gpu_rank_zero_grads(&s->gpu) < 0)
+		goto fail;
+	for (int k = 0; k < s->accum; k++) {
+		float l;
+
+		data_train_batch(&s->data, step, p->batch, row0 + k * s->B, s->B, s->T, s->inputs,
+				 s->targets);
+		if (gpu_rank_micro(&s->gpu, s->inputs, s->targets, 1, 1.0f / s->accum, &l) < 0)
+			goto fail;
+		loss += l;
+	}
+	return (float)(loss / s->accum);
+fail:
+	log_err("rank %d: the GPU failed at step %ld: %s", s->o->rank, step + 1,
+		gpu_rank_error(&s->gpu));
+	s->gpu_failed = 1;
+	return NAN;
+}
+
 static float micro_steps(struct rank_state *s, long step)
 {
+	if (s->gpu.on)
+		return gpu_micro_steps(s, step);
 	const struct train_params *p = &s->bi.params;
 	int row0 = s->o->rank * s->B * s->accum;
 	size_t n = s->model.n_params;
@@ -398,6 +476,11 @@ static int checkpoint(struct rank_state *s, long done)
 		log_err("rank %d: cannot gather the optimizer state for the checkpoint: %s",
 			s->o->rank, r == -ENOMEM ? strerror(-r) : bcoll_last_error(s->comm));
 		return r == -ENOMEM ? 1 : 3;
+	}
+	if (s->gpu.on && s->o->rank == 0 && gpu_rank_pull(&s->gpu, &s->model, &s->opt) < 0) {
+		log_err("cannot copy the weights off the GPU for the checkpoint: %s",
+			gpu_rank_error(&s->gpu));
+		return 1;
 	}
 	if (s->o->rank == 0) {
 		r = ckpt_save(s->o->ckpt, &s->model, &full, done, &s->bi.params, err,
@@ -452,6 +535,8 @@ static int train_loop(struct rank_state *s, float *final_loss)
 		int stop;
 
 		ls[0] = micro_steps(s, step);
+		if (s->gpu_failed)
+			return 1;
 		ls[1] = train_stop_requested ? 1.0f : 0.0f;
 		if (s->overlap && bucket_wait_all(&s->gb) < 0) {
 			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
@@ -460,8 +545,9 @@ static int train_loop(struct rank_state *s, float *final_loss)
 		}
 		if ((s->zero.comm && zero_reduce(&s->zero) < 0) ||
 		    (!s->overlap && !s->zero.comm &&
-		     bcoll_allreduce(s->comm, s->model.grads, s->model.grads, s->model.n_params,
-				     BCOLL_F32, BCOLL_AVG) < 0) ||
+		     (s->gpu.on ? gpu_rank_exchange(&s->gpu, s->comm, &s->model)
+				: bcoll_allreduce(s->comm, s->model.grads, s->model.grads,
+						  s->model.n_params, BCOLL_F32, BCOLL_AVG)) < 0) ||
 		    bcoll_allreduce(s->comm, ls, ls, 2, BCOLL_F32, BCOLL_AVG) < 0) {
 			log_err("rank %d: gradient exchange failed at step %ld: %s", o->rank,
 				step + 1, bcoll_last_error(s->comm));
@@ -477,7 +563,14 @@ static int train_loop(struct rank_state *s, float *final_loss)
 			return 1;
 		}
 		lr = optim_lr(p->schedule, (float)p->lr, step, p->steps, p->warmup);
-		if (s->zero.comm) {
+		if (s->gpu.on) {
+			if (gpu_rank_update(&s->gpu, &s->opt, lr, (float)p->weight_decay,
+					    (float)p->grad_clip, &norm) < 0) {
+				log_err("rank %d: the GPU failed in the update at step %ld: %s",
+					o->rank, step + 1, gpu_rank_error(&s->gpu));
+				return 1;
+			}
+		} else if (s->zero.comm) {
 			if (zero_update(&s->zero, &s->opt, lr, (float)p->weight_decay,
 					(float)p->grad_clip, &norm) < 0) {
 				log_err("rank %d: weight exchange failed at step %ld: %s", o->rank,
@@ -551,7 +644,7 @@ int train_rank(const struct train_opts *o)
 {
 	struct rank_state s = {.o = o};
 	float final_loss = NAN, eval_loss;
-	char out_json[PATH_MAX * 2] = "null";
+	char out_json[PATH_MAX * 2] = "null", where[160];
 	int r;
 
 	openblas_set_num_threads(omp_get_max_threads());
@@ -562,32 +655,47 @@ int train_rank(const struct train_opts *o)
 	if (r)
 		goto out;
 	if (o->dump_grads) {
-		r = o->size == 1 ? dump_grads(&s) : 2;
+		r = o->size == 1 && !s.gpu.on ? dump_grads(&s) : 2;
 		goto out;
+	}
+	if (s.gpu.on) {
+		char err[512] = "";
+
+		if (gpu_rank_start(&s.gpu, &s.model, &s.opt, s.start > 0, s.B, s.T, err,
+				   sizeof(err)) < 0) {
+			log_err("rank %d: cannot set the model up on %s: %s", o->rank,
+				s.gpu.info.name, err[0] ? err : gpu_rank_error(&s.gpu));
+			r = 1;
+			goto out;
+		}
 	}
 	if (zero_wanted(&s)) {
 		r = setup_zero(&s);
 		if (r)
 			goto out;
 	}
-	s.overlap = !s.zero.comm &&
+	s.overlap = !s.zero.comm && !s.gpu.on &&
 		    (!getenv("BURSAR_NO_OVERLAP") || strcmp(getenv("BURSAR_NO_OVERLAP"), "1"));
 	if (s.overlap && bucket_init(&s.gb, &s.model, s.comm) < 0) {
 		log_err("out of memory setting up the gradient buckets");
 		r = 1;
 		goto out;
 	}
-	s.peak_flops = peak_flops();
+	s.peak_flops = s.gpu.on ? gpu_rank_peak(&s.gpu) : peak_flops();
+	if (s.gpu.on)
+		snprintf(where, sizeof(where), "on %s", s.gpu.info.name);
+	else
+		snprintf(where, sizeof(where), "%d threads", omp_get_max_threads());
 	log_info("rank %d of %d: %zu parameters, micro-batch %d x %d (x%d), %ld steps from %ld, "
-		 "%zu train tokens, %d threads, peak %.3g FLOP/s, %d gradient buckets%s", o->rank,
+		 "%zu train tokens, %s, peak %.3g FLOP/s, %d gradient buckets%s", o->rank,
 		 o->size, s.model.n_params, s.B, s.T, s.accum, s.bi.params.steps, s.start,
-		 s.data.n_train, omp_get_max_threads(), s.peak_flops, s.gb.nb,
+		 s.data.n_train, where, s.peak_flops, s.gb.nb,
 		 s.overlap ? " overlapped with backward" : ", not overlapped");
 	emit("{\"event\": \"start\", \"rank\": %d, \"size\": %d, \"steps\": %ld, \"n_params\": %zu, "
 	     "\"tokens_per_step\": %ld, \"grad_accum\": %d, \"micro_batch\": %d, \"start_step\": "
-	     "%ld, \"zero\": %d, \"optim_bytes\": %zu}", o->rank, o->size, s.bi.params.steps,
-	     s.model.n_params, (long)s.bi.params.batch * s.T, s.accum, s.B, s.start,
-	     s.zero.comm ? 1 : 0, s.opt.n * 8);
+	     "%ld, \"zero\": %d, \"optim_bytes\": %zu, \"device\": \"%s\"}", o->rank, o->size,
+	     s.bi.params.steps, s.model.n_params, (long)s.bi.params.batch * s.T, s.accum, s.B,
+	     s.start, s.zero.comm ? 1 : 0, s.opt.n * 8, s.gpu.on ? "cuda" : "cpu");
 	r = train_loop(&s, &final_loss);
 	if (r)
 		goto out;
@@ -618,6 +726,7 @@ int train_rank(const struct train_opts *o)
 	}
 	log_info("rank %d: done, final loss %.4f, eval loss %.4f", o->rank, final_loss, eval_loss);
 out:
+	gpu_rank_close(&s.gpu);
 	bcoll_comm_destroy(s.comm);
 	bucket_free(&s.gb);
 	free(s.inputs);

@@ -9,6 +9,9 @@
  *   bursar-train BUNDLE --ranks N [--steps S] [--out DIR]   forks N local ranks
  *       that meet through a directory rendezvous; any failure stops them all
  *   --zero 1: ZeRO-1, the AdamW moments sharded across the ranks (zero.h)
+ *   --device cuda|auto: train on the GPU (cuda/, loaded at run time; auto
+ *            falls back to the CPU when no GPU answers); default bursar.json's
+ *            "device", else cpu
  *   --ckpt DIR: checkpoints there (bursar.json ckpt_every, and at the end);
  *       resumes from it when it holds one. SIGUSR1: checkpoint at the next
  *       step boundary and exit 75 (the parent of --ranks forwards it).
@@ -41,7 +44,7 @@ static char term_msg[128];
 static void usage(void)
 {
 	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N] "
-			"[--ckpt DIR] [--zero 0|1]\n"
+			"[--ckpt DIR] [--zero 0|1] [--device cpu|cuda|auto]\n"
 			"       bursar-train --probe\n");
 }
 
@@ -296,6 +299,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			o.zero = (int)z;
+		} else if (!strcmp(a, "--device") && i + 1 < argc) {
+			o.device = argv[++i];
+			if (strcmp(o.device, "cpu") && strcmp(o.device, "cuda") &&
+			    strcmp(o.device, "auto")) {
+				log_err("--device '%s' must be cpu, cuda or auto", o.device);
+				return 2;
+			}
 		} else if (!strcmp(a, "--out") && i + 1 < argc) {
 			o.out = argv[++i];
 		} else if (!strcmp(a, "--steps") && i + 1 < argc) {

@@ -16,6 +16,7 @@ struct train_opts {
 	const char *dump_grads; /* test only: write step 1's gradients here and stop */
 	const char *ckpt;     /* checkpoint directory (resume from it), NULL: none */
 	int zero;             /* 1: ZeRO-1, AdamW moments sharded across ranks (zero.h) */
+	const char *device;   /* "cpu" | "cuda" | "auto"; NULL: bursar.json's "device" */
 };
 
 /* Exit status of a rank that checkpointed on request (SIGUSR1) and stopped
