@@ -95,6 +95,24 @@ int bcoll_ag_ring(struct bcoll_comm *c, char *buf, size_t count, size_t bsize, s
 	return 0;
 }
 
+/* Recursive-doubling allgather in place for a power-of-two size: buf holds
+ * this rank's block of bsize elements; each step swaps the run of blocks
+ * gathered so far with the partner's (log2 n steps instead of n - 1). */
+int bcoll_ag_rd(struct bcoll_comm *c, char *buf, size_t bsize, size_t esz)
+{
+	size_t bytes = bsize * esz;
+
+	for (int mask = 1; mask < c->size; mask <<= 1) {
+		int peer = c->rank ^ mask, mine = c->rank & ~(mask - 1), theirs = peer & ~(mask - 1);
+		int e = SR(c, peer, buf + mine * bytes, mask * bytes, peer, buf + theirs * bytes,
+			   mask * bytes);
+
+		if (e < 0)
+			return e;
+	}
+	return 0;
+}
+
 /* buf = lower-ranked operand op higher-ranked one, whichever I am. */
 static void reduce_ordered(char *buf, const char *tmp, size_t n, enum bcoll_dtype dt,
 			   enum bcoll_op op, int peer_is_lower)

@@ -105,6 +105,32 @@ static int reduce16(struct bcoll_comm *c, const char *send, char *recv, size_t c
 	return 0;
 }
 
+/* The transport's whole-collective path, unless an algorithm is forced. */
+static int use_fast(const struct bcoll_comm *c, int has_path)
+{
+	return has_path && (c->algo == BCOLL_A_AUTO || c->algo == BCOLL_A_DIRECT);
+}
+
+/* Small reduce_scatter as recursive doubling on the whole vector (log2 n
+ * steps, not n - 1), staged so the input is never written. */
+static int rs_by_allreduce(const struct bcoll_comm *c, size_t total)
+{
+	if (c->algo == BCOLL_A_RD)
+		return total <= BCOLL_STAGE_BYTES;
+	return c->algo == BCOLL_A_AUTO && total <= c->rd_max;
+}
+
+static int reduce_scatter_rd(struct bcoll_comm *c, const void *send, void *recv, size_t count,
+			     enum bcoll_dtype dt, enum bcoll_op op)
+{
+	size_t esz = bcoll_dtype_size(dt);
+	int e = bcoll_allreduce_algo(c, send, c->stage, count * c->size, dt, op, BCOLL_A_RD);
+
+	if (e == 0)
+		memcpy(recv, (char *)c->stage + c->rank * count * esz, count * esz);
+	return e;
+}
+
 /* One rank: the results are the inputs. */
 static int run_self(int kind, const void *send, void *recv, size_t count, size_t esz)
 {
@@ -157,6 +183,10 @@ int bcoll_run(struct bcoll_comm *c, int kind, const void *send, void *recv, size
 
 		if (is16(dt))
 			return reduce_scatter16(c, send, recv, count, dt, op);
+		if (use_fast(c, c->tp->reduce_scatter != NULL))
+			return c->tp->reduce_scatter(c, send, recv, count, dt, op);
+		if (rs_by_allreduce(c, count * esz * n))
+			return reduce_scatter_rd(c, send, recv, count, dt, op);
 		e = bcoll_rs_ring(c, send, recv, 0, count, dt, op);
 		if (e == 0 && op == BCOLL_AVG)
 			bcoll_divide(recv, count, dt, n);
@@ -165,11 +195,18 @@ int bcoll_run(struct bcoll_comm *c, int kind, const void *send, void *recv, size
 	case BCOLL_K_ALLGATHER: {
 		char *mine = (char *)recv + (size_t)c->rank * count * esz;
 
+		if (use_fast(c, c->tp->allgather != NULL))
+			return c->tp->allgather(c, send, recv, count * esz);
 		if (send != mine)
 			memmove(mine, send, count * esz);
+		if (!(n & (n - 1)) && (c->algo == BCOLL_A_RD ||
+				       (c->algo == BCOLL_A_AUTO && count * esz * n <= c->rd_max)))
+			return bcoll_ag_rd(c, recv, count, esz);
 		return bcoll_ag_ring(c, recv, 0, count, esz);
 	}
 	case BCOLL_K_BROADCAST:
+		if (use_fast(c, c->tp->broadcast != NULL))
+			return c->tp->broadcast(c, recv, count * esz, root);
 		return bcoll_bcast_algo(c, recv, count * esz, root);
 	case BCOLL_K_REDUCE:
 		if (is16(dt))

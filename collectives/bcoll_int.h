@@ -49,9 +49,15 @@ struct bcoll_tp {
 	/* See the top of this file. Returns 0 or a negative errno with c->err set. */
 	int (*sendrecv)(struct bcoll_comm *c, int to, const void *sbuf, size_t slen, int from,
 			void *rbuf, size_t rlen);
-	/* Optional fast path for allreduce of f32/f64/i32/i64; NULL when absent. */
+	/* Optional whole-collective fast paths; NULL when absent. allreduce and
+	 * reduce_scatter take f32/f64/i32/i64 and apply avg's division
+	 * themselves; allgather and broadcast move bytes (any dtype). */
 	int (*allreduce)(struct bcoll_comm *c, const void *send, void *recv, size_t count,
 			 enum bcoll_dtype dt, enum bcoll_op op);
+	int (*reduce_scatter)(struct bcoll_comm *c, const void *send, void *recv, size_t count,
+			      enum bcoll_dtype dt, enum bcoll_op op);
+	int (*allgather)(struct bcoll_comm *c, const void *send, void *recv, size_t bytes);
+	int (*broadcast)(struct bcoll_comm *c, void *buf, size_t bytes, int root);
 	/* Wakes and fails every wait of this rank and tells peers; thread-safe. */
 	void (*abort)(struct bcoll_comm *c);
 	void (*destroy)(struct bcoll_comm *c);
@@ -108,6 +114,9 @@ void bcoll_reduce_buf(void *dst, const void *src, size_t n, enum bcoll_dtype dt,
 void bcoll_reduce3(void *dst, const void *a, const void *b, size_t n, enum bcoll_dtype dt,
 		   enum bcoll_op op);
 void bcoll_divide(void *buf, size_t n, enum bcoll_dtype dt, int by);
+/* Caps the kernels at level (0 scalar, 1 AVX2, 2 AVX-512; BCOLL_SIMD=scalar|
+ * avx2 at first use does the same); returns the level now in use. */
+int bcoll_simd_cap(int level);
 void bcoll_to_f32(float *dst, const void *src, size_t n, enum bcoll_dtype dt);
 void bcoll_from_f32(void *dst, const float *src, size_t n, enum bcoll_dtype dt);
 
@@ -119,6 +128,7 @@ int bcoll_allreduce_algo(struct bcoll_comm *c, const void *send, void *recv, siz
 int bcoll_rs_ring(struct bcoll_comm *c, const char *send, char *out, size_t count,
 		  size_t bsize, enum bcoll_dtype dt, enum bcoll_op op);
 int bcoll_ag_ring(struct bcoll_comm *c, char *buf, size_t count, size_t bsize, size_t esz);
+int bcoll_ag_rd(struct bcoll_comm *c, char *buf, size_t bsize, size_t esz);
 int bcoll_bcast_algo(struct bcoll_comm *c, char *buf, size_t bytes, int root);
 int bcoll_reduce_tree(struct bcoll_comm *c, const char *send, char *recv, size_t count,
 		      enum bcoll_dtype dt, enum bcoll_op op, int root);

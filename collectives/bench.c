@@ -1,10 +1,14 @@
-/* bcoll-bench — nccl-tests-style allreduce benchmark for libbcoll. Forks its
- * own ranks (-n) that meet through a temporary rendezvous directory, over a
- * chosen transport (-t shm|tcp), for sizes -b to -e stepping by factor -f,
- * with op -o and dtype -d. Prints size, count, type, redop, time(us),
- * algbw, busbw (= algbw * 2(n-1)/n) and #wrong (every result is checked
- * against a serial reference after the timed loop), then the average busbw.
- * -m prints one core's memcpy bandwidth first (the memory-bound yardstick).
+/* bcoll-bench — nccl-tests-style benchmark for libbcoll. Forks its own ranks
+ * (-n) that meet through a temporary rendezvous directory, over a chosen
+ * transport (-t shm|tcp), for sizes -b to -e stepping by factor -f, with op
+ * -o and dtype -d, of one collective (-c allreduce|reduce_scatter|allgather|
+ * broadcast; size is the whole buffer, as in nccl-tests: reduce_scatter's
+ * input, allgather's output). Prints size, count, type, redop, time(us),
+ * algbw, busbw (algbw times 2(n-1)/n for allreduce, (n-1)/n for
+ * reduce_scatter and allgather, 1 for broadcast) and #wrong (every result is
+ * checked against a serial reference after the timed loop), then the average
+ * busbw. -m prints one core's memcpy bandwidth first (the memory-bound
+ * yardstick).
  */
 #include "bcoll.h"
 
@@ -21,8 +25,11 @@
 
 #define MAX_BYTES ((size_t)1 << 32)
 
+enum coll { C_ALLREDUCE, C_REDUCE_SCATTER, C_ALLGATHER, C_BROADCAST };
+
 struct opts {
 	int n, iters, memcpy_bw;
+	enum coll coll;
 	size_t b, e;
 	double f;
 	enum bcoll_dtype dt;
@@ -111,24 +118,62 @@ static double get(enum bcoll_dtype dt, const void *b, size_t i)
 	return NAN;
 }
 
-/* Elements of recv that differ from the serial reference. */
-static size_t count_wrong(const struct opts *o, const void *recv, size_t count)
+/* The reduced value of element i (of the whole vector) over all ranks. */
+static double reduced(const struct opts *o, size_t i)
+{
+	int intg = o->dt == BCOLL_I32 || o->dt == BCOLL_I64;
+	double w = value(0, i);
+
+	for (int q = 1; q < o->n; q++)
+		w = o->op == BCOLL_MIN ? fmin(w, value(q, i))
+		    : o->op == BCOLL_MAX ? fmax(w, value(q, i)) : w + value(q, i);
+	if (o->op == BCOLL_AVG)
+		w = intg ? trunc(w / o->n) : w / o->n;
+	return w;
+}
+
+/* Elements of recv (count per rank) that differ from the serial reference. */
+static size_t count_wrong(const struct opts *o, int rank, const void *recv, size_t count)
 {
 	double tol = o->dt == BCOLL_F16 || o->dt == BCOLL_BF16 ? 1e-2 : 1e-6;
-	int intg = o->dt == BCOLL_I32 || o->dt == BCOLL_I64;
-	size_t wrong = 0;
+	size_t wrong = 0, all = o->coll == C_ALLGATHER ? count * o->n : count;
 
-	for (size_t i = 0; i < count; i++) {
-		double w = value(0, i);
+	for (size_t i = 0; i < all; i++) {
+		double w = o->coll == C_ALLREDUCE ? reduced(o, i)
+			   : o->coll == C_REDUCE_SCATTER ? reduced(o, rank * count + i)
+			   : o->coll == C_ALLGATHER ? value((int)(i / count), i % count)
+			   : value(0, i);
 
-		for (int q = 1; q < o->n; q++)
-			w = o->op == BCOLL_MIN ? fmin(w, value(q, i))
-			    : o->op == BCOLL_MAX ? fmax(w, value(q, i)) : w + value(q, i);
-		if (o->op == BCOLL_AVG)
-			w = intg ? trunc(w / o->n) : w / o->n;
 		wrong += fabs(get(o->dt, recv, i) - w) > tol * (1 + fabs(w));
 	}
 	return wrong;
+}
+
+/* One call of the chosen collective; count is per rank (see the top). */
+static int coll_run(const struct opts *o, struct bcoll_comm *c, const char *send, char *recv,
+		    size_t count)
+{
+	switch (o->coll) {
+	case C_REDUCE_SCATTER:
+		return bcoll_reduce_scatter(c, send, recv, count, o->dt, o->op);
+	case C_ALLGATHER:
+		return bcoll_allgather(c, send, recv, count, o->dt);
+	case C_BROADCAST:
+		return bcoll_broadcast(c, recv, count, o->dt, 0);
+	default:
+		return bcoll_allreduce(c, send, recv, count, o->dt, o->op);
+	}
+}
+
+static const char *const coll_names[] = {"allreduce", "reduce_scatter", "allgather",
+					  "broadcast"};
+
+/* nccl-tests' bus bandwidth factor: what each rank's links must carry. */
+static double bus_factor(const struct opts *o)
+{
+	if (o->coll == C_BROADCAST)
+		return 1;
+	return (double)(o->n - 1) / o->n * (o->coll == C_ALLREDUCE ? 2 : 1);
 }
 
 static int rank_main(const struct opts *o, int rank, const char *dir)
@@ -151,40 +196,43 @@ static int rank_main(const struct opts *o, int rank, const char *dir)
 	if (!send || !recv)
 		return 1;
 	if (rank == 0)
-		printf("# bcoll-bench: %d ranks, transport %s, %s %s\n#%11s %12s %9s %7s %11s "
-		       "%12s %12s %7s %s\n", o->n, bcoll_transport(c), bcoll_dtype_name(o->dt),
+		printf("# bcoll-bench: %s, %d ranks, transport %s, %s %s\n#%11s %12s %9s %7s %11s "
+		       "%12s %12s %7s %s\n", coll_names[o->coll], o->n, bcoll_transport(c),
+		       bcoll_dtype_name(o->dt),
 		       bcoll_op_name(o->op), "size", "count", "type", "redop", "time(us)",
 		       "algbw(GB/s)", "busbw(GB/s)", "#wrong", "algo");
 	for (size_t bytes = o->b; bytes <= o->e; bytes = (size_t)(bytes * o->f) > bytes
 						     ? (size_t)(bytes * o->f) : bytes + 1) {
-		size_t count = bytes / esz;
+		int per_rank = o->coll == C_REDUCE_SCATTER || o->coll == C_ALLGATHER;
+		size_t count = bytes / esz / (per_rank ? o->n : 1), all = count * (per_rank ? o->n : 1);
 		int iters = o->iters ? o->iters : bytes < (1u << 20) ? 200 : bytes < (16u << 20) ? 20 : 5;
 		double t[2], wrong;
 
-		for (size_t i = 0; i < count; i++)
-			put(o->dt, send, i, value(rank, i));
-		r = bcoll_allreduce(c, send, recv, count, o->dt, o->op); /* warm-up */
+		for (size_t i = 0; i < all; i++)
+			put(o->dt, o->coll == C_BROADCAST ? recv : send, i, value(rank, i));
+		r = coll_run(o, c, send, recv, count); /* warm-up */
 		r = r ?: bcoll_barrier(c);
 		t[0] = now_s();
 		for (int k = 0; r == 0 && k < iters; k++)
-			r = bcoll_allreduce(c, send, recv, count, o->dt, o->op);
+			r = coll_run(o, c, send, recv, count);
 		t[1] = (now_s() - t[0]) / iters;
-		wrong = (double)count_wrong(o, recv, count);
+		wrong = (double)count_wrong(o, rank, recv, count);
 		r = r ?: bcoll_allreduce(c, &t[1], &t[1], 1, BCOLL_F64, BCOLL_MAX);
 		r = r ?: bcoll_allreduce(c, &wrong, &wrong, 1, BCOLL_F64, BCOLL_SUM);
 		if (r < 0) {
 			fprintf(stderr, "bcoll-bench: rank %d: %s\n", rank, bcoll_last_error(c));
 			return 1;
 		}
-		if (rank == 0) {
-			double alg = count * esz / t[1] / 1e9, bus = alg * 2 * (o->n - 1) / o->n;
+		double alg = all * esz / t[1] / 1e9, bus = alg * bus_factor(o);
 
-			printf("%12zu %12zu %9s %7s %11.2f %12.3f %12.3f %7.0f %s\n", count * esz,
+		if (rank == 0) {
+			printf("%12zu %12zu %9s %7s %11.2f %12.3f %12.3f %7.0f %s\n", all * esz,
 			       count, bcoll_dtype_name(o->dt), bcoll_op_name(o->op), t[1] * 1e6, alg,
-			       bus, wrong, bcoll_algo_name(c, count * esz));
+			       bus, wrong, o->coll == C_ALLREDUCE ? bcoll_algo_name(c, count * esz)
+			       : strcmp(bcoll_transport(c), "shm") ? "generic" : "shm-direct");
 			fflush(stdout);
 		}
-		sum_bus += count * esz / t[1] / 1e9 * 2 * (o->n - 1) / o->n;
+		sum_bus += bus;
 		nsz++;
 	}
 	if (rank == 0)
@@ -230,7 +278,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bcoll-bench [-n ranks] [-t shm|tcp] [-b minbytes] [-e maxbytes] "
 		"[-f factor] [-o sum|avg|min|max] [-d float|double|int32|int64|half|bfloat16] "
-		"[-i iters] [-m]\n");
+		"[-c allreduce|reduce_scatter|allgather|broadcast] [-i iters] [-m]\n");
 	exit(2);
 }
 
@@ -243,8 +291,13 @@ int main(int argc, char **argv)
 	pid_t pids[64];
 	int ch, bad = 0, st, v;
 
-	while ((ch = getopt(argc, argv, "n:t:b:e:f:o:d:i:m")) != -1) {
+	while ((ch = getopt(argc, argv, "n:t:b:e:f:o:d:i:c:m")) != -1) {
 		switch (ch) {
+		case 'c':
+			if ((v = parse_enum(optarg, coll_names, 4)) < 0)
+				usage();
+			o.coll = v;
+			break;
 		case 'n': o.n = atoi(optarg); break;
 		case 't': o.tp = optarg; break;
 		case 'b': if (parse_size(optarg, &o.b) < 0) usage(); break;

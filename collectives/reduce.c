@@ -1,6 +1,7 @@
 /* reduce — the arithmetic of libbcoll: elementwise sum/min/max for f32, f64,
- * i32 and i64 (AVX2 for the float types when the CPU has it, chosen once by
- * __builtin_cpu_supports; a scalar loop otherwise and for tails), the final
+ * i32 and i64 (AVX-512 for all four with masked tails, else AVX2 for the
+ * float types, chosen once by __builtin_cpu_supports; a scalar loop
+ * otherwise and for AVX2's tails), the final
  * division of avg, and f16/bf16 <-> f32 conversion rounding to nearest even.
  * Both paths give the same bits: min/max pick the same operand, sums are
  * elementwise. Nothing here allocates or fails.
@@ -8,6 +9,7 @@
 #include "bcoll_int.h"
 
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define REDUCE3_LOOP(T)                                                                            \
@@ -94,7 +96,90 @@ __attribute__((target("avx2"))) static size_t reduce3_avx2(void *dst, const void
 	return i;
 }
 
-static int have_avx2 = -1;
+/* One op over 512-bit vectors: full vectors unmasked, the tail under a mask
+ * (so tiny vectors need no scalar loop); y first in min/max as in the
+ * scalar loop. */
+#define AVX512_OP(F, ld, st, mld, mst, W)                                                          \
+	do {                                                                                       \
+		size_t i = 0;                                                                      \
+		for (; i + W <= n; i += W)                                                         \
+			st((void *)(d + i), F(ld((const void *)(x + i)), ld((const void *)(y + i)))); \
+		if (i < n) {                                                                       \
+			__mmask16 m = (__mmask16)((1u << (n - i)) - 1);                            \
+			mst(d + i, m, F(mld(m, x + i), mld(m, y + i)));                            \
+		}                                                                                  \
+	} while (0)
+#define AVX512_LOOP(ld, st, mld, mst, add, min, max, W)                                            \
+	do {                                                                                       \
+		if (op == BCOLL_MIN)                                                               \
+			AVX512_OP(SWAPPED_##min, ld, st, mld, mst, W);                             \
+		else if (op == BCOLL_MAX)                                                          \
+			AVX512_OP(SWAPPED_##max, ld, st, mld, mst, W);                             \
+		else                                                                               \
+			AVX512_OP(add, ld, st, mld, mst, W);                                       \
+	} while (0)
+#define SWAPPED__mm512_min_ps(a, b) _mm512_min_ps(b, a)
+#define SWAPPED__mm512_max_ps(a, b) _mm512_max_ps(b, a)
+#define SWAPPED__mm512_min_pd(a, b) _mm512_min_pd(b, a)
+#define SWAPPED__mm512_max_pd(a, b) _mm512_max_pd(b, a)
+#define SWAPPED__mm512_min_epi32(a, b) _mm512_min_epi32(b, a)
+#define SWAPPED__mm512_max_epi32(a, b) _mm512_max_epi32(b, a)
+#define SWAPPED__mm512_min_epi64(a, b) _mm512_min_epi64(b, a)
+#define SWAPPED__mm512_max_epi64(a, b) _mm512_max_epi64(b, a)
+
+/* Every element, tails under a mask (so tiny vectors need no scalar loop). */
+__attribute__((target("avx512f"))) static size_t reduce3_avx512(void *dst, const void *a,
+								 const void *b, size_t n,
+								 enum bcoll_dtype dt,
+								 enum bcoll_op op)
+{
+	if (dt == BCOLL_F32) {
+		float *d = dst;
+		const float *x = a, *y = b;
+
+		AVX512_LOOP(_mm512_loadu_ps, _mm512_storeu_ps, _mm512_maskz_loadu_ps,
+			    _mm512_mask_storeu_ps, _mm512_add_ps, _mm512_min_ps, _mm512_max_ps, 16);
+	} else if (dt == BCOLL_F64) {
+		double *d = dst;
+		const double *x = a, *y = b;
+
+		AVX512_LOOP(_mm512_loadu_pd, _mm512_storeu_pd, _mm512_maskz_loadu_pd,
+			    _mm512_mask_storeu_pd, _mm512_add_pd, _mm512_min_pd, _mm512_max_pd, 8);
+	} else if (dt == BCOLL_I32) {
+		int32_t *d = dst;
+		const int32_t *x = a, *y = b;
+
+		AVX512_LOOP(_mm512_loadu_si512, _mm512_storeu_si512, _mm512_maskz_loadu_epi32,
+			    _mm512_mask_storeu_epi32, _mm512_add_epi32, _mm512_min_epi32,
+			    _mm512_max_epi32, 16);
+	} else if (dt == BCOLL_I64) {
+		int64_t *d = dst;
+		const int64_t *x = a, *y = b;
+
+		AVX512_LOOP(_mm512_loadu_si512, _mm512_storeu_si512, _mm512_maskz_loadu_epi64,
+			    _mm512_mask_storeu_epi64, _mm512_add_epi64, _mm512_min_epi64,
+			    _mm512_max_epi64, 8);
+	}
+	return n;
+}
+
+static int have_avx2 = -1, have_avx512;
+
+/* The kernels the CPU has, capped at `level` (0 scalar, 1 AVX2, 2 AVX-512). */
+int bcoll_simd_cap(int level)
+{
+	have_avx512 = level >= 2 && __builtin_cpu_supports("avx512f");
+	have_avx2 = level >= 1 && __builtin_cpu_supports("avx2");
+	return have_avx512 ? 2 : have_avx2;
+}
+
+/* BCOLL_SIMD=scalar|avx2 caps the kernels; default: the best there is. */
+static void pick_simd(void)
+{
+	const char *cap = getenv("BCOLL_SIMD");
+
+	bcoll_simd_cap(!cap ? 2 : !strcmp(cap, "scalar") ? 0 : !strcmp(cap, "avx2") ? 1 : 2);
+}
 
 void bcoll_reduce3(void *dst, const void *a, const void *b, size_t n, enum bcoll_dtype dt,
 		   enum bcoll_op op)
@@ -102,8 +187,10 @@ void bcoll_reduce3(void *dst, const void *a, const void *b, size_t n, enum bcoll
 	size_t done = 0, esz = bcoll_dtype_size(dt);
 
 	if (have_avx2 < 0)
-		have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-	if (have_avx2 && (dt == BCOLL_F32 || dt == BCOLL_F64))
+		pick_simd();
+	if (have_avx512)
+		done = reduce3_avx512(dst, a, b, n, dt, op);
+	else if (have_avx2 && (dt == BCOLL_F32 || dt == BCOLL_F64))
 		done = reduce3_avx2(dst, a, b, n, dt, op);
 	if (done < n)
 		reduce3_scalar((char *)dst + done * esz, (const char *)a + done * esz,

@@ -3,18 +3,20 @@
  * publishes its name in its address; every rank maps it, claims its control
  * block (a second claim of the same rank is an error) and, once all have
  * joined, the name is unlinked so nothing is left behind. The segment holds:
- *   - per-rank control blocks: pid, a phase counter, the posted descriptor;
+ *   - per-rank control blocks: pid, a phase counter, the posted descriptors;
+ *   - per-rank flag lines carrying the smallest allreduces (shm_coll.c);
  *   - one single-producer ring per ordered pair of ranks (the sendrecv verb
  *     the generic algorithms use, a byte stream with wire headers like tcp);
- *   - two banks of per-rank slots for the direct allreduce: each rank copies
- *     its chunk in, reduces its own segment reading every peer's slot in
- *     place, and copies every reduced segment out: two copies per byte.
- * Waits spin briefly (not at all when ranks outnumber CPUs), yield for a
- * few ms, then sleep; each has a deadline and checks
- * the peers' pidfds (a dead rank, zombies included) and the shared abort
- * word, so a dead, frozen or aborting rank fails every survivor, named.
+ *   - two banks of per-rank slots for the whole-collective fast paths
+ *     (shm_coll.c: allreduce, reduce_scatter, allgather, broadcast).
+ * This file owns the segment, the waits and the ring verb. Waits spin
+ * briefly (not at all when ranks outnumber CPUs), yield for a few ms, then
+ * sleep; each has a deadline and checks the peers' pidfds (a dead rank,
+ * zombies included), the shared abort word and the awaited peer's posted
+ * collective, so a dead, frozen, aborting or mismatched rank fails every
+ * survivor, named.
  */
-#include "bcoll_int.h"
+#include "shm_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,64 +32,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SHM_MAGIC 0x62736d31u
+#define SHM_MAGIC 0x62736d32u
 #define SHM_MB_BYTES (256u << 10)
 #define SHM_SLOTS_TOTAL (64u << 20) /* both banks of every rank's slot */
-#define SHM_SMALL 16384		    /* bytes reduced by every rank in one phase */
-#define SHM_BLOCK 8192		    /* elements reduced while hot in cache */
 #define SHM_YIELD_MS 4		    /* yield, not sleep, for this long in a wait */
-#define CL 64
-
-struct shm_ctl {
-	atomic_uint joined;
-	int32_t pid;
-	atomic_ullong arrive;
-	struct {
-		uint64_t seq;
-		struct bcoll_desc d;
-	} post[2]; /* by bank: rewritten only once every rank has read it */
-	atomic_llong beat;     /* bcoll_now_ms() of this rank's last idle step */
-	atomic_int waiting_on; /* and the rank it was waiting on then */
-	char pad[2 * CL - 96];
-};
-_Static_assert(sizeof(struct shm_ctl) == 2 * CL, "shm_ctl is two cache lines");
 
 struct shm_mb {
 	atomic_ullong head;
-	char pad1[CL - 8];
+	char pad1[SHM_CL - 8];
 	atomic_ullong tail;
-	char pad2[CL - 8];
+	char pad2[SHM_CL - 8];
 };
-
-struct shm_hdr {
-	uint32_t magic, size;
-	atomic_int abort_rank, abort_by;
-	uint64_t slot_bytes;
-	char pad[4096 - 24];
-};
-
-struct shm {
-	char name[64];
-	char *base;
-	size_t len, slot_bytes;
-	struct shm_hdr *hdr;
-	struct shm_ctl *ctl;
-	char *mb;	    /* size*size boxes of sizeof(struct shm_mb) + SHM_MB_BYTES */
-	char *slots;	    /* 2 banks x size slots */
-	uint64_t nchunk;    /* chunks of direct allreduce so far: picks the bank */
-	unsigned spin_max;  /* busy polls before yielding: few when ranks > CPUs */
-	struct pollfd *pfd; /* pidfds of peers, -1 when unavailable */
-};
-
-struct shm_waiter {
-	unsigned spins;
-	int64_t start, deadline, next_check;
-};
-
-static struct shm *shm_of(struct bcoll_comm *c)
-{
-	return c->shm_priv;
-}
 
 static size_t box_bytes(void)
 {
@@ -99,11 +54,6 @@ static struct shm_mb *box(struct shm *s, int size, int from, int to)
 	return (struct shm_mb *)(s->mb + ((size_t)from * size + to) * box_bytes());
 }
 
-static char *slot(struct shm *s, int size, int rank, int bank)
-{
-	return s->slots + ((size_t)bank * size + rank) * s->slot_bytes;
-}
-
 static size_t seg_len(int size, size_t *slot_bytes)
 {
 	size_t sb = SHM_SLOTS_TOTAL / 2 / size / 4096 * 4096;
@@ -112,14 +62,16 @@ static size_t seg_len(int size, size_t *slot_bytes)
 		sb = 8u << 20;
 	*slot_bytes = sb;
 	return sizeof(struct shm_hdr) + (size_t)size * sizeof(struct shm_ctl) +
-	       (size_t)size * size * box_bytes() + 2 * (size_t)size * sb;
+	       2 * (size_t)size * sizeof(struct shm_tiny) + (size_t)size * size * box_bytes() +
+	       2 * (size_t)size * sb;
 }
 
 static void shm_layout(struct shm *s, int size)
 {
 	s->hdr = (struct shm_hdr *)s->base;
 	s->ctl = (struct shm_ctl *)(s->base + sizeof(struct shm_hdr));
-	s->mb = (char *)(s->ctl + size);
+	s->tiny = (struct shm_tiny *)(s->ctl + size);
+	s->mb = (char *)(s->tiny + 2 * size);
 	s->slots = s->mb + (size_t)size * size * box_bytes();
 }
 
@@ -166,7 +118,7 @@ static int chain_culprit(struct bcoll_comm *c, int peer, int64_t now)
 	return who;
 }
 
-static void waiter_init(struct bcoll_comm *c, struct shm_waiter *w)
+void shm_waiter_init(struct bcoll_comm *c, struct shm_waiter *w)
 {
 	w->spins = 0;
 	w->start = bcoll_now_ms();
@@ -174,9 +126,52 @@ static void waiter_init(struct bcoll_comm *c, struct shm_waiter *w)
 	w->next_check = 0;
 }
 
+/* The collective rank j has posted, or 0 when it is being rewritten. */
+static uint64_t peer_cur(struct shm *s, int j, struct bcoll_desc *d)
+{
+	uint64_t a = atomic_load_explicit(&s->ctl[j].cur_seq, memory_order_acquire), b;
+
+	memcpy(d, &s->ctl[j].cur, sizeof(*d));
+	atomic_thread_fence(memory_order_acquire);
+	b = atomic_load_explicit(&s->ctl[j].cur_seq, memory_order_relaxed);
+	return a == b ? a : 0;
+}
+
+void shm_post_cur(struct bcoll_comm *c)
+{
+	struct shm *s = shm_of(c);
+	struct shm_ctl *m = &s->ctl[c->rank];
+
+	if (s->posted == c->seq)
+		return;
+	atomic_store_explicit(&m->cur_seq, 0, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	m->cur = c->cur;
+	atomic_store_explicit(&m->cur_seq, c->seq, memory_order_release);
+	s->posted = c->seq;
+}
+
+/* A peer in this same collective number with another descriptor (another
+ * count, dtype, op, root or collective) is a usage error, not a slow peer. */
+static int peer_mismatch(struct bcoll_comm *c, int j)
+{
+	struct bcoll_desc d;
+
+	if (j == c->rank || c->seq == 0 || peer_cur(shm_of(c), j, &d) != c->seq ||
+	    !memcmp(&d, &c->cur, sizeof(d)))
+		return 0;
+	return bcoll_fail(c, -EPROTO, "rank %d is in collective #%llu (kind %u, count %llu, "
+			  "%s, %s, root %d) but this rank is in #%llu (kind %u, count %llu, %s, "
+			  "%s, root %d)", j, (unsigned long long)c->seq, d.kind,
+			  (unsigned long long)d.count, bcoll_dtype_name(d.dtype),
+			  bcoll_op_name(d.op), d.root, (unsigned long long)c->seq, c->cur.kind,
+			  (unsigned long long)c->cur.count, bcoll_dtype_name(c->cur.dtype),
+			  bcoll_op_name(c->cur.op), c->cur.root);
+}
+
 /* One idle step while waiting on `peer`: spin, yield, then sleep; fails on
- * abort (ours or shared), a dead peer or the deadline. */
-static int shm_idle(struct bcoll_comm *c, struct shm_waiter *w, int peer, const char *what)
+ * abort (ours or shared), a dead or mismatched peer or the deadline. */
+int shm_idle(struct bcoll_comm *c, struct shm_waiter *w, int peer, const char *what)
 {
 	struct shm *s = shm_of(c);
 	int64_t now;
@@ -210,6 +205,8 @@ static int shm_idle(struct bcoll_comm *c, struct shm_waiter *w, int peer, const 
 			return bcoll_fail(c, -ECONNRESET, "rank %d (pid %d) died", peer,
 					  (int)s->ctl[peer].pid);
 		}
+		if (peer_mismatch(c, peer) < 0)
+			return -EPROTO;
 	}
 	if (now >= w->deadline) {
 		int who = chain_culprit(c, peer, now);
@@ -288,10 +285,11 @@ static int shm_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 	struct shm_waiter w;
 	int checked = 0;
 
+	shm_post_cur(c);
 	bcoll_wire_fill(c, &sh, slen);
 	cursor_init(&cs, &sh, sbuf, to >= 0 ? slen : 0, to >= 0);
 	cursor_init(&cr, &rh, NULL, 0, from >= 0);
-	waiter_init(c, &w);
+	shm_waiter_init(c, &w);
 	while (cursor_left(&cs) || cursor_left(&cr)) {
 		int progress = 0;
 
@@ -332,7 +330,7 @@ static int shm_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 			}
 		}
 		if (progress) {
-			waiter_init(c, &w);
+			shm_waiter_init(c, &w);
 			continue;
 		}
 		int e = cursor_left(&cr) ? shm_idle(c, &w, from, "sent nothing")
@@ -343,114 +341,108 @@ static int shm_sendrecv(struct bcoll_comm *c, int to, const void *sbuf, size_t s
 	return 0;
 }
 
-/* Arrives at the next phase and waits for every rank to arrive there. */
-static int shm_phase(struct bcoll_comm *c)
+int shm_wait_for(struct bcoll_comm *c, int j, uint64_t phase)
 {
 	struct shm *s = shm_of(c);
-	uint64_t me = atomic_fetch_add(&s->ctl[c->rank].arrive, 1) + 1;
 	struct shm_waiter w;
 
-	waiter_init(c, &w);
-	for (int j = 0; j < c->size; j++) {
-		while (atomic_load_explicit(&s->ctl[j].arrive, memory_order_acquire) < me) {
-			int e = shm_idle(c, &w, j, "did not arrive");
+	if (atomic_load_explicit(&s->ctl[j].arrive, memory_order_acquire) >= phase)
+		return 0;
+	shm_waiter_init(c, &w);
+	while (atomic_load_explicit(&s->ctl[j].arrive, memory_order_acquire) < phase) {
+		int e = shm_idle(c, &w, j, "did not arrive");
 
-			if (e < 0)
-				return e;
-		}
+		if (e < 0)
+			return e;
 	}
 	return 0;
 }
 
-/* After the first phase: every rank must have posted this descriptor. */
-static int check_descs(struct bcoll_comm *c, int bank)
+uint64_t shm_next_phase(struct bcoll_comm *c)
 {
 	struct shm *s = shm_of(c);
 
-	for (int j = 0; j < c->size; j++) {
-		__typeof__(s->ctl[j].post[0]) *p = &s->ctl[j].post[bank];
+	return atomic_load_explicit(&s->ctl[c->rank].arrive, memory_order_relaxed) + 1;
+}
 
-		if (p->seq != c->seq || memcmp(&p->d, &c->cur, sizeof(c->cur)))
-			return bcoll_fail(c, -EPROTO, "rank %d is in collective #%llu (kind %u, "
-					  "count %llu, %s, %s) but this rank is in #%llu (kind %u, "
-					  "count %llu, %s, %s)", j, (unsigned long long)p->seq,
-					  p->d.kind, (unsigned long long)p->d.count,
-					  bcoll_dtype_name(p->d.dtype), bcoll_op_name(p->d.op),
-					  (unsigned long long)c->seq, c->cur.kind,
-					  (unsigned long long)c->cur.count,
-					  bcoll_dtype_name(c->cur.dtype), bcoll_op_name(c->cur.op));
+void shm_publish(struct bcoll_comm *c, uint64_t phase)
+{
+	struct shm *s = shm_of(c);
+
+	atomic_store_explicit(&s->ctl[c->rank].arrive, phase, memory_order_release);
+}
+
+/* Every rank reached the phase before the next one: none still reads the
+ * bank this rank is about to write (its last use was two uses ago). */
+int shm_claim(struct bcoll_comm *c)
+{
+	struct shm *s = shm_of(c);
+	uint64_t prev = shm_next_phase(c) - 1;
+
+	for (int j = 0; s->seen_all < prev && j < c->size; j++) {
+		int e = shm_wait_for(c, j, prev);
+
+		if (e < 0)
+			return e;
 	}
+	s->seen_all = prev;
 	return 0;
 }
 
-/* Small messages in one phase: every rank reduces the whole vector from all
- * slots in rank order (so all get the same bits). This bank is written again
- * two chunks later, after a phase that every rank enters only once it has
- * read these slots. */
-static int shm_allreduce_small(struct bcoll_comm *c, const void *send, void *recv, size_t count,
-			       enum bcoll_dtype dt, enum bcoll_op op)
+int shm_phase(struct bcoll_comm *c)
 {
 	struct shm *s = shm_of(c);
-	size_t bytes = count * bcoll_dtype_size(dt);
-	int n = c->size, bank = s->nchunk++ & 1, e;
+	uint64_t me = shm_next_phase(c);
 
-	memcpy(slot(s, n, c->rank, bank), send, bytes);
-	e = shm_phase(c);
-	if (e == 0)
-		e = check_descs(c, bank);
+	shm_publish(c, me);
+	for (int j = 0; j < c->size; j++) {
+		int e = shm_wait_for(c, j, me);
+
+		if (e < 0)
+			return e;
+	}
+	s->seen_all = me;
+	return 0;
+}
+
+int shm_begin(struct bcoll_comm *c)
+{
+	struct shm *s = shm_of(c);
+	int b0 = s->nchunk & 1, e;
+
+	shm_post_cur(c);
+	e = shm_claim(c); /* every rank has checked what this bank's post held */
 	if (e < 0)
 		return e;
-	memcpy(recv, slot(s, n, 0, bank), bytes);
-	for (int j = 1; j < n; j++)
-		bcoll_reduce_buf(recv, slot(s, n, j, bank), count, dt, op);
-	if (op == BCOLL_AVG)
-		bcoll_divide(recv, count, dt, n);
+	s->ctl[c->rank].post[b0].seq = c->seq;
+	s->ctl[c->rank].post[b0].d = c->cur;
+	return b0;
+}
+
+int shm_check_desc(struct bcoll_comm *c, int bank, int j)
+{
+	struct shm *s = shm_of(c);
+	__typeof__(s->ctl[j].post[0]) *p = &s->ctl[j].post[bank];
+
+	if (p->seq != c->seq || memcmp(&p->d, &c->cur, sizeof(c->cur)))
+		return bcoll_fail(c, -EPROTO, "rank %d is in collective #%llu (kind %u, count %llu, "
+				  "%s, %s, root %d) but this rank is in #%llu (kind %u, count %llu, "
+				  "%s, %s, root %d)", j, (unsigned long long)p->seq, p->d.kind,
+				  (unsigned long long)p->d.count, bcoll_dtype_name(p->d.dtype),
+				  bcoll_op_name(p->d.op), p->d.root, (unsigned long long)c->seq,
+				  c->cur.kind, (unsigned long long)c->cur.count,
+				  bcoll_dtype_name(c->cur.dtype), bcoll_op_name(c->cur.op),
+				  c->cur.root);
 	return 0;
 }
 
-/* Direct allreduce: copy in, reduce my segment from every slot, copy out. */
-static int shm_allreduce(struct bcoll_comm *c, const void *send, void *recv, size_t count,
-			 enum bcoll_dtype dt, enum bcoll_op op)
+int shm_check_descs(struct bcoll_comm *c, int bank)
 {
-	struct shm *s = shm_of(c);
-	size_t esz = bcoll_dtype_size(dt), per = s->slot_bytes / esz, off;
-	int n = c->size, e, b0 = s->nchunk & 1;
+	for (int j = 0; j < c->size; j++) {
+		int e = shm_check_desc(c, bank, j);
 
-	s->ctl[c->rank].post[b0].seq = c->seq;
-	s->ctl[c->rank].post[b0].d = c->cur;
-	if (count * esz <= SHM_SMALL)
-		return shm_allreduce_small(c, send, recv, count, dt, op);
-	for (off = 0; off < count || off == 0; off += per) {
-		size_t cnt = count - off < per ? count - off : per, st, ln;
-		int bank = s->nchunk++ & 1;
-		char *mine = slot(s, n, c->rank, bank);
-
-		memcpy(mine, (const char *)send + off * esz, cnt * esz);
-		e = shm_phase(c);
-		if (e == 0 && off == 0)
-			e = check_descs(c, b0);
 		if (e < 0)
 			return e;
-		bcoll_segment(cnt, n, c->rank, &st, &ln);
-		for (size_t b = 0; b < ln; b += SHM_BLOCK) {
-			size_t k = ln - b < SHM_BLOCK ? ln - b : SHM_BLOCK, at = (st + b) * esz;
-
-			for (int j = 1; j < n; j++)
-				bcoll_reduce_buf(mine + at, slot(s, n, (c->rank + j) % n, bank) + at,
-						 k, dt, op);
-			if (op == BCOLL_AVG)
-				bcoll_divide(mine + at, k, dt, n);
-		}
-		e = shm_phase(c);
-		if (e < 0)
-			return e;
-		for (int j = 0; j < n; j++) {
-			bcoll_segment(cnt, n, j, &st, &ln);
-			memcpy((char *)recv + (off + st) * esz, slot(s, n, j, bank) + st * esz,
-			       ln * esz);
-		}
-		if (count == 0)
-			break;
 	}
 	return 0;
 }
@@ -598,7 +590,7 @@ int bcoll_shm_attach(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
 	if (!atomic_compare_exchange_strong(&s->ctl[c->rank].joined, &zero, 1))
 		return bcoll_fail(c, -EPROTO, "rank %d joined twice (pid %d holds it)", c->rank,
 				  (int)s->ctl[c->rank].pid);
-	waiter_init(c, &w);
+	shm_waiter_init(c, &w);
 	for (int j = 0; j < c->size; j++) {
 		while (!atomic_load(&s->ctl[j].joined)) {
 			r = shm_idle(c, &w, j, "did not join the shared segment");
@@ -643,6 +635,9 @@ const struct bcoll_tp bcoll_tp_shm = {
 	.name = "shm",
 	.sendrecv = shm_sendrecv,
 	.allreduce = shm_allreduce,
+	.reduce_scatter = shm_reduce_scatter,
+	.allgather = shm_allgather,
+	.broadcast = shm_broadcast,
 	.abort = shm_abort,
 	.destroy = shm_destroy,
 };

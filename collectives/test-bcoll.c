@@ -8,6 +8,7 @@
  * counts or dtypes, a rank joining twice, a wrong size) must fail clearly. */
 #include "../tests/t.h"
 #include "bcoll.h"
+#include "bcoll_int.h" /* bcoll_reduce3, bcoll_simd_cap: kernels against each other */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -146,21 +147,23 @@ static void check_allreduce(struct ctx *x, enum bcoll_dtype dt, enum bcoll_op op
 				      want(op, dt, x->size, i));
 }
 
-static void check_reduce_scatter(struct ctx *x, enum bcoll_dtype dt, enum bcoll_op op, size_t n)
+/* inplace: recv is this rank's own block of send (as ZeRO calls it). */
+static void check_reduce_scatter(struct ctx *x, enum bcoll_dtype dt, enum bcoll_op op, size_t n,
+				 int inplace)
 {
 	size_t esz = bcoll_dtype_size(dt);
+	char *out = inplace ? x->a + x->rank * n * esz : x->b;
 	int r;
 
 	fill(x, dt, x->a, x->rank, n * x->size, 0);
-	r = bcoll_reduce_scatter(x->c, x->a, x->b, n, dt, op);
+	r = bcoll_reduce_scatter(x->c, x->a, out, n, dt, op);
 	if (r < 0)
 		return report(x, "reduce_scatter failed", dt, op, n, 0, r, 0);
-	(void)esz;
 	for (size_t i = 0; i < n; i++) {
 		double w = want(op, dt, x->size, x->rank * n + i);
 
-		if (!close_enough(dt, get(dt, x->b, i), w))
-			return report(x, "reduce_scatter", dt, op, n, i, get(dt, x->b, i), w);
+		if (!close_enough(dt, get(dt, out, i), w))
+			return report(x, "reduce_scatter", dt, op, n, i, get(dt, out, i), w);
 	}
 }
 
@@ -244,7 +247,7 @@ static const enum bcoll_op all_op[] = {BCOLL_SUM, BCOLL_AVG, BCOLL_MIN, BCOLL_MA
  * level 1: piece boundaries +-1 for the forced algorithm; level 2: 64 MiB. */
 static void rank_cases(struct ctx *x, int level)
 {
-	static const size_t small[] = {0, 1, 7, 1001};
+	static const size_t small[] = {0, 1, 7, 24, 25, 1001}; /* 24 f32: shm's tiny path */
 	static const size_t mid[] = {PIECE_F32 - 1, PIECE_F32 + 1, 3 * PIECE_F32 + 5};
 
 	if (level == 2) {
@@ -257,8 +260,13 @@ static void rank_cases(struct ctx *x, int level)
 			check_allreduce(x, BCOLL_I64, BCOLL_MAX, mid[k], !(k & 1));
 		}
 		check_allreduce(x, BCOLL_BF16, BCOLL_AVG, PIECE_F32 * 4 + 3, 0);
-		check_reduce_scatter(x, BCOLL_F32, BCOLL_SUM, PIECE_F32 + 1);
+		check_reduce_scatter(x, BCOLL_F32, BCOLL_SUM, PIECE_F32 + 1, 1);
 		check_bcast(x, BCOLL_F32, PIECE_F32 + 1, x->size - 1);
+		/* Several of shm's 1 MiB slot chunks, with a ragged tail. */
+		check_reduce_scatter(x, BCOLL_F64, BCOLL_AVG, mid[2] / 2, 0);
+		check_reduce_scatter(x, BCOLL_F32, BCOLL_SUM, mid[2] / 2, 1);
+		check_allgather(x, BCOLL_I32, mid[2], 1);
+		check_bcast(x, BCOLL_I64, mid[2], 1);
 		return;
 	}
 	for (size_t d = 0; d < ARRAY_SIZE(all_dt); d++) {
@@ -266,13 +274,13 @@ static void rank_cases(struct ctx *x, int level)
 			for (size_t k = 0; k < ARRAY_SIZE(small); k++)
 				for (int inplace = 0; inplace < 2; inplace++)
 					check_allreduce(x, all_dt[d], all_op[o], small[k], inplace);
-			check_reduce_scatter(x, all_dt[d], all_op[o], 33);
+			check_reduce_scatter(x, all_dt[d], all_op[o], 33, o & 1);
 			check_reduce(x, all_dt[d], all_op[o], 1001, x->size - 1);
 		}
 		check_allgather(x, all_dt[d], 1001, d & 1);
 		check_bcast(x, all_dt[d], 1001, 0);
 	}
-	check_reduce_scatter(x, BCOLL_F32, BCOLL_SUM, 0);
+	check_reduce_scatter(x, BCOLL_F32, BCOLL_SUM, 0, 0);
 	check_allgather(x, BCOLL_F32, 1, 0);
 	check_bcast(x, BCOLL_F32, 100000, x->size - 1);
 	check_nonblocking(x);
@@ -313,7 +321,7 @@ static int rank_loop(struct bcoll_comm *c, int rank, const char *dir, int abort_
 	return 0;
 }
 
-enum { M_CASES, M_LOOP, M_ABORT, M_BADCOUNT, M_BADTYPE, M_PLAIN };
+enum { M_CASES, M_LOOP, M_ABORT, M_BADCOUNT, M_BADTYPE, M_PLAIN, M_BADPATH };
 
 /* Forks one rank: init (as rank r of size), then the mode's work. Exit 0 ok,
  * 1 wrong results, 2 init failed, 3 collective failed. Errors go to dir/err-r. */
@@ -350,7 +358,7 @@ static pid_t spawn_rank(const char *dir, int r, int size, int mode, int level)
 			w = rank_loop(c, r, dir, mode == M_ABORT);
 		} else {
 			float v[1002] = {0};
-			size_t n = mode == M_BADCOUNT && r == 1 ? 1002 : 1001;
+			size_t n = r != 1 ? 1001 : mode == M_BADCOUNT ? 1002 : mode == M_BADPATH ? 8 : 1001;
 			enum bcoll_dtype dt = mode == M_BADTYPE && r == 1 ? BCOLL_I32 : BCOLL_F32;
 
 			if (bcoll_allreduce(c, v, v, n, dt, BCOLL_SUM) < 0) {
@@ -518,7 +526,8 @@ static void t_mismatch(void)
 		read_err(dir, r, msg, sizeof(msg));
 		printf("# rank %d: %s\n", r, msg);
 		T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 3, "rank %d: status 0x%x", r, st);
-		why += strstr(msg, g_mode == M_BADCOUNT ? "count 1002" : "int32") != NULL;
+		why += strstr(msg, g_mode == M_BADCOUNT ? "count 1002" : g_mode == M_BADPATH ?
+			      "count 8," : "int32") != NULL;
 	}
 	T_CHECK(why >= 1, "no rank explained the mismatch");
 	T_CHECK(now_s() - t0 < 10, "took %.1f s", now_s() - t0);
@@ -599,6 +608,80 @@ static void t_bad_args(void)
 	T_CHECK(strstr(err, "BCOLL_TRANSPORT"), "err: %s", err);
 }
 
+/* Bitwise equal, except that any two NaNs are equal (the payload of a sum of
+ * two NaNs depends on operand order, which the compiler may swap). */
+static int same_bits(const void *g, const void *w, size_t cnt, enum bcoll_dtype dt)
+{
+	for (size_t i = 0; i < cnt; i++) {
+		if (dt == BCOLL_F32 && isnan(((const float *)g)[i]) && isnan(((const float *)w)[i]))
+			continue;
+		if (dt == BCOLL_F64 && isnan(((const double *)g)[i]) &&
+		    isnan(((const double *)w)[i]))
+			continue;
+		if (memcmp((const char *)g + i * bcoll_dtype_size(dt),
+			   (const char *)w + i * bcoll_dtype_size(dt), bcoll_dtype_size(dt)))
+			return 0;
+	}
+	return 1;
+}
+
+/* Every SIMD level the CPU has gives the scalar loop's bits: all dtypes and
+ * ops, lengths 0..67 and 1000 (tails), NaNs, signed zeros, infinities. */
+static void t_reduce_kernels(void)
+{
+	static const enum bcoll_dtype dts[] = {BCOLL_F32, BCOLL_F64, BCOLL_I32, BCOLL_I64};
+	static const enum bcoll_op ops[] = {BCOLL_SUM, BCOLL_MIN, BCOLL_MAX};
+	enum { N = 1000 };
+	static uint64_t a[N], b[N], ia[N], ib[N], want[N + 1], got[N + 1];
+	int best = bcoll_simd_cap(2), checked = 0;
+	uint64_t x = 88172645463325252ull;
+
+	for (int i = 0; i < N; i++) {
+		double v[] = {NAN, -0.0, 0.0, INFINITY, -INFINITY};
+
+		for (int k = 0; k < 2; k++) {
+			uint64_t *p = k ? &b[i] : &a[i];
+
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			*p = x;
+			/* Integers: 32-bit halves in +-2^28, so no sum overflows. */
+			(k ? ib : ia)[i] = (uint64_t)(uint32_t)((int32_t)(x % (1u << 29)) - (1 << 28)) << 32 |
+					   (uint32_t)((int32_t)((x >> 32) % (1u << 29)) - (1 << 28));
+			if (x % 7 == 0) { /* specials, as f32 pairs and as f64 */
+				float f = (float)v[x % 5];
+				uint32_t u;
+
+				memcpy(&u, &f, 4);
+				*p = x % 2 ? (uint64_t)u << 32 | u : 0;
+				if (x % 2 == 0)
+					memcpy(p, &v[x % 5], 8);
+			}
+		}
+	}
+	for (int lvl = 1; lvl <= best; lvl++)
+		for (size_t d = 0; d < ARRAY_SIZE(dts); d++)
+			for (size_t o = 0; o < ARRAY_SIZE(ops); o++)
+				for (size_t n = 0; n <= 68; n++) {
+					size_t len = n == 68 ? N : n, esz = bcoll_dtype_size(dts[d]);
+					size_t cnt = len * 8 / esz;
+					int fl = dts[d] == BCOLL_F32 || dts[d] == BCOLL_F64;
+
+					bcoll_simd_cap(0);
+					want[N] = got[N] = 0x5a5a;
+					bcoll_reduce3(want, fl ? a : ia, fl ? b : ib, cnt, dts[d], ops[o]);
+					bcoll_simd_cap(lvl);
+					bcoll_reduce3(got, fl ? a : ia, fl ? b : ib, cnt, dts[d], ops[o]);
+					T_CHECK(same_bits(got, want, cnt, dts[d]) && got[N] == 0x5a5a,
+						"level %d %s op %d count %zu differs from scalar", lvl,
+						bcoll_dtype_name(dts[d]), ops[o], cnt);
+					checked++;
+				}
+	printf("# SIMD levels checked against scalar: 1..%d (%d cases)\n", best, checked);
+	if (best == 0)
+		t_skip("no AVX2 on this CPU");
+	bcoll_simd_cap(2);
+}
+
 int main(void)
 {
 	static const char *const tps[] = {"shm", "tcp"};
@@ -611,6 +694,7 @@ int main(void)
 	if (!root)
 		return 1;
 	t_run("bad_args", t_bad_args);
+	t_run("reduce_kernels_match_scalar", t_reduce_kernels);
 	/* BCOLL_TEST_FAULTS=1 runs only the fault and bad-use cases (for iterating). */
 	for (int n = 1; n <= 8 && !getenv("BCOLL_TEST_FAULTS"); n++)
 		run_cases("shm", "auto", n, 0);
@@ -642,6 +726,9 @@ int main(void)
 		t_run(name, t_mismatch);
 		g_mode = M_BADTYPE;
 		snprintf(name, sizeof(name), "%s_mismatched_dtypes", tps[t]);
+		t_run(name, t_mismatch);
+		g_mode = M_BADPATH; /* shm: the tiny path against the slot path */
+		snprintf(name, sizeof(name), "%s_mismatched_small_and_tiny", tps[t]);
 		t_run(name, t_mismatch);
 		for (g_mode = 0; g_mode < 2; g_mode++) {
 			snprintf(name, sizeof(name), "%s_%s", tps[t],

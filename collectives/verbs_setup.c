@@ -37,6 +37,11 @@ static int vb_ports(struct bcoll_comm *c, struct vb_state *s, char (*addrs)[BCOL
 		key = (key ^ (uint8_t)*p) * 16777619u;
 	if (!dir || !*dir)
 		dir = "/tmp";
+	/* the bells: every rank of the host maps one file (memif is host-local) */
+	snprintf(s->bell_path, sizeof(s->bell_path), "%s/bcv-%08x.bell", dir, key);
+	r = vb_bells_map(c, s, s->bell_path);
+	if (r < 0)
+		return bcoll_fail(c, r, "cannot map %s: %s", s->bell_path, strerror(-r));
 #define ARG(...) (snprintf(args[argc], sizeof(args[0]), __VA_ARGS__), argv[argc] = args[argc], argc++)
 	ARG("bcoll");
 	ARG("-l");
@@ -175,21 +180,12 @@ out:
 	return r;
 }
 
-int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
+static int vb_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
 {
 	struct vb_state *s;
 	char msg[160];
 	int r;
 
-	if (c->size - 1 > VB_MAX_PEERS)
-		return bcoll_fail(c, -EINVAL, "BCOLL_TRANSPORT=verbs over libbnet supports at most "
-				  "%d ranks", VB_MAX_PEERS + 1);
-	if (eal_started)
-		return bcoll_fail(c, -EALREADY, "one verbs communicator per process (the DPDK EAL "
-				  "starts once)");
-	r = bcoll_tcp_connect(c, addrs);
-	if (r < 0)
-		return r;
 	bcoll_verbs_rdma_core_probe(msg, sizeof(msg));
 	if (c->rank == 0 && getenv("BCOLL_VERBOSE"))
 		fprintf(stderr, "bcoll: %s; using libbnet over net_memif\n", msg);
@@ -199,9 +195,13 @@ int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
 	c->verbs_priv = s;
 	s->pv = &vb_bnet;
 	s->peers = calloc(c->size, sizeof(*s->peers));
-	s->fifo = calloc(c->size, sizeof(*s->fifo));
-	s->out = calloc(c->size, sizeof(*s->out));
-	if (!s->peers || !s->fifo || !s->out) {
+	_Static_assert((VB_MAX_PEERS + 1) * sizeof(uint64_t) <= sizeof(*s->fifo),
+		       "the notices fit one FIFO row");
+	s->fifo = calloc(c->size + 1, sizeof(*s->fifo));
+	s->out = calloc(c->size + 1, sizeof(*s->out));
+	s->tx_seen = calloc(c->size, sizeof(*s->tx_seen));
+	s->spin = getenv("BCOLL_VERBS_SPIN") ? (unsigned)atoi(getenv("BCOLL_VERBS_SPIN")) : 16;
+	if (!s->peers || !s->fifo || !s->out || !s->tx_seen) {
 		r = bcoll_fail(c, -ENOMEM, "out of memory");
 		goto out_free;
 	}
@@ -212,9 +212,10 @@ int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
 	s->ctx = bnet_ibv_open(s->ports, s->n_ports);
 	s->pd = s->ctx ? s->pv->alloc_pd(s->ctx) : NULL;
 	s->cq = s->pd ? s->pv->create_cq(s->ctx, 4096, NULL, NULL, 0) : NULL;
-	s->fifo_mr = s->cq ? s->pv->reg_mr(s->pd, s->fifo, c->size * sizeof(*s->fifo),
+	s->notice = s->fifo ? (uint64_t *)&s->fifo[c->size] : NULL;
+	s->fifo_mr = s->cq ? s->pv->reg_mr(s->pd, s->fifo, (c->size + 1) * sizeof(*s->fifo),
 					  IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE) : NULL;
-	s->out_mr = s->fifo_mr ? s->pv->reg_mr(s->pd, s->out, c->size * sizeof(*s->out),
+	s->out_mr = s->fifo_mr ? s->pv->reg_mr(s->pd, s->out, (c->size + 1) * sizeof(*s->out),
 					      IBV_ACCESS_LOCAL_WRITE) : NULL;
 	if (!s->out_mr) {
 		r = bcoll_fail(c, -ENOMEM, "verbs context setup failed");
@@ -223,10 +224,38 @@ int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
 	r = vb_qps(c, s);
 	if (r < 0)
 		goto out_free;
+	/* every rank mapped the bells before the QP exchange it just finished */
+	if (c->rank == 0)
+		unlink(s->bell_path);
 	c->tp = &bcoll_tp_verbs;
 	c->op = NULL;
 	return 0;
 out_free:
 	bcoll_tp_verbs.destroy(c);
+	return r;
+}
+
+/* The tcp mesh under the collective deadline (a rank that is missing fails
+ * as over tcp), then the verbs setup under at least VB_SETUP_MS: DPDK's EAL
+ * starts one rank after another and takes a while on a loaded host, and a
+ * slow start is not a fault (a dead rank still fails it at once: its tcp
+ * connection closes). */
+int bcoll_verbs_connect(struct bcoll_comm *c, char (*addrs)[BCOLL_ADDR_LEN])
+{
+	int t = c->timeout_ms, r;
+
+	if (c->size - 1 > VB_MAX_PEERS)
+		return bcoll_fail(c, -EINVAL, "BCOLL_TRANSPORT=verbs over libbnet supports at most "
+				  "%d ranks", VB_MAX_PEERS + 1);
+	if (eal_started)
+		return bcoll_fail(c, -EALREADY, "one verbs communicator per process (the DPDK EAL "
+				  "starts once)");
+	r = bcoll_tcp_connect(c, addrs);
+	if (r < 0)
+		return r;
+	if (c->timeout_ms < VB_SETUP_MS)
+		c->timeout_ms = VB_SETUP_MS;
+	r = vb_connect(c, addrs);
+	c->timeout_ms = t;
 	return r;
 }

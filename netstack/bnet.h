@@ -74,8 +74,16 @@ struct bnet_hdr {
 /* Which extension headers an opcode carries; -EPROTONOSUPPORT when unknown. */
 int bnet_op_layout(uint8_t opcode, int *has_reth, int *has_aeth, int *has_imm);
 
-/* CRC-32 (IEEE, reflected) continuing from crc, without pre/post inversion. */
+/* CRC-32 (IEEE, reflected) continuing from crc, without pre/post inversion
+ * (carry-less multiply when the CPU has it); _tables is the portable path. */
 uint32_t bnet_crc32_raw(uint32_t crc, const void *buf, size_t len);
+uint32_t bnet_crc32_raw_tables(uint32_t crc, const void *buf, size_t len);
+/* Sets the CRC path to at most max (0 tables, 1 128-bit PCLMULQDQ, 2 512-bit
+ * VPCLMULQDQ; never above what the CPU has; for tests and measurements);
+ * returns the level before. */
+int bnet_crc32_level(int max);
+/* bnet_crc32_raw of src while copying it to dst (one pass; no overlap). */
+uint32_t bnet_crc32_copy(uint32_t crc, void *dst, const void *src, size_t len);
 /* ICRC of a whole frame (Ethernet header first, ICRC last) per IBTA Annex 17. */
 uint32_t bnet_icrc(const uint8_t *frame, size_t len);
 

@@ -4,7 +4,11 @@
  * waits for the server's verdict before the next one. Used by the tests and
  * by the benchmark (--bench: one timed WRITE stream, goodput printed).
  *
- *   bnet-peer server|client IP PEER_IP INFO_FILE SIZES [--bench] -- EAL args
+ *   bnet-peer server|client IP PEER_IP INFO_FILE SIZES [--bench] [--pmtu N]
+ *             [--reps N] -- EAL args
+ *
+ * --bench times the WRITE of each size (--reps times, the best printed);
+ * --pmtu sets the path MTU (default 1024; 4096 needs an L2 MTU above 4170).
  *
  * INFO_FILE carries the server's buffer address and rkey to the client.
  */
@@ -19,7 +23,8 @@
 
 #define MAX_SIZE (64u << 20)
 #define MAX_SIZES 32
-#define PMTU 1024
+static uint32_t pmtu = 1024;
+static int reps = 1;
 
 static uint32_t parse_ip(const char *s)
 {
@@ -153,17 +158,23 @@ static int run_client(struct ctx *c, uint8_t *buf, uint32_t *sizes, int n, const
 		for (int m = 0; m < 3; m++, idx++) {
 			struct bnet_send_wr wr = { .addr = buf, .len = sizes[i], .remote_va = va,
 						   .rkey = rkey, .imm = idx };
-			uint64_t t0;
+			uint64_t t0, best = UINT64_MAX;
 
 			pattern(buf, sizes[i], idx);
 			bnet_post_recv(c->qp, idx, NULL, 0);
 			wr.op = m == 0 ? BNET_WR_WRITE : m == 1 ? BNET_WR_WRITE_IMM : BNET_WR_SEND;
-			t0 = bnet_now_ns();
-			r = post_and_wait(c, &wr);
+			/* the timed repeats write the same bytes; the server checks once */
+			for (int k = 0; k < (bench && m == 0 ? reps : 1); k++) {
+				t0 = bnet_now_ns();
+				r = post_and_wait(c, &wr);
+				if (r < 0)
+					break;
+				if (bnet_now_ns() - t0 < best)
+					best = bnet_now_ns() - t0;
+			}
 			if (r == 0 && bench && m == 0)
 				printf("goodput_write_bytes=%u ns=%llu gbps=%.3f\n", sizes[i],
-				       (unsigned long long)(bnet_now_ns() - t0),
-				       sizes[i] * 8.0 / (double)(bnet_now_ns() - t0));
+				       (unsigned long long)best, sizes[i] * 8.0 / (double)best);
 			if (r == 0 && m == 0) { /* the marker that tells the server to look */
 				struct bnet_send_wr mk = { .op = BNET_WR_SEND_IMM, .imm = idx };
 				r = post_and_wait(c, &mk);
@@ -201,6 +212,12 @@ int main(int argc, char **argv)
 			break;
 		} else if (!strcmp(argv[i], "--bench")) {
 			bench = 1;
+		} else if (!strcmp(argv[i], "--pmtu") && i + 1 < argc) {
+			pmtu = (uint32_t)strtoul(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+			reps = atoi(argv[++i]);
+			if (reps < 1 || reps > 1000)
+				reps = 1;
 		}
 	if (sep < 6) {
 		fprintf(stderr, "usage: bnet-peer server|client IP PEER_IP INFO_FILE SIZES [--bench] -- EAL args\n");
@@ -240,7 +257,7 @@ int main(int argc, char **argv)
 	struct bnet_qp_attr a = {
 		.qpn = server ? 0x100 : 0x200, .dest_qpn = server ? 0x200 : 0x100,
 		.sq_psn = server ? 1000 : 2000, .rq_psn = server ? 2000 : 1000,
-		.pmtu = PMTU, .max_send_wr = 64, .max_recv_wr = 64, .window = 256,
+		.pmtu = pmtu, .max_send_wr = 64, .max_recv_wr = 64, .window = 256,
 		.ack_every = 32, .timeout_ns = 20000000, .retry_cnt = 100,
 		.pd = &c.pd, .send_cq = &c.scq, .recv_cq = &c.rcq, .tx = bnet_port_tx,
 		.tx_arg = c.port,
@@ -255,10 +272,16 @@ int main(int argc, char **argv)
 		for (uint64_t end = bnet_now_ns() + 200000000; bnet_now_ns() < end;)
 			if (bnet_port_poll(c.port) < 0)
 				break;
-	struct bnet_stats *ps = bnet_port_stats(c.port);
+	struct bnet_stats *ps = bnet_port_stats(c.port), *qs = c.qp ? bnet_qp_stats(c.qp) : NULL;
 	fprintf(stderr, "bnet-peer %s: dropped frames: %llu bad icrc, %llu short, %llu oversize, %llu wrong qpn\n",
 		argv[1], (unsigned long long)ps->bad_icrc, (unsigned long long)ps->short_pkts,
 		(unsigned long long)ps->oversize, (unsigned long long)ps->wrong_qpn);
+	if (qs)
+		fprintf(stderr, "bnet-peer %s: qp: %llu out of sequence, %llu duplicates, %llu NAKs "
+			"sent, %llu ACKs sent, %llu timeouts\n", argv[1],
+			(unsigned long long)qs->out_of_seq, (unsigned long long)qs->dup_pkts,
+			(unsigned long long)qs->naks_sent, (unsigned long long)qs->acks_sent,
+			(unsigned long long)qs->timeouts);
 	bnet_qp_destroy(c.qp);
 	bnet_cq_destroy(&c.scq);
 	bnet_cq_destroy(&c.rcq);

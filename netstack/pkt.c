@@ -11,29 +11,6 @@
 
 #include "bnet.h"
 
-static uint32_t crc_table[256];
-
-static void crc_init(void)
-{
-	for (uint32_t i = 0; i < 256; i++) {
-		uint32_t c = i;
-		for (int k = 0; k < 8; k++)
-			c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-		crc_table[i] = c;
-	}
-}
-
-uint32_t bnet_crc32_raw(uint32_t crc, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	if (!crc_table[1])
-		crc_init();
-	while (len--)
-		crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-	return crc;
-}
-
 static void put16(uint8_t *p, uint16_t v)
 {
 	p[0] = v >> 8;
@@ -98,26 +75,39 @@ int bnet_op_layout(uint8_t op, int *reth, int *aeth, int *imm)
 	return -EPROTONOSUPPORT;
 }
 
+/* CRC state after the 8 bytes of 0xff that stand for the absent LRH. */
+#define ICRC_LRH_STATE 0xdebb20e3u
+
+/* The ICRC's running state over the LRH and the masked IP, UDP and BTH. The
+ * mask is applied in whole words: byte stores over a copied header, read back
+ * as words, would stall every packet on failed store forwarding. */
+static uint32_t icrc_hdrs(const uint8_t *ip)
+{
+	static const uint8_t mask[BNET_IP_HLEN + BNET_UDP_HLEN + BNET_BTH_LEN] = {
+		[1] = 0xff,				/* TOS: DSCP + ECN */
+		[8] = 0xff,				/* TTL */
+		[10] = 0xff, [11] = 0xff,		/* IP header checksum */
+		[BNET_IP_HLEN + 6] = 0xff,		/* UDP checksum */
+		[BNET_IP_HLEN + 7] = 0xff,
+		[BNET_IP_HLEN + BNET_UDP_HLEN + 4] = 0xff, /* BTH FECN, BECN, resv6a */
+	};
+	uint64_t w[sizeof(mask) / 8], m[sizeof(mask) / 8];
+
+	memcpy(w, ip, sizeof(w));
+	memcpy(m, mask, sizeof(m));
+	for (size_t i = 0; i < sizeof(w) / 8; i++)
+		w[i] |= m[i];
+	return bnet_crc32_raw(ICRC_LRH_STATE, w, sizeof(w));
+}
+
 /* The ICRC covers everything after the Ethernet header up to the ICRC itself. */
 uint32_t bnet_icrc(const uint8_t *frame, size_t len)
 {
-	static const uint8_t lrh[8] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-	uint8_t hdr[BNET_IP_HLEN + BNET_UDP_HLEN + BNET_BTH_LEN];
+	const size_t hl = BNET_IP_HLEN + BNET_UDP_HLEN + BNET_BTH_LEN;
 	const uint8_t *ip = frame + BNET_ETH_HLEN;
 	size_t n = len - BNET_ETH_HLEN - BNET_ICRC_LEN;
-	uint32_t crc;
 
-	memcpy(hdr, ip, sizeof(hdr));
-	hdr[1] = 0xff;			/* TOS: DSCP + ECN */
-	hdr[8] = 0xff;			/* TTL */
-	hdr[10] = hdr[11] = 0xff;	/* IP header checksum */
-	hdr[BNET_IP_HLEN + 6] = 0xff;	/* UDP checksum */
-	hdr[BNET_IP_HLEN + 7] = 0xff;
-	hdr[BNET_IP_HLEN + BNET_UDP_HLEN + 4] = 0xff; /* BTH FECN, BECN, resv6a */
-	crc = bnet_crc32_raw(0xffffffffu, lrh, sizeof(lrh));
-	crc = bnet_crc32_raw(crc, hdr, sizeof(hdr));
-	crc = bnet_crc32_raw(crc, ip + sizeof(hdr), n - sizeof(hdr));
-	return ~crc;
+	return ~bnet_crc32_raw(icrc_hdrs(ip), ip + hl, n - hl);
 }
 
 static uint16_t ip_csum(const uint8_t *p, size_t len)
@@ -200,11 +190,13 @@ int bnet_pkt_encode(uint8_t *buf, size_t cap, const struct bnet_hdr *h, const vo
 		put32(p, h->imm);
 		p += BNET_IMM_LEN;
 	}
+	/* headers, then the payload checksummed as it is copied in, then pad */
+	icrc = bnet_crc32_raw(icrc_hdrs(ip), bth + BNET_BTH_LEN, ext);
 	if (len)
-		memcpy(p, payload, len);
+		icrc = bnet_crc32_copy(icrc, p, payload, len);
 	memset(p + len, 0, pad);
+	icrc = ~bnet_crc32_raw(icrc, p + len, pad);
 	p += len + pad;
-	icrc = bnet_icrc(buf, total);
 	p[0] = icrc; /* little-endian on the wire, as rxe and real NICs write it */
 	p[1] = icrc >> 8;
 	p[2] = icrc >> 16;

@@ -25,6 +25,11 @@
 #define RX_DESC 1024
 #define TX_DESC 1024
 #define BURST 32
+/* frames the PMD did not take yet wait here, in order, for the next flush;
+ * when it is full, bnet_port_tx says -EAGAIN and the QP retries the packet
+ * later (backpressure, where dropping would cost a retransmit timeout) */
+#define TXQ 512
+#define TX_BATCH 64
 #define MAX_QPS 16
 
 struct bnet_port {
@@ -37,7 +42,7 @@ struct bnet_port {
 	int peer_known, was_up, dead;
 	struct bnet_qp *qps[MAX_QPS];
 	int n_qps;
-	struct rte_mbuf *txq[BURST];
+	struct rte_mbuf *txq[TXQ];
 	int n_tx;
 	struct bnet_stats st;
 };
@@ -188,23 +193,31 @@ int bnet_port_wait_down(struct bnet_port *p, uint64_t timeout_ns)
 	return -ETIMEDOUT;
 }
 
+/* Hands queued frames to the PMD; what it does not take (ring full: the
+ * peer is slow or descheduled) stays queued, in order, for the next call. */
 static void tx_flush(struct bnet_port *p)
 {
 	int sent = 0;
 
-	if (!p->n_tx)
-		return;
-	for (int tries = 0; sent < p->n_tx && tries < 1000; tries++)
-		sent += rte_eth_tx_burst(p->port_id, 0, p->txq + sent, (uint16_t)(p->n_tx - sent));
-	if (sent < p->n_tx)
-		rte_pktmbuf_free_bulk(p->txq + sent, (unsigned)(p->n_tx - sent));
-	p->n_tx = 0;
+	for (int tries = 0; sent < p->n_tx && tries < 4; tries++) {
+		uint16_t k = (uint16_t)(p->n_tx - sent);
+		uint16_t n = rte_eth_tx_burst(p->port_id, 0, p->txq + sent, k);
+
+		sent += n;
+		if (n == k)
+			tries = 0;
+	}
+	if (sent && sent < p->n_tx)
+		memmove(p->txq, p->txq + sent, sizeof(p->txq[0]) * (size_t)(p->n_tx - sent));
+	p->n_tx -= sent;
 }
 
+/* Queues a frame (the caller checked there is room); flushes every
+ * TX_BATCH frames: one PMD call (af_packet: one sendto) moves them all. */
 static void tx_queue(struct bnet_port *p, struct rte_mbuf *m)
 {
 	p->txq[p->n_tx++] = m;
-	if (p->n_tx == BURST)
+	if (p->n_tx % TX_BATCH == 0)
 		tx_flush(p);
 }
 
@@ -225,7 +238,7 @@ static uint32_t get_ip(const uint8_t *b)
 static void arp_send(struct bnet_port *p, int op, const uint8_t *tha, uint32_t tip)
 {
 	static const uint8_t bcast[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
-	struct rte_mbuf *m = rte_pktmbuf_alloc(p->pool);
+	struct rte_mbuf *m = p->n_tx < TXQ ? rte_pktmbuf_alloc(p->pool) : NULL;
 	uint8_t *b;
 
 	if (!m)
@@ -270,6 +283,11 @@ int bnet_port_tx(void *arg, struct bnet_hdr *h, const void *payload, uint32_t le
 
 	if (!p->peer_known || p->dead)
 		return -EAGAIN;
+	if (p->n_tx == TXQ) {
+		tx_flush(p);
+		if (p->n_tx == TXQ)
+			return -EAGAIN;
+	}
 	m = rte_pktmbuf_alloc(p->pool);
 	if (!m)
 		return -EAGAIN;

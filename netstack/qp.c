@@ -3,7 +3,10 @@
  * Requester: work requests get their PSNs when posted, are cut into
  * path-MTU packets as the window allows, and complete when a (coalesced) ACK
  * covers their last PSN; a NAK (PSN sequence error) or a timeout rewinds the
- * transmit cursor to the oldest unacknowledged PSN (go-back-N).
+ * transmit cursor to the oldest unacknowledged PSN (go-back-N). After a
+ * timeout only that packet goes out, with AckReq, until an ACK moves (or a
+ * second timeout): a spurious timeout (a peer that was merely descheduled)
+ * then costs one packet, not the whole window again.
  * Responder: accepts only the expected PSN, so nothing is delivered twice;
  * duplicates are re-acknowledged, a gap is NAKed once, PSNs far outside the
  * window and malformed requests (opcode order, lengths, rkey/range) are
@@ -43,6 +46,7 @@ struct bnet_qp {
 	uint32_t next_psn, una_psn, end_psn; /* end: first PSN not yet assigned */
 	uint64_t last_progress;
 	uint32_t retries, since_ackreq;
+	int probing;	/* after a timeout: one packet out until an ACK moves una */
 
 	/* responder */
 	struct rwqe *rq;
@@ -287,12 +291,13 @@ static int emit(struct bnet_qp *qp, struct bnet_hdr *h, const void *payload, uin
 	return qp->a.tx(qp->a.tx_arg, h, payload, len);
 }
 
-static void send_aeth(struct bnet_qp *qp, uint8_t syndrome, uint32_t psn)
+/* Sends an ACK or NAK; < 0 when the link had no room (try again later). */
+static int send_aeth(struct bnet_qp *qp, uint8_t syndrome, uint32_t psn)
 {
 	struct bnet_hdr h = { .opcode = BNET_OP_ACK, .syndrome = syndrome, .psn = psn,
 			      .msn = qp->msn & 0xffffff };
 
-	emit(qp, &h, NULL, 0);
+	return emit(qp, &h, NULL, 0);
 }
 
 /* Points the transmit cursor at PSN psn (which lies in [una, end]). */
@@ -335,6 +340,7 @@ static void ack_upto(struct bnet_qp *qp, uint32_t psn, uint64_t now)
 		qp->una_psn = psn_add(psn, 1);
 		qp->last_progress = now;
 		qp->retries = 0;
+		qp->probing = 0;
 	}
 	if (psn_diff(qp->next_psn, qp->una_psn) < 0)
 		rewind_to(qp, qp->una_psn);
@@ -364,6 +370,7 @@ static void rx_ack(struct bnet_qp *qp, const struct bnet_hdr *h, uint64_t now)
 			qp->st.retransmits++;
 			rewind_to(qp, h->psn);
 		}
+		qp->probing = 0; /* the NAK says where the responder is */
 		return;
 	}
 	if (kind == 1) /* RNR NAK: we never send one; wait for the timeout */
@@ -564,7 +571,7 @@ static int send_one(struct bnet_qp *qp, uint64_t now)
 	h.imm = w->wr.imm;
 	if (qp->una_psn == qp->next_psn)
 		qp->last_progress = now; /* the timer starts with the first packet out */
-	if (k + 1 == w->npkts || ++qp->since_ackreq >= qp->a.window / 4 + 1) {
+	if (k + 1 == w->npkts || ++qp->since_ackreq >= qp->a.window / 4 + 1 || qp->probing) {
 		h.ackreq = 1;
 		qp->since_ackreq = 0;
 	}
@@ -584,11 +591,11 @@ int bnet_qp_progress(struct bnet_qp *qp, uint64_t now, uint32_t budget)
 
 	if (qp->state != BNET_QPS_RTS)
 		return 0;
-	if (qp->nak_pending) {
+	/* when the link is full, a NAK or ACK stays pending for the next call */
+	if (qp->nak_pending && send_aeth(qp, qp->nak_pending, qp->epsn) == 0) {
 		uint8_t syn = qp->nak_pending;
 
 		qp->st.naks_sent++;
-		send_aeth(qp, syn, qp->epsn);
 		qp->nak_pending = 0;
 		qp->ack_pending = 0;
 		qp->unacked_rx = 0;
@@ -597,9 +604,9 @@ int bnet_qp_progress(struct bnet_qp *qp, uint64_t now, uint32_t budget)
 			qp_fail(qp, BNET_WC_REM_INV_REQ_ERR);
 			return n;
 		}
-	} else if (qp->ack_pending) {
+	} else if (!qp->nak_pending && qp->ack_pending &&
+		   send_aeth(qp, BNET_AETH_ACK | 0x1f, psn_add(qp->epsn, BNET_PSN_MASK)) == 0) {
 		qp->st.acks_sent++;
-		send_aeth(qp, BNET_AETH_ACK | 0x1f, psn_add(qp->epsn, BNET_PSN_MASK));
 		qp->ack_pending = 0;
 		qp->unacked_rx = 0;
 		n++;
@@ -613,9 +620,15 @@ int bnet_qp_progress(struct bnet_qp *qp, uint64_t now, uint32_t budget)
 		qp->st.retransmits++;
 		qp->last_progress = now;
 		rewind_to(qp, qp->una_psn);
+		/* first timeout in a row: resend only the oldest packet, asking
+		 * for an ACK; when the timeout was spurious (a descheduled
+		 * peer), its ACK covers the whole window and nothing else is
+		 * sent twice. A second one in a row resends the window. */
+		qp->probing = qp->retries == 1;
 	}
 	while ((uint32_t)n < budget && qp->next_psn != qp->end_psn &&
-	       (uint32_t)psn_diff(qp->next_psn, qp->una_psn) < qp->a.window) {
+	       (uint32_t)psn_diff(qp->next_psn, qp->una_psn) < qp->a.window &&
+	       (!qp->probing || qp->next_psn == qp->una_psn)) {
 		if (send_one(qp, now) < 0)
 			break;
 		n++;

@@ -54,6 +54,58 @@ static void test_crc(void)
 	T_EQ_INT(bnet_crc32_raw(0xffffffffu, ff, 8), 0xdebb20e3u);
 }
 
+/* One bit at a time: the definition, to hold both fast paths against. */
+static uint32_t crc_bitwise(uint32_t crc, const uint8_t *p, size_t len)
+{
+	while (len--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = crc & 1 ? 0xedb88320u ^ (crc >> 1) : crc >> 1;
+	}
+	return crc;
+}
+
+/* Every path (512-bit and 128-bit carry-less multiply, slicing-by-8, with and
+ * without the copy) agrees with the bitwise CRC at every length around the
+ * 16/64/256-byte fold boundaries, any alignment, any seed. */
+static void crc_paths_at(uint8_t *buf, int level)
+{
+	static uint8_t cp[BNET_MAX_FRAME + 64];
+
+	for (size_t len = 0; len <= BNET_MAX_FRAME; len += len < 600 ? 1 : 61) {
+		size_t off = (len * 7) % 64;
+		uint32_t seed = len & 1 ? 0xffffffffu : (uint32_t)(len * 2654435761u);
+		uint32_t want = crc_bitwise(seed, buf + off, len);
+
+		T_EQ_INT(bnet_crc32_raw(seed, buf + off, len), want);
+		T_EQ_INT(bnet_crc32_raw_tables(seed, buf + off, len), want);
+		memset(cp, 0xa5, sizeof(cp));
+		T_EQ_INT(bnet_crc32_copy(seed, cp + 1, buf + off, len), want);
+		T_CHECK(!memcmp(cp + 1, buf + off, len) && cp[0] == 0xa5 && cp[len + 1] == 0xa5,
+			"bnet_crc32_copy copied wrong bytes");
+		if (t_case_failed) {
+			printf("  at len %zu off %zu level %d\n", len, off, level);
+			return;
+		}
+	}
+}
+
+static void test_crc_paths(void)
+{
+	static uint8_t buf[BNET_MAX_FRAME + 64];
+	uint32_t s = 12345;
+	int level = bnet_crc32_level(99);
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 16);
+	for (int l = level; l >= 0 && !t_case_failed; l--) {
+		bnet_crc32_level(l);
+		crc_paths_at(buf, l);
+	}
+	bnet_crc32_level(level);
+	printf("crc: levels %d..0 checked (2: VPCLMULQDQ, 1: PCLMULQDQ, 0: tables)\n", level);
+}
+
 static void test_roundtrip(void)
 {
 	static const uint32_t lens[] = { 0, 1, 2, 3, 4, 5, 255, 1024, 4095, 4096 };
@@ -280,6 +332,7 @@ static void test_fuzz(void)
 int main(void)
 {
 	t_run("bnet_crc32", test_crc);
+	t_run("bnet_crc32_fast_paths", test_crc_paths);
 	t_run("bnet_pkt_roundtrip", test_roundtrip);
 	t_run("bnet_icrc_masking", test_icrc_masking);
 	t_run("bnet_pkt_malformed", test_malformed);

@@ -4,7 +4,7 @@
  * byte-exact SEND / WRITE / WRITE WITH IMM of 0 B..1 MiB across MTU edges,
  * nothing delivered twice, go-back-N recovery, coalesced ACKs, the send
  * window, and the error paths (bad rkey, short receive, dead peer, wrong QPN,
- * PSN far outside the window).
+ * PSN far outside the window), and a fuzz of the whole receive path.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -360,6 +360,129 @@ static void test_errors(void)
 	ep_fini(&b);
 }
 
+/* The attributes ep_init gives a QP (to make a fresh one in its place). */
+static const struct bnet_qp_attr *ep_attr(struct ep *e)
+{
+	static struct bnet_qp_attr a;
+
+	a = (struct bnet_qp_attr){
+		.qpn = bnet_qp_num(e->qp), .dest_qpn = 0x11, .sq_psn = 0, .rq_psn = 1000,
+		.pmtu = PMTU, .max_send_wr = 64, .max_recv_wr = 64, .window = 64, .ack_every = 16,
+		.timeout_ns = 200000, .retry_cnt = 7, .pd = &e->pd, .send_cq = &e->scq,
+		.recv_cq = &e->rcq, .tx = link_tx, .tx_arg = &e->out,
+	};
+	return &a;
+}
+
+/* The whole receive path under hostile frames: random opcodes, QPNs, PSNs
+ * around and far from the expected one, rkeys, addresses and DMA lengths in
+ * and around a registered region, payload lengths from 0 past the path MTU,
+ * and posted receives of random sizes, all encoded with a valid ICRC, decoded
+ * and fed to a responder QP. ASan watches the exact-size heap buffers that
+ * writes may target; every decoded frame must be counted (rx or wrong QPN),
+ * no completion may claim more bytes than its buffer, and the QP must never
+ * write outside the registered region. */
+static void test_fuzz_responder(void)
+{
+	static const uint8_t ops[] = {
+		BNET_OP_SEND_FIRST, BNET_OP_SEND_MIDDLE, BNET_OP_SEND_LAST, BNET_OP_SEND_LAST_IMM,
+		BNET_OP_SEND_ONLY, BNET_OP_SEND_ONLY_IMM, BNET_OP_WRITE_FIRST, BNET_OP_WRITE_MIDDLE,
+		BNET_OP_WRITE_LAST, BNET_OP_WRITE_LAST_IMM, BNET_OP_WRITE_ONLY,
+		BNET_OP_WRITE_ONLY_IMM, BNET_OP_ACK,
+	};
+	const size_t region = 8 * PMTU, rbuf_len = 3 * PMTU;
+	uint8_t *dst = malloc(region), *rbuf = malloc(rbuf_len), *payload = calloc(1, 2 * PMTU);
+	uint8_t frame[2 * PMTU + 128];
+	uint64_t rng = 0x9e3779b97f4a7c15ull, decoded = 0, frames = 0, counted = 0, fatal = 0;
+	uint32_t epsn = 1000;
+	struct bnet_qp_attr a;
+	struct bnet_stats sum = { 0 }, *st;
+	struct bnet_wc wc[64];
+	struct bnet_mr *mr;
+	struct ep b;
+
+	ep_init(&b, 0x22, 0x11, 0, 1000, 77, 64);
+	bnet_reg_mr(&b.pd, dst, region, &mr);
+	for (int it = 0; it < 50000; it++) {
+		struct bnet_hdr h = { .src_ip = 0x0a000001, .dst_ip = 0x0a000002, .pkey = 0xffff };
+		uint64_t r = rnd(&rng);
+		struct bnet_hdr g;
+		int n;
+
+		h.opcode = r % 16 ? ops[(r >> 4) % sizeof(ops)] : (uint8_t)(r >> 8);
+		h.dqpn = (r >> 16) % 32 ? 0x22 : (uint32_t)(r >> 20) & BNET_QPN_MASK;
+		/* mostly the expected PSN (learnt from the QP's ACKs), else near it,
+		 * else anywhere */
+		h.psn = (r >> 28) % 4 < 2 ? epsn
+			: (r >> 28) % 4 == 2 ? (epsn + (uint32_t)(rnd(&rng) % 64) - 32) & BNET_PSN_MASK
+					     : (uint32_t)rnd(&rng) & BNET_PSN_MASK;
+		r = rnd(&rng);
+		h.rkey = r % 4 ? mr->rkey : (uint32_t)(r >> 2);
+		h.va = (uintptr_t)dst + (r >> 8) % (region + 2 * PMTU) - PMTU;
+		h.dma_len = (r >> 24) % 3 ? (uint32_t)((r >> 32) % (region + PMTU))
+					  : (uint32_t)(r >> 32);
+		h.imm = (uint32_t)r;
+		h.ackreq = r & 1;
+		r = rnd(&rng);
+		uint32_t len = r % 4 ? PMTU : (uint32_t)((r >> 8) % (PMTU + 300));
+		if (r % 64 == 0 && b.out.tail - b.out.head < NSLOT / 2)
+			bnet_post_recv(b.qp, it, rbuf, (uint32_t)((r >> 20) % rbuf_len));
+		n = bnet_pkt_encode(frame, sizeof(frame), &h, payload, len);
+		if (n < 0)
+			continue;
+		frames++;
+		if (bnet_pkt_decode(frame, (size_t)n, &g) < 0)
+			continue;
+		decoded++;
+		bnet_qp_input(b.qp, &g, (uint64_t)it * 1000);
+		bnet_qp_progress(b.qp, (uint64_t)it * 1000, 16);
+		if (bnet_qp_state(b.qp) == BNET_QPS_ERR) { /* a fatal NAK: a fresh QP */
+			st = bnet_qp_stats(b.qp);
+			counted += st->rx_pkts + st->wrong_qpn;
+			sum.dup_pkts += st->dup_pkts, sum.out_of_seq += st->out_of_seq;
+			sum.out_of_window += st->out_of_window, sum.bad_rkey += st->bad_rkey;
+			sum.bad_opcode_seq += st->bad_opcode_seq, sum.bad_len += st->bad_len;
+			sum.wrong_qpn += st->wrong_qpn;
+			fatal++;
+			a = *ep_attr(&b);
+			bnet_qp_destroy(b.qp);
+			if (bnet_qp_create(&a, &b.qp) < 0)
+				abort();
+			epsn = 1000;
+		}
+		for (; b.out.head != b.out.tail; b.out.head++) { /* ACKs, NAKs: read, dropped */
+			uint32_t i = b.out.head % NSLOT;
+
+			if (bnet_pkt_decode(b.out.slot[i], b.out.len[i], &g) == 0 &&
+			    g.opcode == BNET_OP_ACK)
+				epsn = g.syndrome >> 5 ? g.psn : (g.psn + 1) & BNET_PSN_MASK;
+		}
+		for (int k; (k = bnet_cq_poll(&b.rcq, wc, 64)) > 0;)
+			for (int i = 0; i < k; i++)
+				T_CHECK(wc[i].status != BNET_WC_SUCCESS || wc[i].opcode ==
+						BNET_WC_RECV_WRITE_IMM || wc[i].byte_len <= rbuf_len,
+					"a receive completed with %u bytes", wc[i].byte_len);
+	}
+	st = bnet_qp_stats(b.qp);
+	counted += st->rx_pkts + st->wrong_qpn;
+	T_EQ_INT(counted, decoded);
+	T_CHECK(sum.bad_rkey && sum.out_of_window && sum.wrong_qpn && sum.bad_len &&
+			sum.bad_opcode_seq && sum.out_of_seq,
+		"the fuzz missed a drop reason");
+	printf("fuzz responder: %llu frames, %llu decoded; dropped in QPs before a fatal NAK: "
+	       "%llu dup, %llu out of seq, %llu out of window, %llu bad opcode order, %llu bad "
+	       "rkey, %llu bad len, %llu wrong qpn; %llu fatal NAKs (fresh QP each)\n",
+	       (unsigned long long)frames, (unsigned long long)decoded,
+	       (unsigned long long)sum.dup_pkts, (unsigned long long)sum.out_of_seq,
+	       (unsigned long long)sum.out_of_window, (unsigned long long)sum.bad_opcode_seq,
+	       (unsigned long long)sum.bad_rkey, (unsigned long long)sum.bad_len,
+	       (unsigned long long)sum.wrong_qpn, (unsigned long long)fatal);
+	ep_fini(&b);
+	free(dst);
+	free(rbuf);
+	free(payload);
+}
+
 /* A zero-length WRITE WITH IMM with no rkey (a receiver with nothing to
  * receive hands out none) completes at both ends; a non-empty one with rkey 0
  * is still refused. */
@@ -393,5 +516,6 @@ int main(void)
 	t_run("bnet_qp_window_dead_peer", test_window_and_dead_peer);
 	t_run("bnet_qp_errors", test_errors);
 	t_run("bnet_qp_zero_len_no_rkey", test_zero_len_no_rkey);
+	t_run("bnet_qp_fuzz_responder", test_fuzz_responder);
 	return t_done();
 }

@@ -4,6 +4,11 @@
 # forced, several dtypes/ops/sizes with every result checked (#wrong must be
 # 0), a loop of a few thousand allreduces at the sizes that used to stall, and
 # a rank killed mid-run, which must fail the survivor within the deadline.
+# Then libbcoll's own suite (collectives/test-bcoll.c, unchanged) over verbs:
+# its fault and bad-use cases always, its correctness cases (every dtype, op,
+# collective, algorithm, 2..8 ranks, 64 MiB) with BCOLL_VERBS_FULL=1 (a few
+# minutes; the cases it runs over tcp run over verbs instead, see
+# netstack/test-bcoll-verbs.c).
 # The rdma-core provider can only be compiled here: its line is a SKIP.
 set -u
 cd "$(dirname "$0")/../.."
@@ -96,3 +101,25 @@ else
 	echo "PASS verbs_dead_peer (${took} ms: $(grep -m1 'rank 0' "$T/dead.err" | cut -c1-120))"
 fi
 bpid=
+
+# libbcoll's suite over verbs; its tcp_* cases ran over verbs: renamed
+SUITE=$BUILD/bin/test-bcoll-verbs
+if [ ! -x "$SUITE" ]; then
+	echo "SKIP verbs_bcoll_suite: $SUITE not built"
+else
+	if [ -n "${BCOLL_VERBS_FULL:-}" ]; then
+		timeout 1200 "$SUITE" >"$T/suite.out" 2>&1
+	else
+		BCOLL_TEST_FAULTS=1 timeout 600 "$SUITE" >"$T/suite.out" 2>&1
+	fi
+	rc=$?
+	grep -E '^(PASS|FAIL|SKIP|  also)' "$T/suite.out" |
+		sed -E 's/^(PASS|FAIL|SKIP) tcp_/\1 verbs_suite_/' |
+		grep -v -E '^(PASS|FAIL|SKIP) (shm_|bad_args|reduce_kernels)'
+	# a crash or a hang of the suite itself is a failure too
+	if [ "$rc" -ne 0 ] && ! grep -q '^FAIL' "$T/suite.out"; then
+		echo "FAIL verbs_suite: exited $rc: $(tail -n 3 "$T/suite.out" | tr '\n' ' ')"
+	fi
+	[ -n "${BCOLL_VERBS_FULL:-}" ] ||
+		echo "SKIP verbs_suite_correctness: BCOLL_VERBS_FULL=1 runs the suite's correctness cases over verbs too"
+fi
