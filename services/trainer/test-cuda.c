@@ -112,10 +112,27 @@ static float gpu_grads(struct gpu_model *g, float *out)
 	return loss;
 }
 
+/* Attention kernels `mode` (make_gpu) against the default's loss and grads. */
+static void same_as_default(int mode, const char *name, const float *gg, float lg, float *gn)
+{
+	struct gpu_model *g = make_gpu(mode);
+	float ln;
+
+	if (!g)
+		return;
+	ln = gpu_grads(g, gn);
+	T_CHECK(fabsf(ln - lg) < 1e-3f * lg, "%s attention loss %g vs %g", name, ln, lg);
+	printf("  %s vs default attention: grad rel err %.2e\n", name,
+	       rel_l2(gn, gg, cpu.n_params));
+	T_CHECK(rel_l2(gn, gg, cpu.n_params) < 1e-2, "%s vs default grads %g", name,
+		rel_l2(gn, gg, cpu.n_params));
+	ops->destroy(g);
+}
+
 static void test_grads(void)
 {
 	struct gpu_model *g;
-	float *gg, *gg2, *gn, lc, lg, ln;
+	float *gg, *gg2, *gn, lc, lg;
 	double worst = 0;
 
 	if (!need_gpu() || !(g = make_gpu(0)))
@@ -144,25 +161,9 @@ static void test_grads(void)
 	T_CHECK(gpu_grads(g, gg2) == lg, "the loss changed on a rerun");
 	T_CHECK(!memcmp(gg, gg2, cpu.n_params * 4), "gradients changed on a rerun");
 	ops->destroy(g);
-	/* the plain attention kernels give the same gradients within bf16 */
-	if ((g = make_gpu(1))) {
-		ln = gpu_grads(g, gn);
-		T_CHECK(fabsf(ln - lg) < 1e-3f * lg, "plain attention loss %g vs %g", ln, lg);
-		printf("  plain vs flash attention: grad rel err %.2e\n",
-		       rel_l2(gn, gg, cpu.n_params));
-		T_CHECK(rel_l2(gn, gg, cpu.n_params) < 1e-2, "plain vs flash grads %g",
-			rel_l2(gn, gg, cpu.n_params));
-		ops->destroy(g);
-	}
-	if ((g = make_gpu(2))) {
-		ln = gpu_grads(g, gn);
-		T_CHECK(fabsf(ln - lg) < 1e-3f * lg, "flash2 attention loss %g vs %g", ln, lg);
-		printf("  flash2 vs flash attention: grad rel err %.2e\n",
-		       rel_l2(gn, gg, cpu.n_params));
-		T_CHECK(rel_l2(gn, gg, cpu.n_params) < 1e-2, "flash2 vs flash grads %g",
-			rel_l2(gn, gg, cpu.n_params));
-		ops->destroy(g);
-	}
+	/* the other attention kernels give the same gradients within bf16 */
+	same_as_default(1, "plain", gg, lg, gn);
+	same_as_default(2, "flash2", gg, lg, gn);
 	free(gg);
 	free(gg2);
 	free(gn);

@@ -29,28 +29,6 @@
 
 static char dir[] = "/tmp/test-fuzz-tok-XXXXXX";
 
-/* The UTF-8 of byte b's symbol in GPT-2's byte-to-unicode map. */
-static size_t byte_sym(int b, char *out)
-{
-	int cp = b, k = 0;
-
-	if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
-		for (int x = 0; x < b; x++)
-			k += !((x >= 33 && x <= 126) || (x >= 161 && x <= 172) ||
-			       (x >= 174 && x <= 255));
-		cp = 256 + k;
-	}
-	if (cp < 0x80) {
-		out[0] = (char)cp;
-		out[1] = 0;
-		return 1;
-	}
-	out[0] = (char)(0xc0 | cp >> 6);
-	out[1] = (char)(0x80 | (cp & 0x3f));
-	out[2] = 0;
-	return 2;
-}
-
 /* A valid byte-level BPE tokenizer: 256 byte symbols, a dozen merges, an
  * end-of-text token; GPT-2 style ("a b" merges, ByteLevel) or Llama-3 style
  * (["a","b"] merges, Split + ByteLevel, ignore_merges). */
@@ -64,7 +42,7 @@ static json_t *tok_base(int llama)
 	int id = 256;
 
 	for (int b = 0; b < 256; b++) {
-		byte_sym(b, sym);
+		sym[tok_byte_sym(b, sym)] = 0;
 		json_object_set_new(vocab, sym, json_integer(b));
 	}
 	for (size_t i = 0; i < sizeof(merges) / sizeof(merges[0]); i++) {

@@ -245,7 +245,7 @@ static unsigned long long pair_key(int a, int b)
 }
 
 /* Byte b's symbol in the byte-to-unicode map, as UTF-8 (2 bytes at most). */
-static size_t byte_sym(int b, char *out)
+size_t tok_byte_sym(int b, char *out)
 {
 	int cp = b, k = 0;
 
@@ -459,7 +459,7 @@ int tok_load(const char *path, struct tok *t, char *err, size_t errlen)
 		goto out;
 	for (int b = 0; b < 256; b++) {
 		char sym[2];
-		size_t l = byte_sym(b, sym);
+		size_t l = tok_byte_sym(b, sym);
 
 		t->byte_id[b] = vocab_find(t, sym, l);
 		if (t->byte_id[b] < 0) {
@@ -518,7 +518,7 @@ static int bpe_piece(void *ctx, const char *s, size_t n)
 		int id;
 
 		for (size_t i = 0; i < n; i++)
-			l += byte_sym((unsigned char)s[i], t->scratch + l);
+			l += tok_byte_sym((unsigned char)s[i], t->scratch + l);
 		id = vocab_find(t, t->scratch, l);
 		if (id >= 0)
 			return e->out(e->ctx, id);

@@ -49,3 +49,6 @@ int tok_encode(struct tok *t, const char *text, size_t len, int (*out)(void *ctx
 /* The pre-tokenizer alone: piece(ctx, start, len) for each piece. */
 int tok_pretokenize(const struct tok *t, const char *text, size_t len,
 		    int (*piece)(void *ctx, const char *s, size_t n), void *ctx);
+/* Byte b's symbol in GPT-2's byte-to-unicode map, as UTF-8 (1 or 2 bytes,
+ * not terminated); returns its length. */
+size_t tok_byte_sym(int b, char *out);

@@ -9,43 +9,13 @@
 # end, and nothing is left running. ROUNDS (default 30) sets the loop.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/bin/bursar-admitd
-LBIN=$BUILD/bin/bursar-ledgerd
-PY=/usr/bin/python3
 ROUNDS=${ROUNDS:-30}
-for b in "$BIN" "$LBIN"; do
-	[ -x "$b" ] || { echo "FAIL crash_dispatch_built: $b is missing (run make all)"; exit 1; }
-done
-T=$(mktemp -d /tmp/bursar-crash-dispatch.XXXXXX)
-SOCK=$T/run/admitd.sock
-LSOCK=$T/l/run/ledgerd.sock
-PID=
-LPID=
-cleanup() {
-	[ -n "$PID" ] && { kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
-	[ -n "$LPID" ] && { kill -9 "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; }
-	rm -rf "$T"
-}
-trap cleanup EXIT
-mkdir -p "$T/l"
-"$LBIN" --state "$T/l" --listen "unix:$LSOCK" >>"$T/ledgerd.log" 2>&1 &
-LPID=$!
-for _ in $(seq 100); do curl -s -m 1 --unix-socket "$LSOCK" http://l/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+NAME=crash_dispatch
+NODE_TIMEOUT=600
+. tests/admitd/harness.sh
 HOLDS=1
 [ "$(curl -s -m 5 --unix-socket "$LSOCK" -o /dev/null -w '%{http_code}' http://l/v1/holds/j-x)" = 404 ] &&
 	curl -s -m 5 --unix-socket "$LSOCK" http://l/v1/holds/j-x | grep -q 'no such endpoint' && HOLDS=0
-
-start() {
-	"$BIN" --state "$T" --listen "unix:$SOCK" --node-timeout 600 --ledgerd "unix:$LSOCK" \
-		>>"$T/admitd.log" 2>&1 &
-	PID=$!
-	for _ in $(seq 200); do
-		curl -s -m 1 --unix-socket "$SOCK" http://a/v1/health >/dev/null 2>&1 && return 0
-		sleep 0.02
-	done
-	echo "FAIL crash_dispatch_start: admitd did not answer"; tail -20 "$T/admitd.log"; exit 1
-}
 
 MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
 submit() { # writes the id of an acknowledged job to $T/acked

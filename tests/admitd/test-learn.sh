@@ -12,57 +12,9 @@
 # it reports a newer probe.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/bin/bursar-admitd
-LBIN=$BUILD/bin/bursar-ledgerd
-PY=/usr/bin/python3
-for b in "$BIN" "$LBIN"; do
-	[ -x "$b" ] || { echo "FAIL learn_built: $b is missing (run make all)"; exit 1; }
-done
-T=$(mktemp -d /tmp/bursar-learn-test.XXXXXX)
-SOCK=$T/run/admitd.sock
-LSOCK=$T/l/run/ledgerd.sock
-PID=
-LPID=
-cleanup() {
-	[ -n "$PID" ] && { kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
-	[ -n "$LPID" ] && { kill -9 "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; }
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-mkdir -p "$T/l"
-"$LBIN" --state "$T/l" --listen "unix:$LSOCK" >>"$T/ledgerd.log" 2>&1 &
-LPID=$!
-start() {
-	"$BIN" --state "$T" --listen "unix:$SOCK" --node-timeout 30 --ledgerd "unix:$LSOCK" \
-		>>"$T/admitd.log" 2>&1 &
-	PID=$!
-	for _ in $(seq 100); do
-		curl -s -m 1 --unix-socket "$SOCK" http://admitd/v1/health >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "FAIL learn_start: admitd did not answer within 5 s"; tail -20 "$T/admitd.log"
-	exit 1
-}
-crash() { kill -9 "$PID"; wait "$PID" 2>/dev/null; PID=; }
-for _ in $(seq 100); do curl -s -m 1 --unix-socket "$LSOCK" http://l/v1/health >/dev/null 2>&1 && break; sleep 0.05; done
+NAME=learn
+. tests/admitd/harness.sh
 start
-
-api() {
-	local args=(-s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X "$1")
-	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-	CODE=$(curl "${args[@]}" "http://admitd$2")
-}
-lapi() {
-	local args=(-s -m 10 --unix-socket "$LSOCK" -o "$T/lresp" -w '%{http_code}' -X "$1")
-	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-	LCODE=$(curl "${args[@]}" "http://l$2")
-}
-j() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/resp" "$1"; }
-lj() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/lresp" "$1"; }
-
-. tests/admitd/cases.sh
 
 # settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
 # pass (at most every 50 ms) to start the job or say where it stands, and

@@ -8,24 +8,8 @@
 # memory cap) matches the plain run, eval_every reports eval lines.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-TRAIN=$BUILD/bin/bursar-train
-PY=/usr/bin/python3
-tmp=$(mktemp -d /tmp/test-ckpt-XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-
-if [ ! -x "$TRAIN" ]; then
-	fail build "$TRAIN is missing (run make)"
-	exit 1
-fi
-export BCOLL_TIMEOUT_MS=10000
+NAME=ckpt
+. tests/trainer/lib.sh
 STEPS=40
 $PY tests/trainer/make-bundle.py "$tmp/b" --steps $STEPS
 

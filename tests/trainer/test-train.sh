@@ -5,24 +5,8 @@
 # run promptly, --probe reports FLOP/s. Real processes, real sockets.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-TRAIN=$BUILD/bin/bursar-train
-PY=/usr/bin/python3
-tmp=$(mktemp -d /tmp/test-train-XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-
-if [ ! -x "$TRAIN" ]; then
-	fail build "$TRAIN is missing (run make)"
-	exit 1
-fi
-export BCOLL_TIMEOUT_MS=10000
+NAME=train
+. tests/trainer/lib.sh
 $PY tests/trainer/make-bundle.py "$tmp/b" --steps 60
 
 # 2 ranks, then 1 rank, same seed and global batch

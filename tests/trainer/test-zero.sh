@@ -8,24 +8,8 @@
 # unsharded format) also resumes without ZeRO on another rank count.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-TRAIN=$BUILD/bin/bursar-train
-PY=/usr/bin/python3
-tmp=$(mktemp -d /tmp/test-zero-XXXXXX)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; }
-
-if [ ! -x "$TRAIN" ]; then
-	fail build "$TRAIN is missing (run make)"
-	exit 1
-fi
-export BCOLL_TIMEOUT_MS=10000
+NAME=zero
+. tests/trainer/lib.sh
 N=26425
 $PY tests/trainer/make-bundle.py "$tmp/b" --steps 30 --batch 6 --embd 35 --heads 5 --layers 1
 

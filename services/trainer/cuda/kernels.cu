@@ -246,30 +246,36 @@ void k_gelu_backward(bf16 *d, const bf16 *inp, size_t n, cudaStream_t st)
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(float x) { return x; }
 
-// grid (ceil(OC/256), COLSUM_CHUNKS): chunk k sums rows k, k+chunks, ...
+// grid (ceil(OC/256), COLSUM_CHUNKS): chunk k sums rows k, k+chunks, ... (row pitch ld)
 template <typename T>
-__global__ void colsum_kernel(float *part, const T *x, int N, int OC)
+__global__ void colsum_kernel(float *part, const T *x, int N, int OC, int ld)
 {
 	int c = blockIdx.x * blockDim.x + threadIdx.x, k = blockIdx.y;
 	if (c >= OC)
 		return;
 	float s = 0;
 	for (int r = k; r < N; r += gridDim.y)
-		s += to_f(x[(size_t)r * OC + c]);
+		s += to_f(x[(size_t)r * ld + c]);
 	part[(size_t)k * OC + c] = s;
+}
+
+void k_colsum_bf16_ld(float *out, float *scratch, const bf16 *x, int N, int OC, int ld,
+		      cudaStream_t st)
+{
+	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
+	colsum_kernel<bf16><<<g, 256, 0, st>>>(scratch, x, N, OC, ld);
+	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
 }
 
 void k_colsum_bf16(float *out, float *scratch, const bf16 *x, int N, int OC, cudaStream_t st)
 {
-	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
-	colsum_kernel<bf16><<<g, 256, 0, st>>>(scratch, x, N, OC);
-	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
+	k_colsum_bf16_ld(out, scratch, x, N, OC, OC, st);
 }
 
 void k_colsum_f32(float *out, float *scratch, const float *x, int N, int OC, cudaStream_t st)
 {
 	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
-	colsum_kernel<float><<<g, 256, 0, st>>>(scratch, x, N, OC);
+	colsum_kernel<float><<<g, 256, 0, st>>>(scratch, x, N, OC, OC);
 	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
 }
 
@@ -442,7 +448,7 @@ void k_fill_random(bf16 *x, size_t n, uint64_t seed, float scale, cudaStream_t s
 		fill_random_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(x, n, seed, scale);
 }
 
-/* ---- for llama.cu: embeddings without positions, strided bias sums ---- */
+/* ---- for llama.cu: embeddings without positions, row sums ---- */
 
 void k_embed_backward(float *demb, const float *dres, const int *order, const int *starts,
 		      const int *toks, int U, int C, cudaStream_t st)
@@ -450,25 +456,6 @@ void k_embed_backward(float *demb, const float *dres, const int *order, const in
 	dim3 g(U, CEIL_DIV(C, 256));
 	if (U > 0)
 		encoder_backward_wte_kernel<<<g, 256, 0, st>>>(demb, dres, order, starts, toks, C);
-}
-
-__global__ void colsum_ld_kernel(float *part, const bf16 *x, int N, int OC, int ld)
-{
-	int c = blockIdx.x * blockDim.x + threadIdx.x, k = blockIdx.y;
-	if (c >= OC)
-		return;
-	float s = 0;
-	for (int r = k; r < N; r += gridDim.y)
-		s += __bfloat162float(x[(size_t)r * ld + c]);
-	part[(size_t)k * OC + c] = s;
-}
-
-void k_colsum_bf16_ld(float *out, float *scratch, const bf16 *x, int N, int OC, int ld,
-		      cudaStream_t st)
-{
-	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
-	colsum_ld_kernel<<<g, 256, 0, st>>>(scratch, x, N, OC, ld);
-	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
 }
 
 void k_rows_sum(float *out, const float *part, int nrows, int C, cudaStream_t st)

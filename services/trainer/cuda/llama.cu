@@ -362,12 +362,7 @@ int llama_forward(struct gpu_model *m, int grad, float grad_scale)
 		else
 			rmsnorm(m, res3, m->lnf, m->rstdf, res2, m->tmp, PF(LL_NORM));
 	}
-	if ((r = gemm(m, m->logits, 0, PB(head), 1, C, m->lnf, 0, C, m->Vp, N, C, m->Vp, 0, NULL)))
-		return r;
-	k_crossentropy(m->losses, m->logits, m->d_tg, N, m->V, m->Vp, grad_scale / N, grad, m->st);
-	k_mean(m->dloss, m->losses, N, m->st);
-	mark(m, T_CE);
-	return 0;
+	return logits_and_loss(m, head, grad, grad_scale);
 }
 
 int llama_backward(struct gpu_model *m)

@@ -491,6 +491,19 @@ static void sort_tokens(struct gpu_model *m)
 	m->U = U;
 }
 
+int logits_and_loss(struct gpu_model *m, int head, int grad, float grad_scale)
+{
+	int N = m->N, C = m->C, r;
+
+	// logits (N, Vp) = lnf (N,C) @ head^T; the loss; dlogits in place when grad
+	if ((r = gemm(m, m->logits, 0, PB(head), 1, C, m->lnf, 0, C, m->Vp, N, C, m->Vp, 0, NULL)))
+		return r;
+	k_crossentropy(m->losses, m->logits, m->d_tg, N, m->V, m->Vp, grad_scale / N, grad, m->st);
+	k_mean(m->dloss, m->losses, N, m->st);
+	mark(m, T_CE);
+	return 0;
+}
+
 static int forward(struct gpu_model *m, int grad, float grad_scale)
 {
 	int N = m->N, C = m->C, L = m->L, B = m->B, T = m->T, NH = m->NH;
@@ -540,13 +553,7 @@ static int forward(struct gpu_model *m, int grad, float grad_scale)
 					     PF(LNFW), PF(LNFB), N, C, eps, m->st);
 		mark(m, T_LN);
 	}
-	// logits (N, Vp) = lnf (N,C) @ wte^T
-	if ((r = gemm(m, m->logits, 0, PB(WTE), 1, C, m->lnf, 0, C, m->Vp, N, C, m->Vp, 0, NULL)))
-		return r;
-	k_crossentropy(m->losses, m->logits, m->d_tg, N, m->V, m->Vp, grad_scale / N, grad, m->st);
-	k_mean(m->dloss, m->losses, N, m->st);
-	mark(m, T_CE);
-	return 0;
+	return logits_and_loss(m, WTE, grad, grad_scale);
 }
 
 static int backward(struct gpu_model *m)

@@ -87,6 +87,10 @@ static inline void mark(struct gpu_model *m, int cat)
 int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda, const bf16 *Bm,
 	 int tb, int ldb, int M, int N, int K, int ldd, int accum, const bf16 *bias);
 
+/* logits of lnf against tensor head (Vp rows), the mean loss into dloss and,
+ * with grad, the logits' gradient in place (model.cu) */
+int logits_and_loss(struct gpu_model *m, int head, int grad, float grad_scale);
+
 /* llama.cu */
 int llama_alloc(struct gpu_model *m, char *err, size_t errlen);
 void llama_free(struct gpu_model *m);
