@@ -245,4 +245,7 @@ int bnet_port_attach(struct bnet_port *p, struct bnet_qp *qp);
  * Returns frames received, or -ENOTCONN once the link went down (never polls
  * the PMD again after that). */
 int bnet_port_poll(struct bnet_port *p);
+/* The largest path MTU whose frames fit the port's mbufs: BNET_MAX_PMTU, or
+ * 2048 on net_af_xdp (its umem chunks are one page). */
+uint32_t bnet_port_max_pmtu(const struct bnet_port *p);
 struct bnet_stats *bnet_port_stats(struct bnet_port *p);

@@ -8,7 +8,8 @@
  *             [--reps N] -- EAL args
  *
  * --bench times the WRITE of each size (--reps times, the best printed);
- * --pmtu sets the path MTU (default 1024; 4096 needs an L2 MTU above 4170).
+ * --pmtu sets the path MTU (default 1024; 4096 needs an L2 MTU above 4170;
+ * net_af_xdp holds 2048 at most, with an L2 MTU of 2200..3400 on a veth).
  *
  * INFO_FILE carries the server's buffer address and rkey to the client.
  */
@@ -241,6 +242,12 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		fprintf(stderr, "bnet-peer: cannot open the DPDK port: %s\n", strerror(-r));
 		return 1;
+	}
+	if (pmtu > bnet_port_max_pmtu(c.port)) {
+		fprintf(stderr, "bnet-peer: --pmtu %u: this port's frames hold at most %u\n", pmtu,
+			bnet_port_max_pmtu(c.port));
+		r = -EMSGSIZE;
+		goto out;
 	}
 	r = bnet_port_wait_link(c.port, 30ull * 1000000000);
 	if (r == 0)

@@ -22,6 +22,12 @@
 /* one mbuf holds a whole frame of the largest path MTU: the memif PMD chains
  * smaller mbufs on receive (which we drop) and encode cannot split a frame */
 #define MBUF_ROOM (RTE_PKTMBUF_HEADROOM + ((BNET_MAX_FRAME + 63) & ~63))
+/* net_af_xdp makes the pool its umem, one chunk per mbuf, and a chunk is at
+ * most a page (without hugepages); the kernel keeps 256 bytes of XDP
+ * headroom in it: frames up to path MTU 2048 */
+#define XDP_PMTU 2048
+#define XDP_FRAME (BNET_MAX_HDRS + XDP_PMTU + BNET_ICRC_LEN)
+#define MBUF_ROOM_XDP (RTE_PKTMBUF_HEADROOM + ((XDP_FRAME + 63) & ~63) + 256)
 #define RX_DESC 1024
 #define TX_DESC 1024
 #define BURST 32
@@ -34,6 +40,7 @@
 
 struct bnet_port {
 	uint16_t port_id;
+	uint32_t max_pmtu;
 	struct rte_mempool *pool;
 	struct rte_ether_addr mac;
 	uint32_t ip;
@@ -70,6 +77,8 @@ void bnet_eal_cleanup(void)
 int bnet_port_start(const char *name, uint32_t ip, struct bnet_port **out)
 {
 	struct rte_eth_conf conf = { 0 };
+	struct rte_eth_dev_info info;
+	uint16_t room = MBUF_ROOM;
 	struct bnet_port *p;
 	char pool[32];
 	uint16_t id = 0;
@@ -86,8 +95,14 @@ int bnet_port_start(const char *name, uint32_t ip, struct bnet_port **out)
 		return -ENOMEM;
 	p->port_id = id;
 	p->ip = ip;
+	p->max_pmtu = BNET_MAX_PMTU;
 	snprintf(pool, sizeof(pool), "bnet_pool%u", id);
-	p->pool = rte_pktmbuf_pool_create(pool, NB_MBUF, 256, 0, MBUF_ROOM,
+	if (rte_eth_dev_info_get(id, &info) == 0 && info.driver_name &&
+	    !strcmp(info.driver_name, "net_af_xdp")) {
+		room = MBUF_ROOM_XDP;
+		p->max_pmtu = XDP_PMTU;
+	}
+	p->pool = rte_pktmbuf_pool_create(pool, NB_MBUF, 256, 0, room,
 					  (int)rte_socket_id());
 	if (!p->pool) {
 		r = -ENOMEM;
@@ -339,6 +354,11 @@ int bnet_port_attach(struct bnet_port *p, struct bnet_qp *qp)
 		return -ENOSPC;
 	p->qps[p->n_qps++] = qp;
 	return 0;
+}
+
+uint32_t bnet_port_max_pmtu(const struct bnet_port *p)
+{
+	return p->max_pmtu;
 }
 
 struct bnet_stats *bnet_port_stats(struct bnet_port *p)

@@ -332,6 +332,9 @@ int bnet_ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr, int mask)
 		a->dest_qpn = attr->dest_qp_num;
 		a->rq_psn = attr->rq_psn;
 		a->pmtu = (mask & IBV_QP_PATH_MTU) ? 128u << attr->path_mtu : 1024;
+		/* as an RNIC caps it at the port's active MTU (net_af_xdp: 2048) */
+		if (x->ports[q->port] && a->pmtu > bnet_port_max_pmtu(x->ports[q->port]))
+			a->pmtu = bnet_port_max_pmtu(x->ports[q->port]);
 		break;
 	case IBV_QPS_RTS:
 		if (qp->state != IBV_QPS_RTR)

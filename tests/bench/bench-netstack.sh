@@ -3,7 +3,9 @@
 #  1. goodput of a 64 MiB RDMA WRITE stream (bnet-peer --bench, path MTU
 #     4096) over net_af_packet on a veth pair between two network namespaces
 #     this script makes, against kernel TCP (bnet-tcpstream, our iperf-style
-#     program) over the same veth; both best of BENCH_REPS repeats;
+#     program) over the same veth; both best of BENCH_REPS repeats; then
+#     the same stream over net_af_xdp (XDP sockets, copy mode: a veth takes
+#     XDP only below a page, so L2 MTU 3000 and path MTU 2048);
 #  2. 4-rank allreduce busbw over BCOLL_TRANSPORT=verbs (libbnet, one memif
 #     per rank pair) against libbcoll's tcp transport (loopback), same sizes.
 # Prints ratios (ours / baseline); never fails on a time. Issue 6 targets:
@@ -71,6 +73,24 @@ stream() {
 		--vdev="net_af_packet0,iface=bnbb,$dev" >"$T/rdma-c.log" 2>&1
 	wait "${pids[-1]}" 2>/dev/null
 	rdma=$(sed -n 's/.*gbps=//p' "$T/rdma-c.log")
+
+	local xdp="" xdp_why=""
+	if ! /usr/bin/python3 -c 'import socket; socket.socket(44, socket.SOCK_RAW).close()' 2>/dev/null; then
+		xdp_why="this kernel has no XDP sockets"
+	else
+		ip -n "$NS1" link set bnba mtu 3000 && ip -n "$NS2" link set bnbb mtu 3000
+		rm -f "$T/info"
+		ip netns exec "$NS1" timeout 120 "$PEER" server 10.77.0.1 10.77.0.2 "$T/info" "$bytes" \
+			--pmtu 2048 -- -l 0 $eal --file-prefix "bnxs$$" \
+			--vdev="net_af_xdp0,iface=bnba" >"$T/xdp-s.log" 2>&1 &
+		pids+=("$!")
+		ip netns exec "$NS2" timeout 120 "$PEER" client 10.77.0.2 10.77.0.1 "$T/info" "$bytes" \
+			--bench --reps "$REPS" --pmtu 2048 -- -l 1 $eal --file-prefix "bnxc$$" \
+			--vdev="net_af_xdp0,iface=bnbb" >"$T/xdp-c.log" 2>&1
+		wait "${pids[-1]}" 2>/dev/null
+		xdp=$(sed -n 's/.*gbps=//p' "$T/xdp-c.log")
+		[ -n "$xdp" ] || xdp_why="failed: $(grep -v libxdp "$T/xdp-c.log" | tail -n 1)"
+	fi
 	if [ -z "$tcp" ] || [ -z "$rdma" ]; then
 		echo "stream: a side failed"
 		tail -n 3 "$T"/tcp-c.log "$T"/rdma-c.log "$T"/rdma-s.log
@@ -81,6 +101,13 @@ stream() {
 		"RDMA WRITE, libbnet on net_af_packet" "$rdma"
 	grep '^client:' "$T/rdma-c.log"
 	awk -v a="$rdma" -v b="$tcp" 'BEGIN { printf "RDMA WRITE / kernel TCP goodput: %.2fx (target >= 1.0)\n", a / b }'
+	if [ -n "$xdp" ]; then
+		printf '%-44s %10s Gbit/s\n' "RDMA WRITE, libbnet on net_af_xdp (pmtu 2048)" "$xdp"
+		grep '^client:' "$T/xdp-c.log"
+		awk -v a="$xdp" -v b="$tcp" 'BEGIN { printf "RDMA WRITE over af_xdp / kernel TCP goodput: %.2fx\n", a / b }'
+	else
+		echo "SKIP stream_af_xdp: $xdp_why"
+	fi
 	echo "SKIP stream_1pct_loss: tc netem is not available in this kernel"
 }
 

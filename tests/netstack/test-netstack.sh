@@ -4,8 +4,9 @@
 # byte-exact), then net_af_packet on a veth pair between two network
 # namespaces this test makes, with tc netem loss, reordering and duplication,
 # while tshark captures the veth: every frame must decode as RoCEv2
-# (InfiniBand over UDP 4791) with nothing malformed. Prints SKIP when DPDK,
-# netns or tshark is missing.
+# (InfiniBand over UDP 4791) with nothing malformed; and net_af_xdp on a
+# second veth pair (path MTU 2048, lossless). Prints SKIP when DPDK, netns,
+# XDP sockets or tshark are missing.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -23,6 +24,7 @@ cleanup() {
 trap cleanup EXIT
 [ -n "${BNET_KEEP:-}" ] && trap "echo kept $T" EXIT
 EAL="--no-huge -m 512 --no-pci --log-level=*:warning"
+PAIR_OPTS=""
 
 if [ ! -x "$PEER" ]; then
 	echo "SKIP bnet_memif: $PEER not built (no libdpdk-dev)"
@@ -35,13 +37,13 @@ fi
 pair() {
 	local name=$1 sizes=$2 s_pre=$3 c_pre=$4 s_eal=$5 c_eal=$6 wait_for=${7:-}
 	rm -f "$T/info"
-	timeout 240 $s_pre "$PEER" server 10.77.0.1 10.77.0.2 "$T/info" "$sizes" -- -l 0 $EAL \
+	timeout 240 $s_pre "$PEER" server 10.77.0.1 10.77.0.2 "$T/info" "$sizes" $PAIR_OPTS -- -l 0 $EAL \
 		--file-prefix "bs$$" $s_eal >"$T/$name-server.log" 2>&1 &
 	local spid=$!
 	pids+=("$spid")
 	# a memif client does not retry a socket that is not there yet
 	for _ in $(seq 100); do [ -n "$wait_for" ] && [ ! -e "$wait_for" ] && sleep 0.1; done
-	timeout 240 $c_pre "$PEER" client 10.77.0.2 10.77.0.1 "$T/info" "$sizes" -- -l 1 $EAL \
+	timeout 240 $c_pre "$PEER" client 10.77.0.2 10.77.0.1 "$T/info" "$sizes" $PAIR_OPTS -- -l 1 $EAL \
 		--file-prefix "bc$$" $c_eal >"$T/$name-client.log" 2>&1
 	local crc=$?
 	wait "$spid"
@@ -65,6 +67,21 @@ if ! ip netns add "$NS1" 2>/dev/null || ! ip netns add "$NS2" 2>/dev/null; then
 	echo "SKIP bnet_veth: cannot create network namespaces here"
 	exit 0
 fi
+# 2a. net_af_xdp on its own veth pair: XDP on a veth needs an MTU under a
+# page, and the umem chunks are one page, so path MTU 2048
+if ! /usr/bin/python3 -c 'import socket; socket.socket(44, socket.SOCK_RAW).close()' 2>/dev/null; then
+	echo "SKIP bnet_xdp: this kernel has no XDP sockets (AF_XDP)"
+elif ip link add bnxa type veth peer name bnxb 2>/dev/null &&
+	ip link set bnxa netns "$NS1" && ip link set bnxb netns "$NS2" &&
+	ip -n "$NS1" link set bnxa mtu 3000 up && ip -n "$NS2" link set bnxb mtu 3000 up; then
+	PAIR_OPTS="--pmtu 2048"
+	pair xdp 0,1,2047,2049,65536,1048577 "ip netns exec $NS1" "ip netns exec $NS2" \
+		"--vdev=net_af_xdp0,iface=bnxa" "--vdev=net_af_xdp0,iface=bnxb"
+	PAIR_OPTS=""
+else
+	echo "SKIP bnet_xdp: cannot set up a veth pair"
+fi
+
 ip link add bnva type veth peer name bnvb 2>/dev/null || ip -n "$NS1" link add bnva type veth peer name bnvb
 ip link set bnva netns "$NS1" 2>/dev/null
 ip link set bnvb netns "$NS2" 2>/dev/null
