@@ -430,6 +430,7 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 	char path[PATH_MAX + 32], **env;
 	char *argv[] = {(char *)n->trainer, j->bundle_dir, "--out", j->out_dir, "--ckpt",
 			j->ckpt_dir, NULL};
+	uint64_t cpu, start;
 	int pfd[2], errfd, r;
 	pid_t pid;
 
@@ -463,6 +464,13 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 	rk->started = rk->alive = 1;
 	j->live++;
 	rk->mark = (struct meter_mark){.mono_us = rk->launch_mono_us};
+	/* what a restarted agent needs to meter this rank should we die */
+	if (meter_read_cpu(pid, &cpu, &start) < 0)
+		start = 0; /* gone already: its exit is metered as usual */
+	r = jobdb_insert_rank(n, rk, start);
+	if (r < 0)
+		log_err_errno(r, "cannot record job %s rank %d in noded.db; a crash of the agent "
+			      "would leave its last interval unmetered", j->id, rk->rank);
 	close(pfd[1]);
 	close(errfd);
 	rk->out_fd = pfd[0];

@@ -8,7 +8,9 @@
  * interval tile it in time (compute, then comm_wait, then idle). A mark only
  * advances once its records are committed to the spool: a full or failing
  * spool makes the next interval longer, never loses one. Arithmetic is in
- * integer microseconds so the sums are exact.
+ * integer microseconds so the sums are exact. Each rank's mark is also kept in
+ * noded.db, written in the records' transaction, so an agent killed mid-job
+ * meters the rest of the interval when it restarts (jobdb_recover).
  */
 #include "noded.h"
 #include "outbox.h"
@@ -35,6 +37,16 @@ void meter_split(uint64_t dwall, uint64_t dcpu, uint64_t dcomm, struct meter_spl
 	out->comm_us = comm;
 	out->compute_us = compute;
 	out->idle_us = left - compute;
+}
+
+void meter_gap_mark(const struct meter_mark *last, uint64_t now_us, int alive, uint64_t cpu_us,
+		    struct meter_mark *out)
+{
+	*out = *last;
+	if (now_us > last->mono_us)
+		out->mono_us = now_us;
+	if (alive && cpu_us > last->cpu_us)
+		out->cpu_us = cpu_us;
 }
 
 /* Fields after "(comm)": 3 state ... 14 utime, 15 stime ... 22 starttime.
@@ -140,6 +152,10 @@ int meter_emit(struct noded *n, struct rank *rk, const struct meter_mark *m)
 			goto out_rollback;
 		start += q[i];
 	}
+	/* the mark advances with its records, so a crash can never meter twice */
+	r = jobdb_put_mark(n, rk, m, m == &rk->exit_mark);
+	if (r < 0)
+		goto out_rollback;
 	r = db_commit(n->db);
 	if (r < 0)
 		goto out_rollback;
@@ -174,6 +190,10 @@ void meter_rank_exited(struct noded *n, struct rank *rk, uint64_t fallback_cpu_u
 	rk->final_pending = 1;
 	if (meter_emit(n, rk, &rk->exit_mark) == 0)
 		rk->final_pending = 0;
+	else if (jobdb_put_exit(n, rk) < 0) /* a restart then meters up to the exit */
+		log_err("cannot record the exit of job %s rank %d in noded.db; a crash of the "
+			"agent before its last interval is spooled would lose it", rk->job->id,
+			rk->rank);
 }
 
 /* At shutdown nothing may be lost: the spool's bound exists to refuse new

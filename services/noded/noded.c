@@ -234,7 +234,7 @@ out_free:
 	}
 	httpd_free(n.httpd);
 	outbox_free(n.spool);
-	db_close(n.db);
+	jobdb_close(&n);
 out_teardown:
 	svc_teardown(&n.svc);
 	return r < 0 ? 1 : 0;

@@ -51,6 +51,11 @@ struct meter_split {
 	uint64_t compute_us, comm_us, idle_us;
 };
 void meter_split(uint64_t dwall_us, uint64_t dcpu_us, uint64_t dcomm_us, struct meter_split *out);
+/* The mark that closes a crashed agent's last interval of a rank at now_us:
+ * alive, its CPU time cpu_us counts (compute); gone, the gap is idle (the slot
+ * was held). comm_wait is unknown either way (the rank's lines were lost). */
+void meter_gap_mark(const struct meter_mark *last, uint64_t now_us, int alive, uint64_t cpu_us,
+		    struct meter_mark *out);
 /* Parses the text of /proc/PID/stat into utime + stime clock ticks. */
 int meter_parse_stat(const char *buf, size_t len, uint64_t *ticks, uint64_t *starttime);
 /* utime + stime of pid in microseconds (works on a zombie). */
@@ -117,6 +122,8 @@ struct job {
 struct noded {
 	struct svc svc;
 	sqlite3 *db;
+	sqlite3_stmt *mark_st; /* a rank's last metered mark (jobdb_put_mark), prepared once */
+	char boot_id[40];      /* /proc/sys/kernel/random/boot_id: CLOCK_MONOTONIC's epoch */
 	struct outbox *spool;
 	struct httpd *httpd;
 	const char *state_dir, *admitd, *ledgerd, *trainer, *listen, *addr;
@@ -139,6 +146,13 @@ struct noded {
 
 /* jobdb.c — noded.db: schema, job rows, the probe result. */
 int jobdb_open(struct noded *n);
+void jobdb_close(struct noded *n);
+/* Records a forked rank (pid, start time, launch mark) for crash recovery. */
+int jobdb_insert_rank(struct noded *n, struct rank *rk, uint64_t starttime);
+/* A rank's exit mark that the spool had no room for, kept for a restart. */
+int jobdb_put_exit(struct noded *n, struct rank *rk);
+/* Inside meter_emit's transaction: the rank's mark is now m (final: its last). */
+int jobdb_put_mark(struct noded *n, struct rank *rk, const struct meter_mark *m, int final);
 int jobdb_known(struct noded *n, const char *id);
 /* 1 when job id's row says it was preempted (a relaunch may reuse the id). */
 int jobdb_preempted(struct noded *n, const char *id);
@@ -149,7 +163,8 @@ int jobdb_set_reports_left(struct noded *n, struct job *j);
 /* Insert a launch that was refused as a finished, failed job. */
 int jobdb_insert_refused(struct noded *n, const char *id, const char *tenant, const char *user,
 			 const char *error);
-/* Loads finished jobs still to be reported; fails and kills orphans of a crash. */
+/* Loads finished jobs still to be reported; meters the orphans of a crash up
+ * to now (jobdb_recover_meter), kills them and fails their jobs. */
 int jobdb_recover(struct noded *n);
 int jobdb_get_flops(struct noded *n, double *flops);
 int jobdb_set_flops(struct noded *n, double flops);

@@ -6,7 +6,8 @@ ALL_BINS += $(BIN)/bursar-noded
 
 $(BIN)/test-noded-meter: $(call objs,services/noded/test-meter.c $(noded_LIB_SRCS)) $(COMMON_LIB)
 $(BIN)/test-noded-spool: $(call objs,services/noded/test-spool.c $(noded_LIB_SRCS)) $(COMMON_LIB)
-UNIT_TESTS += $(BIN)/test-noded-meter $(BIN)/test-noded-spool
+$(BIN)/test-noded-recover: $(call objs,services/noded/test-recover.c $(noded_LIB_SRCS)) $(COMMON_LIB)
+UNIT_TESTS += $(BIN)/test-noded-meter $(BIN)/test-noded-spool $(BIN)/test-noded-recover
 # the allreduce probe: two ranks of libbcoll on this node (noded runs it next to itself)
 $(BIN)/bursar-arprobe: $(call objs,services/noded/arprobe.c) $(LIBDIR)/libbcoll.a
 ALL_BINS += $(BIN)/bursar-arprobe

@@ -194,7 +194,7 @@ int main(void)
 	t_run("spool_resend_after_lost_ack_is_stored_once", test_resend_after_lost_ack);
 	ledger_stop();
 	outbox_free(n.spool);
-	db_close(n.db);
+	jobdb_close(&n);
 	rc = t_done();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp);
 	if (system(cmd) != 0)

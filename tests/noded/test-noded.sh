@@ -164,7 +164,7 @@ check_rank_sums() {
 }
 
 make_bundle "$T/short" 300
-make_bundle "$T/long" 2500
+make_bundle "$T/long" 15000 # about 10 s on an idle machine: long enough to act mid-job
 
 start_ledgerd || { echo "FAIL setup: ledgerd did not start"; exit 1; }
 "$BIN/bursar-admitd" --state "$T/admitd" --ledgerd "unix:$LED_SOCK" 2>>"$T/admitd.log" &
