@@ -226,6 +226,8 @@ static int blocking(struct bcoll_comm *c, int kind, const void *send, void *recv
 		return -EINVAL;
 	bcoll_queue_drain(c);
 	r = bcoll_run(c, kind, send, recv, count, dt, op, root);
+	if (r < 0)
+		memcpy(c->user_err, c->err, sizeof(c->user_err));
 	c->seconds += now_s() - t0;
 	return r;
 }

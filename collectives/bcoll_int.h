@@ -85,7 +85,12 @@ struct bcoll_comm {
 	atomic_int aborted;
 	double seconds;	       /* cumulative time inside collectives */
 	struct bcoll_queue *q; /* progress thread, NULL until the first i-call */
-	char err[256];
+	char err[256];	       /* the running collective's sentence (either thread) */
+	/* What bcoll_last_error() returns: the sentence of the caller's last
+	 * failed call, copied when a blocking call fails or a failed request is
+	 * waited for, so the progress thread (which goes on writing err for the
+	 * next queued request) can never tear or replace it under the caller. */
+	char user_err[256];
 };
 
 /* Records "op #seq: <sentence>" in c->err and returns r. */

@@ -260,7 +260,9 @@ const char *bcoll_transport(const struct bcoll_comm *c)
 
 const char *bcoll_last_error(const struct bcoll_comm *c)
 {
-	return c ? c->err : "";
+	if (!c)
+		return "";
+	return c->user_err[0] ? c->user_err : c->err;
 }
 
 double bcoll_comm_seconds(const struct bcoll_comm *c)

@@ -161,7 +161,7 @@ static int release(struct bcoll_req *r)
 	int res = r->result;
 
 	if (res < 0)
-		memcpy(r->c->err, r->err, sizeof(r->err));
+		memcpy(r->c->user_err, r->err, sizeof(r->c->user_err));
 	r->state = REQ_FREE;
 	return res;
 }
