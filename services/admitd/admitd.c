@@ -114,17 +114,6 @@ static void on_tick(void *ud)
 	}
 }
 
-static int parse_double(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (*end || end == s || !isfinite(v) || v < lo || v > hi)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -168,14 +157,14 @@ int main(int argc, char **argv)
 			rdv = optarg;
 			break;
 		case 'e':
-			if (parse_double(optarg, 0.001, 1, &a.efficiency) < 0) {
+			if (util_parse_double(optarg, 0.001, 1, &a.efficiency) < 0) {
 				fprintf(stderr, "bursar-admitd: --efficiency '%s' must be a number "
 					"in [0.001, 1]\n", optarg);
 				return 2;
 			}
 			break;
 		case 't':
-			if (parse_double(optarg, 0.1, 86400, &timeout_s) < 0) {
+			if (util_parse_double(optarg, 0.1, 86400, &timeout_s) < 0) {
 				fprintf(stderr, "bursar-admitd: --node-timeout '%s' must be seconds "
 					"in [0.1, 86400]\n", optarg);
 				return 2;

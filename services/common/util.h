@@ -28,6 +28,8 @@ void util_sha256_hex(const void *data, size_t len, char out[65]);
  * one-line way parsers report what is wrong with user input. */
 int util_fail(char *err, size_t errlen, int r, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Parses a whole string as a finite number in [lo, hi]; -EINVAL otherwise. */
+int util_parse_double(const char *s, double lo, double hi, double *out);
 /* Parses a decimal size with optional K/M/G suffix (binary). */
 int util_parse_size(const char *s, uint64_t *out);
 /* True when s is 1..max chars of [A-Za-z0-9_.-] and not "." or "..". */

@@ -17,6 +17,7 @@
  * exits 1 naming the first violation.
  */
 #include "sched.h"
+#include "util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -382,17 +383,6 @@ static void usage(FILE *f)
 		   "  --check         verify the scheduling invariants; exit 1 on a violation\n");
 }
 
-static int parse_num(const char *s, double lo, double hi, double *out)
-{
-	char *end;
-	double v = strtod(s, &end);
-
-	if (*end || end == s || !isfinite(v) || v < lo || v > hi)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -414,7 +404,7 @@ int main(int argc, char **argv)
 			      c == 'S' ? &seed : c == 'w' ? &starve_h : c == 'f' ? &fs_weight : NULL;
 		double hi = c == 's' || c == 'f' ? 5 : c == 'S' ? 4e9 : c == 'w' ? 1e4 : 1e5;
 
-		if (dst && parse_num(optarg, c == 'n' || c == 'g' ? 1 : 0, hi, dst) < 0) {
+		if (dst && util_parse_double(optarg, c == 'n' || c == 'g' ? 1 : 0, hi, dst) < 0) {
 			fprintf(stderr, "bursar-replay: bad value '%s' for --%s\n", optarg,
 				opts[c == 'n' ? 1 : c == 'g' ? 2 : c == 's' ? 3 : c == 'S' ? 4 :
 				     c == 'w' ? 5 : 7].name);
