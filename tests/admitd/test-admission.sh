@@ -10,61 +10,11 @@
 # kill -9 of admitd.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/bin/bursar-admitd
-LBIN=$BUILD/bin/bursar-ledgerd
-PY=/usr/bin/python3
-if [ ! -x "$BIN" ]; then
-	echo "FAIL admission_built: $BIN is missing (run make all)"
-	exit 1
-fi
-T=$(mktemp -d /tmp/bursar-admission-test.XXXXXX)
-SOCK=$T/run/admitd.sock
-PID=
-LPID=
-cleanup() {
-	[ -n "$PID" ] && { kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; }
-	[ -n "$LPID" ] && { kill -9 "$LPID" 2>/dev/null; wait "$LPID" 2>/dev/null; }
-	rm -rf "$T"
-}
-trap cleanup EXIT
-
-start() { # [--ledgerd ADDR]
-	"$BIN" --state "$T" --listen "unix:$SOCK" --node-timeout 30 "$@" >>"$T/admitd.log" 2>&1 &
-	PID=$!
-	for _ in $(seq 100); do
-		curl -s -m 1 --unix-socket "$SOCK" http://admitd/v1/health >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "FAIL admitd_start: admitd did not answer within 5 s"; tail -20 "$T/admitd.log"
-	exit 1
-}
-crash() { kill -9 "$PID"; wait "$PID" 2>/dev/null; PID=; }
-
-api() {
-	local args=(-s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X "$1")
-	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-	CODE=$(curl "${args[@]}" "http://admitd$2")
-}
-j() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/resp" "$1"; }
-
-. tests/admitd/cases.sh
+NAME=admission
+LEDGERD=0
+. tests/admitd/harness.sh
 skip() { echo "SKIP $1: $2"; }
 
-# settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
-# pass (at most every 50 ms) to start the job or say where it stands, and
-# leaves that view of the job in $T/resp (CODE stays 201).
-settle() {
-	local id
-	[ "$CODE" = 201 ] || return 0
-	id=$(j 'd["id"]')
-	for _ in $(seq 100); do
-		[ "$(j 'd["reason"]')" = "queued: waiting for its turn" ] || break
-		sleep 0.05
-		api GET "/v1/jobs/$id"
-	done
-	CODE=201
-}
 MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
 submit() { # PARAMS [TENANT] [PRIORITY]
 	api POST /v1/jobs "{\"tenant\":\"${2:-acme}\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/b-1\",\"model\":$MODEL,\"params\":$1${3:+,\"priority\":$3}}"

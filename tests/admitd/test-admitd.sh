@@ -9,60 +9,12 @@
 # runs the FIFO policy here; test-admission.sh covers bursar's.
 set -u
 cd "$(dirname "$0")/../.."
-BUILD=${BUILD:-build}
-BIN=$BUILD/bin/bursar-admitd
-PY=/usr/bin/python3
-if [ ! -x "$BIN" ]; then
-	echo "FAIL admitd_built: $BIN is missing (run make all)"
-	exit 1
-fi
-T=$(mktemp -d /tmp/bursar-admitd-test.XXXXXX)
-SOCK=$T/run/admitd.sock
-PID=
-cleanup() {
-	if [ -n "$PID" ]; then kill -9 "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; fi
-	rm -rf "$T"
-}
-trap cleanup EXIT
+NAME=admitd
+NODE_TIMEOUT=3
+ADMITD_ARGS="--policy fifo"
+LEDGERD=0
+. tests/admitd/harness.sh
 
-start() {
-	"$BIN" --state "$T" --listen "unix:$SOCK" --policy fifo \
-		--node-timeout 3 >>"$T/admitd.log" 2>&1 &
-	PID=$!
-	for _ in $(seq 100); do
-		curl -s -m 1 --unix-socket "$SOCK" http://admitd/v1/health >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "FAIL admitd_start: admitd did not answer within 5 s"; tail -20 "$T/admitd.log"
-	exit 1
-}
-crash() { kill -9 "$PID"; wait "$PID" 2>/dev/null; PID=; }
-
-# api METHOD PATH [BODY]: sets CODE, the reply lands in $T/resp.
-api() {
-	local args=(-s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X "$1")
-	[ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data-binary "$3")
-	CODE=$(curl "${args[@]}" "http://admitd$2")
-}
-# j EXPR: evaluates a Python expression over the reply d.
-j() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$T/resp" "$1"; }
-
-. tests/admitd/cases.sh
-
-# settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
-# pass (at most every 50 ms) to start the job or say where it stands, and
-# leaves that view of the job in $T/resp (CODE stays 201).
-settle() {
-	local id
-	[ "$CODE" = 201 ] || return 0
-	id=$(j 'd["id"]')
-	for _ in $(seq 100); do
-		[ "$(j 'd["reason"]')" = "queued: waiting for its turn" ] || break
-		sleep 0.05
-		api GET "/v1/jobs/$id"
-	done
-	CODE=201
-}
 MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
 job_body() { # PARAMS [TENANT]
 	echo "{\"tenant\":\"${2:-acme}\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/bundles/b-1\",\"name\":\"tiny\",\"model\":$MODEL,\"params\":$1}"

@@ -16,20 +16,6 @@ NAME=learn
 . tests/admitd/harness.sh
 start
 
-# settle: after a 201 from POST /v1/jobs, waits for the coalesced scheduling
-# pass (at most every 50 ms) to start the job or say where it stands, and
-# leaves that view of the job in $T/resp (CODE stays 201).
-settle() {
-	local id
-	[ "$CODE" = 201 ] || return 0
-	id=$(j 'd["id"]')
-	for _ in $(seq 100); do
-		[ "$(j 'd["reason"]')" = "queued: waiting for its turn" ] || break
-		sleep 0.05
-		api GET "/v1/jobs/$id"
-	done
-	CODE=201
-}
 MODEL='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
 PARAMS='{"steps":2000,"batch":8,"seq_len":64,"ranks":1}'
 PROFILE='"mem_bytes":8e9,"allreduce":{"alpha_s":2e-5,"beta_bps":3e9},"probed_us":1000'
