@@ -70,13 +70,19 @@ __global__ void encoder_backward_wpe_kernel(float *dwpe, const float *dres, int 
 	dwpe[i] += s;
 }
 
+void k_embed_backward(float *demb, const float *dres, const int *order, const int *starts,
+		      const int *toks, int U, int C, cudaStream_t st)
+{
+	dim3 g(U, CEIL_DIV(C, 256));
+	if (U > 0)
+		encoder_backward_wte_kernel<<<g, 256, 0, st>>>(demb, dres, order, starts, toks, C);
+}
+
 void k_encoder_backward(float *dwte, float *dwpe, const float *dres, const int *order,
 			const int *starts, const int *toks, int U, int B, int T, int C,
 			cudaStream_t st)
 {
-	dim3 g(U, CEIL_DIV(C, 256));
-	if (U > 0)
-		encoder_backward_wte_kernel<<<g, 256, 0, st>>>(dwte, dres, order, starts, toks, C);
+	k_embed_backward(dwte, dres, order, starts, toks, U, C, st);
 	encoder_backward_wpe_kernel<<<CEIL_DIV((size_t)T * C, 256), 256, 0, st>>>(dwpe, dres, B,
 										   T, C);
 }
@@ -448,15 +454,8 @@ void k_fill_random(bf16 *x, size_t n, uint64_t seed, float scale, cudaStream_t s
 		fill_random_kernel<<<CEIL_DIV(n, 256), 256, 0, st>>>(x, n, seed, scale);
 }
 
-/* ---- for llama.cu: embeddings without positions, row sums ---- */
+/* ---- for llama.cu: row sums ---- */
 
-void k_embed_backward(float *demb, const float *dres, const int *order, const int *starts,
-		      const int *toks, int U, int C, cudaStream_t st)
-{
-	dim3 g(U, CEIL_DIV(C, 256));
-	if (U > 0)
-		encoder_backward_wte_kernel<<<g, 256, 0, st>>>(demb, dres, order, starts, toks, C);
-}
 
 void k_rows_sum(float *out, const float *part, int nrows, int C, cudaStream_t st)
 {
