@@ -32,10 +32,18 @@
 #define ADMIT_MAX_QUEUE 10000      /* queued jobs one admission pass considers */
 #define ADMIT_MAX_PRIO 100         /* |priority| of a job */
 #define ADMIT_PASS_STATS 1024      /* recent pass durations kept for GET /v1/sched */
+#define ADMIT_MAX_CLASSES 16       /* node classes (the ledger prices up to 16) */
+#define ADMIT_MAX_GPUS 64          /* GPUs one node reports */
 
 /* ---- pricing.c: pure functions, no I/O ---- */
 
+/* One node class (all nodes that are up and report the same class): its
+ * slots, speed and rate. A job runs within one class. */
 struct price_cluster {
+	char cls[BUNDLE_MAX_CLASS + 1]; /* "cpu", "h100", an operator's "cpu-big" */
+	int gpu;               /* its slots are GPUs (device cuda) */
+	int show_cls;          /* name the class in sentences (several, or not "cpu") */
+	int no_rate;           /* ledgerd has rates but none for this class: not offered */
 	int total_slots;       /* slots of the nodes that are up */
 	double flops_per_slot; /* probed matmul FLOP/s of one slot (slowest node) */
 	double efficiency;     /* fraction of flops_per_slot a training step achieves */
@@ -47,8 +55,15 @@ struct price_cluster {
 	char eff_node[ADMIT_MAX_STR + 1];
 	/* measured allreduce between ranks of a node (0: the built-in guesses) */
 	double alpha_s, beta_bps;
-	/* smallest memory of a node that is up, bytes (0: unknown) */
+	/* smallest memory of a node that is up, bytes (0: unknown); a GPU
+	 * class: the smallest GPU's memory */
 	double mem_bytes;
+};
+
+/* Every class that can run something now. */
+struct price_world {
+	int n;
+	struct price_cluster c[ADMIT_MAX_CLASSES];
 };
 
 struct price_option {
@@ -58,6 +73,7 @@ struct price_option {
 
 struct price_result {
 	struct price_option chosen;
+	int cls;                  /* pricing_world_choose: the chosen class's index */
 	double flops_per_token, tokens, node_flops;
 	char explain[512];
 };
@@ -71,6 +87,19 @@ void pricing_option(const struct model_config *m, const struct train_params *p,
 int pricing_choose(const struct model_config *m, const struct train_params *p,
 		   const struct price_cluster *c, struct price_result *out, char *err,
 		   size_t errlen);
+/* Whether (m, p) may run on class c at all: p's device and node_class, and
+ * what the GPU backend trains; 0 or -EOPNOTSUPP with the reason in why. */
+int pricing_class_ok(const struct model_config *m, const struct train_params *p,
+		     const struct price_cluster *c, char *why, size_t len);
+/* Chooses the class and the allocation within it: each class that may run
+ * the job is priced (pricing_choose) and the same rule picks among them
+ * (deadline: cheapest that meets it; budget: fastest within it; else the
+ * fastest), naming the best other class in the explanation. out->cls is the
+ * class's index in w. Errors as pricing_choose; -ENODEV when no class is up,
+ * -EOPNOTSUPP when none may run the job (err says why). */
+int pricing_world_choose(const struct model_config *m, const struct train_params *p,
+			 const struct price_world *w, struct price_result *out, char *err,
+			 size_t errlen);
 /* Re-parses a job's model and params JSON (defence in depth). */
 int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
 		       struct train_params *p, char *err, size_t errlen);
@@ -79,10 +108,10 @@ void pricing_fmt_duration(double s, char *buf, size_t len);
 void pricing_fmt_money(double amount, char *buf, size_t len);
 json_t *pricing_estimate_json(const struct price_result *r, const struct price_cluster *c);
 #define PRICING_MAX_CANDIDATES 64
-/* [{"ranks", "seconds", "compute_s", "comm_s", "amount", "amount_micro"}] of
- * every allocation pricing_choose considers (capped). */
+/* [{"ranks", "node_class", "seconds", "compute_s", "comm_s", "amount",
+ * "amount_micro"}] of every allocation pricing_world_choose considers (capped). */
 json_t *pricing_candidates_json(const struct model_config *m, const struct train_params *p,
-				const struct price_cluster *c);
+				const struct price_world *w);
 /* Memory one data-parallel rank of m needs (fp32 weights, gradients, two
  * Adam moments, plus activations of one micro-batch), bytes. */
 double pricing_rank_mem(const struct model_config *m, const struct train_params *p);
@@ -110,8 +139,13 @@ struct admitd {
 	uint64_t node_timeout_us;
 	uint64_t start_us; /* wall clock at start: nodes get a grace period */
 	/* rate cache (GET /v1/rates) */
-	double rate;
+	double rate; /* the "cpu" class's */
 	int rate_known;
+	struct admit_rate {
+		char cls[BUNDLE_MAX_CLASS + 1];
+		double rank_second;
+	} rates[ADMIT_MAX_CLASSES]; /* every class ledgerd has a rate for */
+	int n_rates;
 	uint64_t rate_next_us;
 	/* estimate outbox backoff */
 	uint64_t flush_next_us, flush_backoff_us;
@@ -172,7 +206,10 @@ int store_rdv_cleanup(sqlite3 *db, const char *id);
 
 /* ---- nodes.c ---- */
 
-int nodes_cluster(struct admitd *a, struct price_cluster *c);
+/* The classes of the nodes that are up, each priced at its rate. */
+int nodes_world(struct admitd *a, struct price_world *w);
+/* Total slots of the nodes that are up. */
+int nodes_total_slots(const struct price_world *w);
 void nodes_heartbeat(struct httpd_req *req, struct admitd *a);
 /* Marks silent nodes down and fails their jobs. */
 int nodes_check_timeouts(struct admitd *a);
@@ -192,7 +229,8 @@ struct qent {
 	int ranks, prio;
 	double est_s, submit_s;
 	uint64_t reason_h; /* hash of the reason SQLite holds for it */
-	int gone;          /* started or rejected by the running pass */
+	uint8_t gone;      /* started or rejected by the running pass */
+	uint8_t cls;       /* node class: index into queue_mem.cls (QMEM_NO_CLASS: unknown) */
 	int t;             /* the pass's tenant index, valid while t_gen matches */
 	uint32_t t_gen;
 	uint32_t in_pass, shown; /* stamps (n_passes + 1): ordered, explained by that pass */
@@ -205,6 +243,9 @@ struct qname {
 	int64_t est_micro;
 };
 
+#define QMEM_MAX_CLASSES 64
+#define QMEM_NO_CLASS 255
+
 /* The first ADMIT_MAX_QUEUE queued jobs in seq order; overflow: there are more
  * in SQLite, read once room frees up. */
 struct queue_mem {
@@ -215,7 +256,13 @@ struct queue_mem {
 	int free_slot[ADMIT_MAX_QUEUE];
 	struct qent e[ADMIT_MAX_QUEUE];
 	struct qname names[ADMIT_MAX_QUEUE];
+	/* the node classes queued jobs were priced for, interned (never shrinks
+	 * while the daemon runs; reset with the queue by qmem_load) */
+	char cls[QMEM_MAX_CLASSES][BUNDLE_MAX_CLASS + 1];
+	int n_cls;
 };
+/* The index of class name in qm->cls, added when new; QMEM_NO_CLASS when full. */
+int qmem_class(struct queue_mem *qm, const char *name);
 
 /* The names of queued job e. */
 static inline struct qname *qmem_name(struct queue_mem *qm, const struct qent *e)
@@ -252,6 +299,7 @@ struct queue_priced {
 	int rejected;     /* 1: reason holds "rejected: …" */
 	char reason[600]; /* "priced: 4 ranks: …" or the rejection */
 	int ranks;
+	char cls[BUNDLE_MAX_CLASS + 1]; /* the node class it was priced for */
 	double est_s;
 	int64_t est_micro;
 	char *est_json;   /* the job's "estimate" object, and parsed */
@@ -268,7 +316,7 @@ struct queue_priced {
 	"max(coalesce(json_extract(progress, '$.ckpt_step'), 0),"                                 \
 	" coalesce(json_extract(progress, '$.step'), 0)) >= 1"
 /* Prices job id (pure: no SQLite); queue_priced_free releases out. */
-int queue_price(const struct price_cluster *c, const char *id, const char *tenant,
+int queue_price(const struct price_world *w, const char *id, const char *tenant,
 		const char *user, json_t *model, json_t *params, struct queue_priced *out);
 void queue_priced_free(struct queue_priced *q);
 /* Queues the estimate for ledgerd inside the caller's transaction. */

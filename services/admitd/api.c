@@ -88,9 +88,9 @@ static void reply_job(struct httpd_req *req, struct admitd *a, unsigned status, 
  * these too); nothing of such a job has left admitd then: no ledger hold, no
  * launch. The ledger itself stays FULL. */
 static int insert_job(struct admitd *a, const char *id, json_t *b, const char *name,
-		      json_t *model, json_t *params, const struct price_cluster *c, json_t **out)
+		      json_t *model, json_t *params, const struct price_world *c, json_t **out)
 {
-	int have_nodes = c->total_slots > 0;
+	int have_nodes = nodes_total_slots(c) > 0;
 	const char *tenant = json_string_value(json_object_get(b, "tenant"));
 	const char *user = json_string_value(json_object_get(b, "user"));
 	const char *submitted = have_nodes ? "submitted: waiting to be priced"
@@ -137,12 +137,13 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 	}
 	r = store_run(a->db, "INSERT INTO jobs (id, tenant, user, bundle_id, bundle_dir, name, state,"
 		      " reason, model, params, created_us, updated_us, prio, ranks, estimate, est_s,"
-		      " est_micro, error, finished_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-		      " ?, ?, ?, ?, ?, nullif(?, 0))", "ssssssssssiiiisdisi", id, tenant, user,
+		      " est_micro, error, finished_us, class) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+		      " ?, ?, ?, ?, ?, ?, ?, nullif(?, 0), nullif(?, ''))", "ssssssssssiiiisdisis", id,
+		      tenant, user,
 		      json_string_value(json_object_get(b, "bundle_id")),
 		      json_string_value(json_object_get(b, "bundle_dir")), name, state, reason, ms,
 		      ps, now, now, prio, (int64_t)q.ranks, q.est_json, q.est_s, q.est_micro,
-		      q.rejected ? q.reason : NULL, q.rejected ? now : (int64_t)0);
+		      q.rejected ? q.reason : NULL, q.rejected ? now : (int64_t)0, q.cls);
 	e.seq = sqlite3_last_insert_rowid(a->db);
 	if (r == 0)
 		r = store_run(a->db, "INSERT INTO job_events (job, ts_us, state, reason) VALUES"
@@ -187,6 +188,7 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 		e.est_s = q.est_s;
 		e.submit_s = now / 1e6;
 		e.reason_h = qmem_reason_hash(QUEUE_QUEUED_REASON);
+		e.cls = (uint8_t)qmem_class(a->qm, q.cls);
 		queue_note_entry(a, &e, &nm);
 	} else {
 		a->sched_dirty = 1;
@@ -209,7 +211,7 @@ static void post_job(struct httpd_req *req, void *ud)
 	struct admitd *a = ud;
 	json_t *b = httpd_req_json(req), *mj = NULL, *pj = NULL, *reply = NULL;
 	const char *name, *dir;
-	struct price_cluster c;
+	struct price_world c;
 	struct model_config m;
 	struct train_params p;
 	char err[512], hex[13], id[16];
@@ -247,11 +249,22 @@ static void post_job(struct httpd_req *req, void *ud)
 		httpd_reply_error(req, 400, "%s", err);
 		goto out;
 	}
-	r = nodes_cluster(a, &c);
-	if (r == 0 && c.total_slots > 0 && p.ranks > c.total_slots) {
-		httpd_reply_error(req, 400, "needs %d ranks, the cluster has %d", p.ranks,
-				  c.total_slots);
-		goto out;
+	r = nodes_world(a, &c);
+	if (r == 0 && c.n > 0) {
+		int big = 0;
+
+		for (int i = 1; i < c.n; i++)
+			if (c.c[i].total_slots > c.c[big].total_slots)
+				big = i;
+		if (p.ranks > c.c[big].total_slots && c.n == 1) {
+			httpd_reply_error(req, 400, "needs %d ranks, the cluster has %d", p.ranks,
+					  c.c[big].total_slots);
+			goto out;
+		} else if (p.ranks > c.c[big].total_slots) {
+			httpd_reply_error(req, 400, "needs %d ranks, the largest node class (%s) has "
+					  "%d", p.ranks, c.c[big].cls, c.c[big].total_slots);
+			goto out;
+		}
 	}
 	mj = modelcfg_to_json(&m);
 	pj = trainparams_to_json(&p);
@@ -348,7 +361,7 @@ static void post_estimate(struct httpd_req *req, void *ud)
 	struct admitd *a = ud;
 	json_t *b = httpd_req_json(req), *est;
 	struct price_result pr;
-	struct price_cluster c;
+	struct price_world c;
 	struct model_config m;
 	struct train_params p;
 	char err[512];
@@ -362,21 +375,21 @@ static void post_estimate(struct httpd_req *req, void *ud)
 		httpd_reply_error(req, 400, "%s", err);
 		goto out;
 	}
-	r = nodes_cluster(a, &c);
+	r = nodes_world(a, &c);
 	if (r < 0) {
 		httpd_reply_error(req, 500, "cannot read nodes: %s", strerror(-r));
 		goto out;
 	}
-	r = pricing_choose(&m, &p, &c, &pr, err, sizeof(err));
+	r = pricing_world_choose(&m, &p, &c, &pr, err, sizeof(err));
 	if (r == -ENODEV)
 		httpd_reply_error(req, 409, "%s", err);
-	else if (r == -E2BIG)
+	else if (r == -E2BIG || r == -EOPNOTSUPP)
 		httpd_reply_error(req, 400, "%s", err);
 	else if (r < 0 && r != -EDQUOT)
 		httpd_reply_error(req, 500, "cannot price: %s", strerror(-r));
 	if (r < 0 && r != -EDQUOT)
 		goto out;
-	est = pricing_estimate_json(&pr, &c);
+	est = pricing_estimate_json(&pr, &c.c[pr.cls]);
 	if (r == -EDQUOT) /* the price of the cheapest, and why a job would be refused */
 		json_object_set_new(est, "rejected", json_string(err));
 	json_object_set_new(est, "candidates", pricing_candidates_json(&m, &p, &c));

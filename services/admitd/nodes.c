@@ -25,43 +25,81 @@ struct hb_report {
 	json_t *progress;
 };
 
-/* The cluster pricing sees: all slots of the nodes that are up, the speed of
- * the slowest of them (probed FLOP/s × learned efficiency), the worst
- * measured allreduce α and β, and the smallest memory. */
-int nodes_cluster(struct admitd *a, struct price_cluster *c)
+/* The price of a rank-second on class c: ledgerd's rate for it; the default
+ * when ledgerd cannot be asked; not offered (no_rate) when ledgerd has
+ * rates but none for c. */
+static void class_rate(const struct admitd *a, struct price_cluster *c)
+{
+	c->rate = a->rate_known ? a->rate : ADMIT_DEFAULT_RATE;
+	c->rate_is_default = !a->rate_known;
+	if (!a->rate_known || (a->n_rates == 0 && !strcmp(c->cls, "cpu")))
+		return;
+	for (int i = 0; i < a->n_rates; i++)
+		if (!strcmp(a->rates[i].cls, c->cls)) {
+			c->rate = a->rates[i].rank_second;
+			return;
+		}
+	c->no_rate = 1;
+}
+
+/* The classes pricing sees, each from its nodes that are up: all their
+ * slots, the speed of the slowest (probed FLOP/s × learned efficiency), the
+ * worst measured allreduce α and β, the smallest memory (a GPU class: the
+ * smallest GPU's). */
+int nodes_world(struct admitd *a, struct price_world *w)
 {
 	sqlite3_stmt *st;
 	int r;
 
-	memset(c, 0, sizeof(*c));
-	r = store_prep(a->db, "SELECT coalesce(sum(slots), 0), max(alpha_s), min(beta_bps),"
-		       " min(mem_bytes) FROM nodes WHERE down = 0 AND slots > 0", "", &st);
+	memset(w, 0, sizeof(*w));
+	r = store_prep(a->db, "SELECT class, max(device = 'cuda'), coalesce(sum(slots), 0),"
+		       " max(alpha_s), min(beta_bps), min(CASE WHEN device = 'cuda' THEN gpu_mem"
+		       " ELSE mem_bytes END) FROM nodes WHERE down = 0 AND slots > 0 GROUP BY class"
+		       " ORDER BY class LIMIT ?", "i", &st, (int64_t)ADMIT_MAX_CLASSES);
 	if (r < 0)
 		return r;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		c->total_slots = sqlite3_column_int(st, 0);
-		c->alpha_s = sqlite3_column_double(st, 1);
-		c->beta_bps = sqlite3_column_double(st, 2);
-		c->mem_bytes = sqlite3_column_double(st, 3);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		struct price_cluster *c = &w->c[w->n++];
+
+		snprintf(c->cls, sizeof(c->cls), "%s", (const char *)sqlite3_column_text(st, 0));
+		c->gpu = sqlite3_column_int(st, 1);
+		c->total_slots = sqlite3_column_int(st, 2);
+		c->alpha_s = sqlite3_column_double(st, 3);
+		c->beta_bps = sqlite3_column_double(st, 4);
+		c->mem_bytes = sqlite3_column_double(st, 5);
 	}
 	store_done(st);
-	c->efficiency = a->efficiency;
-	r = store_prep(a->db, "SELECT id, flops_per_slot, coalesce(eff, ?), eff_jobs FROM nodes"
-		       " WHERE down = 0 AND slots > 0 ORDER BY flops_per_slot * coalesce(eff, ?),"
-		       " id LIMIT 1", "dd", &st, a->efficiency, a->efficiency);
-	if (r < 0)
-		return r;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		snprintf(c->eff_node, sizeof(c->eff_node), "%s",
-			 (const char *)sqlite3_column_text(st, 0));
-		c->flops_per_slot = sqlite3_column_double(st, 1);
-		c->efficiency = sqlite3_column_double(st, 2);
-		c->eff_jobs = sqlite3_column_int(st, 3);
+	for (int i = 0; i < w->n; i++) {
+		struct price_cluster *c = &w->c[i];
+
+		c->show_cls = w->n > 1 || strcmp(c->cls, "cpu");
+		c->efficiency = a->efficiency;
+		r = store_prep(a->db, "SELECT id, flops_per_slot, coalesce(eff, ?), eff_jobs FROM"
+			       " nodes WHERE down = 0 AND slots > 0 AND class = ? ORDER BY"
+			       " flops_per_slot * coalesce(eff, ?), id LIMIT 1", "dsd", &st,
+			       a->efficiency, c->cls, a->efficiency);
+		if (r < 0)
+			return r;
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			snprintf(c->eff_node, sizeof(c->eff_node), "%s",
+				 (const char *)sqlite3_column_text(st, 0));
+			c->flops_per_slot = sqlite3_column_double(st, 1);
+			c->efficiency = sqlite3_column_double(st, 2);
+			c->eff_jobs = sqlite3_column_int(st, 3);
+		}
+		store_done(st);
+		class_rate(a, c);
 	}
-	store_done(st);
-	c->rate = a->rate_known ? a->rate : ADMIT_DEFAULT_RATE;
-	c->rate_is_default = !a->rate_known;
 	return 0;
+}
+
+int nodes_total_slots(const struct price_world *w)
+{
+	int n = 0;
+
+	for (int i = 0; i < w->n; i++)
+		n += w->c[i].total_slots;
+	return n;
 }
 
 /* Every rank of job id checkpointed on request. Preempted: back to the queue
@@ -340,6 +378,47 @@ static int parse_profile(struct httpd_req *req, json_t *b)
 	return 0;
 }
 
+/* The optional "class" (default "cpu"), "device" ("cpu" | "cuda") and, on
+ * a GPU node, "gpus": [{"index", "name", "uuid", "mem_bytes"}], one per GPU
+ * (a slot is a GPU there, so slots <= GPUs). */
+static int parse_class(struct httpd_req *req, json_t *b)
+{
+	json_t *cls = json_object_get(b, "class"), *dev = json_object_get(b, "device");
+	json_t *gpus = json_object_get(b, "gpus"), *g;
+	size_t i;
+
+	if (cls && !bundle_valid_class(json_string_value(cls)))
+		return httpd_reply_error(req, 400, "'class' must be a node class name of 1-%d "
+					 "chars [a-z0-9_.-]", BUNDLE_MAX_CLASS), -EINVAL;
+	if (dev && (!json_is_string(dev) || (strcmp(json_string_value(dev), "cpu") &&
+					     strcmp(json_string_value(dev), "cuda"))))
+		return httpd_reply_error(req, 400, "'device' must be \"cpu\" or \"cuda\""),
+		       -EINVAL;
+	if (gpus && !json_is_null(gpus) &&
+	    (!json_is_array(gpus) || json_array_size(gpus) > ADMIT_MAX_GPUS))
+		return httpd_reply_error(req, 400, "'gpus' must be an array of at most %d GPUs",
+					 ADMIT_MAX_GPUS), -EINVAL;
+	json_array_foreach(gpus, i, g) {
+		const char *name = json_string_value(json_object_get(g, "name"));
+		json_t *uuid = json_object_get(g, "uuid");
+
+		if (!json_is_object(g) || !name || strlen(name) > 96 ||
+		    (uuid && (!json_is_string(uuid) || strlen(json_string_value(uuid)) > 96)))
+			return httpd_reply_error(req, 400, "gpus[%zu]: 'name' and 'uuid' must be "
+						 "strings of at most 96 chars", i), -EINVAL;
+		if (opt_number(req, g, "mem_bytes", 1 << 20, 1e15) < 0 ||
+		    opt_number(req, g, "index", 0, ADMIT_MAX_GPUS - 1) < 0)
+			return -EINVAL;
+	}
+	if (dev && !strcmp(json_string_value(dev), "cuda") &&
+	    (size_t)json_integer_value(json_object_get(b, "slots")) > json_array_size(gpus))
+		return httpd_reply_error(req, 400, "a GPU node (device cuda) offers one slot per "
+					 "GPU: 'slots' %lld exceeds the %zu GPUs in 'gpus'",
+					 (long long)json_integer_value(json_object_get(b, "slots")),
+					 json_array_size(gpus)), -EINVAL;
+	return 0;
+}
+
 static double opt_double(json_t *o, const char *k)
 {
 	json_t *v = json_object_get(o, k);
@@ -372,7 +451,7 @@ static int parse_heartbeat(struct httpd_req *req, json_t *b, struct hb_report *r
 		       -EINVAL;
 	if (jobs && !json_is_array(jobs))
 		return httpd_reply_error(req, 400, "'jobs' must be an array"), -EINVAL;
-	if (parse_profile(req, b) < 0)
+	if (parse_profile(req, b) < 0 || parse_class(req, b) < 0)
 		return -EINVAL;
 	if (json_array_size(jobs) > ADMIT_MAX_HB_JOBS)
 		return httpd_reply_error(req, 400, "too many job reports (%zu > limit %d)",
@@ -413,17 +492,67 @@ bad_node:
 
 /* Records the node and its reports in one transaction. */
 static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, int n,
-			   json_t *kill, unsigned *status)
+			   json_t *kill, unsigned *status, char *why, size_t whylen)
 {
 	const char *node = json_string_value(json_object_get(b, "node"));
 	const char *addr = json_string_value(json_object_get(b, "addr"));
+	const char *cls = json_string_value(json_object_get(b, "class"));
+	const char *dev = json_string_value(json_object_get(b, "device"));
+	json_t *gpus = json_object_get(b, "gpus"), *g;
 	int64_t down = -1, count = 0;
+	char *gj = NULL, other[ADMIT_MAX_STR + 1] = "";
+	double gmem = -1;
 	sqlite3_stmt *st;
+	size_t i;
 	int r;
 
+	cls = cls ? cls : "cpu";
+	dev = dev ? dev : "cpu";
+	json_array_foreach(gpus, i, g) {
+		double m = json_number_value(json_object_get(g, "mem_bytes"));
+
+		if (m > 0 && (gmem < 0 || m < gmem))
+			gmem = m;
+	}
 	r = store_begin(a->db);
 	if (r < 0)
 		return r;
+	/* one class is one kind of slot, and the ledger prices at most 16 */
+	r = store_prep(a->db, "SELECT id FROM nodes WHERE class = ? AND device <> ? AND id <> ? AND"
+		       " down = 0 LIMIT 1", "sss", &st, cls, dev, node);
+	if (r < 0)
+		goto out_rollback;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(other, sizeof(other), "%s", (const char *)sqlite3_column_text(st, 0));
+	store_done(st);
+	if (other[0]) {
+		snprintf(why, whylen, "node class %s trains on %s on node %s and this node's slots "
+			 "are %s; give this node a class of its own (bursar-noded --class)", cls,
+			 strcmp(dev, "cuda") ? "GPUs" : "CPUs", other,
+			 strcmp(dev, "cuda") ? "CPUs" : "GPUs");
+		*status = 409;
+		r = -EEXIST;
+		goto out_rollback;
+	}
+	r = store_prep(a->db, "SELECT count(DISTINCT class) FROM nodes WHERE down = 0 AND"
+		       " class <> ? AND id <> ?", "ss", &st, cls, node);
+	if (r < 0)
+		goto out_rollback;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		count = sqlite3_column_int64(st, 0);
+	store_done(st);
+	if (count >= ADMIT_MAX_CLASSES) {
+		snprintf(why, whylen, "too many node classes up (limit %d): node %s's class %s "
+			 "would be one more", ADMIT_MAX_CLASSES, node, cls);
+		*status = 409;
+		r = -EEXIST;
+		goto out_rollback;
+	}
+	count = 0;
+	if (json_array_size(gpus) && !(gj = json_dumps(gpus, JSON_COMPACT))) {
+		r = -ENOMEM;
+		goto out_rollback;
+	}
 	r = store_prep(a->db, "SELECT down, (SELECT count(*) FROM nodes) FROM nodes WHERE id = ?",
 		       "s", &st, node);
 	if (r < 0)
@@ -438,28 +567,34 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 			r = -ENOSPC;
 			goto out_rollback;
 		}
-		log_info("node %s registered: %lld slots of %.3g FLOP/s", node,
+		log_info("node %s registered: class %s, %lld %s slots of %.3g FLOP/s", node, cls,
 			 (long long)json_integer_value(json_object_get(b, "slots")),
+			 strcmp(dev, "cuda") ? "CPU" : "GPU",
 			 json_number_value(json_object_get(b, "flops_per_slot")));
 	} else if (down) {
 		log_info("node %s is back", node);
 	}
 	r = store_run(a->db, "INSERT INTO nodes (id, addr, slots, flops_per_slot, last_seen_us, down,"
-		      " mem_bytes, alpha_s, beta_bps, probed_us) VALUES (?, ?, ?, ?, ?, 0,"
-		      " nullif(?, -1), nullif(?, -1), nullif(?, -1), nullif(?, -1))"
+		      " mem_bytes, alpha_s, beta_bps, probed_us, class, device, gpus, gpu_mem)"
+		      " VALUES (?, ?, ?, ?, ?, 0, nullif(?, -1), nullif(?, -1), nullif(?, -1),"
+		      " nullif(?, -1), ?, ?, ?, nullif(?, -1))"
 		      " ON CONFLICT(id) DO UPDATE SET addr = excluded.addr,"
 		      " slots = excluded.slots, flops_per_slot = excluded.flops_per_slot,"
 		      " last_seen_us = excluded.last_seen_us, down = 0,"
 		      " mem_bytes = coalesce(excluded.mem_bytes, mem_bytes),"
 		      " alpha_s = coalesce(excluded.alpha_s, alpha_s),"
 		      " beta_bps = coalesce(excluded.beta_bps, beta_bps),"
-		      " probed_us = coalesce(excluded.probed_us, probed_us)", "ssididddi", node,
+		      " probed_us = coalesce(excluded.probed_us, probed_us),"
+		      " class = excluded.class, device = excluded.device, gpus = excluded.gpus,"
+		      " gpu_mem = excluded.gpu_mem", "ssididddisssd", node,
 		      addr ? addr : "", (int64_t)json_integer_value(json_object_get(b, "slots")),
 		      json_number_value(json_object_get(b, "flops_per_slot")),
 		      (int64_t)util_wall_us(), opt_double(b, "mem_bytes"),
 		      opt_double(json_object_get(b, "allreduce"), "alpha_s"),
 		      opt_double(json_object_get(b, "allreduce"), "beta_bps"),
-		      (int64_t)opt_double(b, "probed_us"));
+		      (int64_t)opt_double(b, "probed_us"), cls, dev, gj, gmem);
+	free(gj);
+	gj = NULL;
 	for (int i = 0; r == 0 && i < n; i++)
 		r = apply_report(a->db, node, &reps[i], kill);
 	if (r == 0)
@@ -470,6 +605,7 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 		goto out_rollback;
 	return 0;
 out_rollback:
+	free(gj);
 	db_rollback(a->db);
 	return r;
 }
@@ -538,6 +674,7 @@ void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
 {
 	static struct hb_report reps[ADMIT_MAX_HB_JOBS];
 	json_t *b = httpd_req_json(req), *launch, *kill, *preempt;
+	char why[512] = "";
 	unsigned status = 500;
 	int n = 0, reprobe = 0, r;
 
@@ -546,10 +683,12 @@ void nodes_heartbeat(struct httpd_req *req, struct admitd *a)
 	if (parse_heartbeat(req, b, reps, &n) < 0)
 		goto out_decref;
 	kill = json_array();
-	r = heartbeat_store(a, b, reps, n, kill, &status);
+	r = heartbeat_store(a, b, reps, n, kill, &status, why, sizeof(why));
 	if (r < 0) {
 		json_decref(kill);
-		if (r == -ENOSPC)
+		if (why[0])
+			httpd_reply_error(req, status, "%s", why);
+		else if (r == -ENOSPC)
 			httpd_reply_error(req, 507, "too many nodes registered (limit %d)",
 					  ADMIT_MAX_NODES);
 		else
@@ -670,15 +809,20 @@ int nodes_list(struct admitd *a, json_t **out)
 		       " n.down, coalesce((SELECT sum(x.n) FROM assign x WHERE x.node = n.id AND"
 		       " (x.state IS NULL OR x.state = 'running')), 0), coalesce(n.eff, ?),"
 		       " n.eff_jobs, n.mem_bytes, n.alpha_s, n.beta_bps, n.probed_us,"
-		       " n.reprobe_us > coalesce(n.probed_us, 0) FROM nodes n ORDER BY n.id"
+		       " n.reprobe_us > coalesce(n.probed_us, 0), n.class, n.device, n.gpus"
+		       " FROM nodes n ORDER BY n.id"
 		       " LIMIT ?", "di", &st, a->efficiency, (int64_t)ADMIT_MAX_NODES);
 	if (r < 0) {
 		json_decref(list);
 		return r;
 	}
-	while (sqlite3_step(st) == SQLITE_ROW)
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *gs = (const char *)sqlite3_column_text(st, 16);
+		json_t *gpus = gs ? json_loads(gs, 0, NULL) : NULL;
+
 		json_array_append_new(list, json_pack(
-			"{s:s, s:s, s:i, s:f, s:I, s:b, s:i, s:f, s:i, s:o, s:{s:o, s:o}, s:o, s:b}",
+			"{s:s, s:s, s:i, s:f, s:I, s:b, s:i, s:f, s:i, s:o, s:{s:o, s:o}, s:o, s:b, s:s,"
+			" s:s, s:o}",
 			"id", (const char *)sqlite3_column_text(st, 0),
 			"addr", (const char *)sqlite3_column_text(st, 1),
 			"slots", sqlite3_column_int(st, 2),
@@ -690,7 +834,11 @@ int nodes_list(struct admitd *a, json_t **out)
 			"efficiency_jobs", sqlite3_column_int(st, 8),
 			"mem_bytes", col_num(st, 9), "allreduce", "alpha_s", col_num(st, 10),
 			"beta_bps", col_num(st, 11), "probed_us", col_num(st, 12),
-			"reprobe_pending", sqlite3_column_int(st, 13)));
+			"reprobe_pending", sqlite3_column_int(st, 13),
+			"class", (const char *)sqlite3_column_text(st, 14),
+			"device", (const char *)sqlite3_column_text(st, 15),
+			"gpus", gpus ? gpus : json_array()));
+	}
 	store_done(st);
 	*out = json_pack("{s:o}", "nodes", list);
 	return 0;

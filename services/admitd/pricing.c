@@ -103,26 +103,28 @@ void pricing_fmt_money(double amount, char *buf, size_t len)
 	snprintf(buf, len, amount >= 1 ? "$%.2f" : "$%.4f", amount);
 }
 
-/* "2 ranks: 1 m 10 s, $0.0300" */
-static void fmt_option(const struct price_option *o, char *buf, size_t len)
+/* "2 ranks: 1 m 10 s, $0.0300", "2 ranks on h100: …" */
+static void fmt_option(const struct price_option *o, const struct price_cluster *c, char *buf,
+		       size_t len)
 {
 	char d[32], m[32];
 
 	pricing_fmt_duration(o->seconds, d, sizeof(d));
 	pricing_fmt_money(o->amount, m, sizeof(m));
-	snprintf(buf, len, "%d rank%s: %s, %s", o->ranks, o->ranks == 1 ? "" : "s", d, m);
+	snprintf(buf, len, "%d rank%s%s%s: %s, %s", o->ranks, o->ranks == 1 ? "" : "s",
+		 c->show_cls ? " on " : "", c->show_cls ? c->cls : "", d, m);
 }
 
 /* Fills out->explain: the choice, why, and one alternative for comparison. */
 static void explain(struct price_result *out, const char *why, const struct price_option *alt,
 		    const struct price_cluster *c)
 {
-	char ch[96], al[96] = "";
+	char ch[96 + BUNDLE_MAX_CLASS], al[96] = "";
 	char *e = out->explain;
 	size_t n = sizeof(out->explain);
 	int k;
 
-	fmt_option(&out->chosen, ch, sizeof(ch));
+	fmt_option(&out->chosen, c, ch, sizeof(ch));
 	k = snprintf(e, n, "%s (%s)", ch, why);
 	if (alt && alt->ranks != out->chosen.ranks) {
 		char d[32], m[32];
@@ -142,6 +144,129 @@ static void explain(struct price_result *out, const char *why, const struct pric
 	if (c->rate_is_default && (size_t)k < n)
 		snprintf(e + k, n - k, "; priced at the default rate $%g/rank-s because ledgerd "
 			 "is unreachable", c->rate);
+}
+
+int pricing_class_ok(const struct model_config *m, const struct train_params *p,
+		     const struct price_cluster *c, char *why, size_t len)
+{
+	if (p->node_class[0] && strcmp(p->node_class, c->cls))
+		snprintf(why, len, "it asks for node class %s", p->node_class);
+	else if (c->no_rate)
+		snprintf(why, len, "the ledger has no rate for node class %s (an operator sets one: "
+			 "bursarctl rates --set %s=USD_PER_RANK_HOUR)", c->cls, c->cls);
+	else if (!strcmp(p->device, "cuda") && !c->gpu)
+		snprintf(why, len, "it asks for a GPU (device cuda) and node class %s has none",
+			 c->cls);
+	else if (!strcmp(p->device, "cpu") && c->gpu)
+		snprintf(why, len, "it asks for device cpu and node class %s trains on GPUs",
+			 c->cls);
+	else if (c->gpu && strcmp(m->model_type, "gpt2"))
+		snprintf(why, len, "node class %s trains on GPUs and the CUDA backend trains "
+			 "GPT-2 only so far", c->cls);
+	else if (c->gpu && p->zero)
+		snprintf(why, len, "node class %s trains on GPUs and ZeRO-1 runs on the CPU only "
+			 "so far", c->cls);
+	else
+		return 0;
+	return -EOPNOTSUPP;
+}
+
+/* Whether option a beats b under p's rule (see pricing_world_choose). */
+static int better(const struct train_params *p, const struct price_option *a,
+		  const struct price_option *b)
+{
+	int meets_a = p->deadline_s > 0 && a->seconds <= p->deadline_s &&
+		      (p->budget <= 0 || a->amount <= p->budget);
+	int meets_b = p->deadline_s > 0 && b->seconds <= p->deadline_s &&
+		      (p->budget <= 0 || b->amount <= p->budget);
+
+	if (p->ranks <= 0 && p->deadline_s > 0 && meets_a != meets_b)
+		return meets_a;
+	if (p->ranks <= 0 && p->deadline_s > 0 && meets_a)
+		return a->amount < b->amount || (a->amount == b->amount && a->seconds < b->seconds);
+	return a->seconds < b->seconds || (a->seconds == b->seconds && a->amount < b->amount);
+}
+
+int pricing_world_choose(const struct model_config *m, const struct train_params *p,
+			 const struct price_world *w, struct price_result *out, char *err,
+			 size_t errlen)
+{
+	static struct price_result res[ADMIT_MAX_CLASSES]; /* admitd is one thread */
+	static char errs[ADMIT_MAX_CLASSES][512];
+	int rc[ADMIT_MAX_CLASSES], best = -1, second = -1, cheap = -1, big = -1, k;
+	char why[512] = "", alt[640];
+	size_t len;
+
+	if (w->n <= 0) {
+		snprintf(err, errlen, "no node has registered yet (nothing to price against)");
+		return -ENODEV;
+	}
+	for (int i = 0; i < w->n; i++) {
+		errs[i][0] = 0;
+		rc[i] = pricing_class_ok(m, p, &w->c[i], errs[i], sizeof(errs[i]));
+		if (rc[i] == 0)
+			rc[i] = pricing_choose(m, p, &w->c[i], &res[i], errs[i], sizeof(errs[i]));
+		if (rc[i] == 0 && (best < 0 || better(p, &res[i].chosen, &res[best].chosen))) {
+			second = best;
+			best = i;
+		} else if (rc[i] == 0 && (second < 0 ||
+					  better(p, &res[i].chosen, &res[second].chosen))) {
+			second = i;
+		}
+		if (rc[i] == -EDQUOT && (cheap < 0 || res[i].chosen.amount < res[cheap].chosen.amount))
+			cheap = i;
+		if (rc[i] == -E2BIG && big < 0)
+			big = i;
+	}
+	if (best >= 0) {
+		*out = res[best];
+		out->cls = best;
+		/* the best other class, or why the first other one is out, goes
+		 * before the efficiency clause */
+		alt[0] = 0;
+		if (second >= 0) {
+			fmt_option(&res[second].chosen, &w->c[second], why, sizeof(why));
+			snprintf(alt, sizeof(alt), "; or %s", why);
+		} else if (w->n > 1) {
+			for (k = 0; k < w->n && (rc[k] == 0 || k == best); k++)
+				;
+			if (k < w->n)
+				snprintf(alt, sizeof(alt), "; not on %s: %s", w->c[k].cls, errs[k]);
+		}
+		if (alt[0]) {
+			char *e = strstr(out->explain, "; efficiency ");
+
+			len = e ? (size_t)(e - out->explain) : strlen(out->explain);
+			snprintf(why, sizeof(why), "%s", out->explain + len);
+			snprintf(out->explain + len, sizeof(out->explain) - len, "%s%s", alt, why);
+		}
+		return 0;
+	}
+	if (cheap >= 0 || big >= 0) {
+		k = cheap >= 0 ? cheap : big;
+		*out = res[k];
+		out->cls = k;
+		if (w->c[k].show_cls && cheap >= 0)
+			snprintf(err, errlen, "%s (%d rank%s on %s, the cheapest)", errs[k],
+				 res[k].chosen.ranks, res[k].chosen.ranks == 1 ? "" : "s",
+				 w->c[k].cls);
+		else if (w->c[k].show_cls)
+			snprintf(err, errlen, "%s (node class %s)", errs[k], w->c[k].cls);
+		else
+			snprintf(err, errlen, "%s", errs[k]);
+		return cheap >= 0 ? -EDQUOT : -E2BIG;
+	}
+	for (int i = 0; i < w->n; i++) {
+		if (rc[i] != -EOPNOTSUPP) {
+			snprintf(err, errlen, "%s", errs[i]);
+			return rc[i];
+		}
+		len = strlen(why);
+		if (len < sizeof(why))
+			snprintf(why + len, sizeof(why) - len, "%s%s", i ? "; " : "", errs[i]);
+	}
+	snprintf(err, errlen, "no node class that is up can run it: %s", why);
+	return -EOPNOTSUPP;
 }
 
 int pricing_choose(const struct model_config *m, const struct train_params *p,
@@ -275,37 +400,48 @@ int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
 
 json_t *pricing_estimate_json(const struct price_result *r, const struct price_cluster *c)
 {
-	return json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:i, s:s}",
+	return json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:i, s:s, s:s, "
+			 "s:s, s:f}",
 			 "ranks", r->chosen.ranks, "seconds", r->chosen.seconds,
 			 "amount", r->chosen.amount, "amount_micro",
 			 (json_int_t)llround(r->chosen.amount * 1e6), "flops_per_token",
 			 r->flops_per_token, "tokens", r->tokens, "node_flops", r->node_flops,
 			 "compute_s", r->chosen.compute_s, "comm_s", r->chosen.comm_s,
 			 "explain", r->explain, "efficiency", c->efficiency, "efficiency_jobs",
-			 c->eff_jobs, "efficiency_node", c->eff_node);
+			 c->eff_jobs, "efficiency_node", c->eff_node, "node_class", c->cls,
+			 "device", c->gpu ? "cuda" : "cpu", "rank_second", c->rate);
 }
 
 json_t *pricing_candidates_json(const struct model_config *m, const struct train_params *p,
-				const struct price_cluster *c)
+				const struct price_world *w)
 {
 	json_t *list = json_array();
 	struct price_option o;
+	char why[512];
 	int n = 0;
 
-	for (int r = 1; list && r <= c->total_slots && r <= ADMIT_MAX_RANKS; r++) {
-		if (p->batch % r || (p->ranks > 0 && r != p->ranks))
+	for (int i = 0; list && i < w->n; i++) {
+		const struct price_cluster *c = &w->c[i];
+
+		if (pricing_class_ok(m, p, c, why, sizeof(why)) < 0 || c->flops_per_slot <= 0 ||
+		    c->efficiency <= 0)
 			continue;
-		/* every count up to 16, then powers of two and the largest */
-		if (r > 16 && (r & (r - 1)) && r != c->total_slots)
-			continue;
-		if (++n > PRICING_MAX_CANDIDATES)
-			break;
-		pricing_option(m, p, c, r, &o);
-		json_array_append_new(list, json_pack("{s:i, s:f, s:f, s:f, s:f, s:I}", "ranks", r,
-						      "seconds", o.seconds, "compute_s", o.compute_s,
-						      "comm_s", o.comm_s, "amount", o.amount,
-						      "amount_micro",
-						      (json_int_t)llround(o.amount * 1e6)));
+		for (int r = 1; r <= c->total_slots && r <= ADMIT_MAX_RANKS; r++) {
+			if (p->batch % r || (p->ranks > 0 && r != p->ranks))
+				continue;
+			/* every count up to 16, then powers of two and the largest */
+			if (r > 16 && (r & (r - 1)) && r != c->total_slots)
+				continue;
+			if (++n > PRICING_MAX_CANDIDATES)
+				return list;
+			pricing_option(m, p, c, r, &o);
+			json_array_append_new(list, json_pack("{s:i, s:s, s:f, s:f, s:f, s:f, s:I}",
+							      "ranks", r, "node_class", c->cls,
+							      "seconds", o.seconds, "compute_s",
+							      o.compute_s, "comm_s", o.comm_s,
+							      "amount", o.amount, "amount_micro",
+							      (json_int_t)llround(o.amount * 1e6)));
+		}
 	}
 	return list;
 }

@@ -27,7 +27,9 @@ uint64_t qmem_reason_hash(const char *s)
 	return h;
 }
 
-#define QMEM_COLS "seq, id, tenant, user, ranks, prio, est_s, est_micro, created_us, reason"
+#define QMEM_COLS \
+	"seq, id, tenant, user, ranks, prio, est_s, est_micro, created_us, reason," \
+	" coalesce(class, 'cpu')"
 
 /* Forgets every entry: all name slots free. */
 static void reset(struct queue_mem *qm)
@@ -71,7 +73,19 @@ static int append_row(struct queue_mem *qm, sqlite3_stmt *st)
 	nm.est_micro = sqlite3_column_int64(st, 7);
 	e.submit_s = sqlite3_column_int64(st, 8) / 1e6;
 	e.reason_h = qmem_reason_hash((const char *)sqlite3_column_text(st, 9));
+	e.cls = (uint8_t)qmem_class(qm, (const char *)sqlite3_column_text(st, 10));
 	return qmem_append(qm, &e, &nm);
+}
+
+int qmem_class(struct queue_mem *qm, const char *name)
+{
+	for (int i = 0; i < qm->n_cls; i++)
+		if (!strcmp(qm->cls[i], name))
+			return i;
+	if (qm->n_cls == QMEM_MAX_CLASSES || strlen(name) > BUNDLE_MAX_CLASS)
+		return QMEM_NO_CLASS;
+	snprintf(qm->cls[qm->n_cls], sizeof(qm->cls[0]), "%s", name);
+	return qm->n_cls++;
 }
 
 int queue_init(struct admitd *a)
@@ -96,6 +110,7 @@ int qmem_load(struct admitd *a)
 	int r, rc;
 
 	qm->overflow = qm->loaded = qm->topup = qm->n_gone = 0;
+	qm->n_cls = 0;
 	reset(qm);
 	r = store_prep(a->db, "SELECT " QMEM_COLS " FROM jobs WHERE state = 'queued' ORDER BY seq"
 		       " LIMIT ?", "i", &st, (int64_t)ADMIT_MAX_QUEUE + 1);

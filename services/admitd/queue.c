@@ -48,11 +48,25 @@ void queue_refresh_rate(struct admitd *a, int force)
 	v = json_object_get(resp, "rank_second");
 	if (r == 0 && status == 200 && json_is_number(v) && json_number_value(v) > 0 &&
 	    json_number_value(v) < 1e6) {
+		json_t *classes = json_object_get(resp, "classes"), *cv;
+		const char *k;
+		int n = 0;
+
 		if (!a->rate_known || a->rate != json_number_value(v))
 			log_info("rate from ledgerd %s: $%g per rank-second", a->ledgerd,
 				 json_number_value(v));
 		a->rate = json_number_value(v);
 		a->rate_known = 1;
+		/* the rate of every node class (a class without one is not offered) */
+		json_object_foreach(classes, k, cv) {
+			double rs = json_number_value(json_object_get(cv, "rank_second"));
+
+			if (n == ADMIT_MAX_CLASSES || !bundle_valid_class(k) || !(rs > 0) || rs >= 1e6)
+				continue;
+			snprintf(a->rates[n].cls, sizeof(a->rates[n].cls), "%s", k);
+			a->rates[n++].rank_second = rs;
+		}
+		a->n_rates = n;
 		a->rate_next_us = now + 60 * 1000000ull;
 	} else {
 		if (a->rate_next_us == 0 || a->rate_known)
@@ -74,7 +88,7 @@ void queue_priced_free(struct queue_priced *q)
 	q->est = NULL;
 }
 
-int queue_price(const struct price_cluster *c, const char *id, const char *tenant,
+int queue_price(const struct price_world *w, const char *id, const char *tenant,
 		const char *user, json_t *mj, json_t *pj, struct queue_priced *out)
 {
 	char err[512] = "";
@@ -87,7 +101,7 @@ int queue_price(const struct price_cluster *c, const char *id, const char *tenan
 	memset(out, 0, sizeof(*out));
 	r = pricing_parse_spec(mj, pj, &m, &p, err, sizeof(err));
 	if (r == 0)
-		r = pricing_choose(&m, &p, c, &pr, err, sizeof(err));
+		r = pricing_world_choose(&m, &p, w, &pr, err, sizeof(err));
 	if (r == -E2BIG || r == -EDQUOT || r == -EINVAL || r == -ERANGE || r == -EOPNOTSUPP) {
 		out->rejected = 1;
 		snprintf(out->reason, sizeof(out->reason), "%s%s", strncmp(err, "rejected", 8) ?
@@ -96,7 +110,8 @@ int queue_price(const struct price_cluster *c, const char *id, const char *tenan
 	}
 	if (r < 0)
 		return r;
-	est = pricing_estimate_json(&pr, c);
+	est = pricing_estimate_json(&pr, &w->c[pr.cls]);
+	snprintf(out->cls, sizeof(out->cls), "%s", w->c[pr.cls].cls);
 	out->ranks = pr.chosen.ranks;
 	out->est_s = pr.chosen.seconds;
 	out->est_micro = json_integer_value(json_object_get(est, "amount_micro"));
@@ -128,7 +143,7 @@ int queue_put_estimate(struct admitd *a, const char *id, const struct queue_pric
 
 /* Prices one submitted job that is already stored (it came before any node):
  * priced then queued, or failed when rejected. */
-static int price_stored_job(struct admitd *a, const struct price_cluster *c, const char *id,
+static int price_stored_job(struct admitd *a, const struct price_world *c, const char *id,
 			    const char *tenant, const char *user, json_t *mj, json_t *pj)
 {
 	struct queue_priced q;
@@ -143,9 +158,9 @@ static int price_stored_job(struct admitd *a, const struct price_cluster *c, con
 			r = store_set_state(a->db, id, "failed", q.reason);
 		goto out;
 	}
-	r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ?, est_s = ?, est_micro = ?"
-		      " WHERE id = ?", "isdis", (int64_t)q.ranks, q.est_json, q.est_s, q.est_micro,
-		      id);
+	r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ?, est_s = ?, est_micro = ?,"
+		      " class = ? WHERE id = ?", "isdiss", (int64_t)q.ranks, q.est_json, q.est_s,
+		      q.est_micro, q.cls, id);
 	if (r == 0)
 		r = store_set_state(a->db, id, "priced", q.reason);
 	if (r == 0)
@@ -158,7 +173,7 @@ out:
 }
 
 /* Prices one row (id, tenant, user, model, params) of the submitted jobs. */
-static int price_row(struct admitd *a, const struct price_cluster *c, sqlite3_stmt *row)
+static int price_row(struct admitd *a, const struct price_world *c, sqlite3_stmt *row)
 {
 	json_t *mj = json_loads((const char *)sqlite3_column_text(row, 3), 0, NULL);
 	json_t *pj = json_loads((const char *)sqlite3_column_text(row, 4), 0, NULL);
@@ -172,12 +187,12 @@ static int price_row(struct admitd *a, const struct price_cluster *c, sqlite3_st
 	return r;
 }
 
-static int price_submitted(struct admitd *a, const struct price_cluster *c)
+static int price_submitted(struct admitd *a, const struct price_world *c)
 {
 	sqlite3_stmt *st;
 	int r, rc;
 
-	if (c->total_slots <= 0)
+	if (nodes_total_slots(c) <= 0)
 		return 0; /* stay "submitted": nothing to price against */
 	r = store_prep(a->db, "SELECT id, tenant, user, model, params FROM jobs"
 		       " WHERE state = 'submitted' ORDER BY seq LIMIT ?", "i", &st,
@@ -194,21 +209,25 @@ static int price_submitted(struct admitd *a, const struct price_cluster *c)
 	return r;
 }
 
-/* Free slots of each node that is up, most free first. */
-static int load_free(struct admitd *a, struct node_free *nf, int max, int *n, int *total)
+/* Free slots of each node of class cls that is up, most free first; *slots:
+ * all their slots. */
+static int load_free(struct admitd *a, const char *cls, struct node_free *nf, int max, int *n,
+		     int *total, int *slots)
 {
 	sqlite3_stmt *st;
 	int r;
 
 	r = store_prep(a->db, "SELECT n.id, n.slots - coalesce((SELECT sum(x.n) FROM assign x"
-		       " WHERE x.node = n.id AND (x.state IS NULL OR x.state = 'running')), 0) AS f"
-		       " FROM nodes n WHERE n.down = 0 ORDER BY f DESC, n.id LIMIT ?", "i", &st,
-		       (int64_t)max);
+		       " WHERE x.node = n.id AND (x.state IS NULL OR x.state = 'running')), 0) AS f,"
+		       " n.slots FROM nodes n WHERE n.down = 0 AND n.class = ? ORDER BY f DESC, n.id"
+		       " LIMIT ?", "si", &st, cls, (int64_t)max);
 	if (r < 0)
 		return r;
 	*n = 0;
 	*total = 0;
+	*slots = 0;
 	while (sqlite3_step(st) == SQLITE_ROW) {
+		*slots += sqlite3_column_int(st, 2);
 		struct node_free *f = &nf[(*n)++];
 
 		snprintf(f->id, sizeof(f->id), "%s", (const char *)sqlite3_column_text(st, 0));
@@ -431,7 +450,7 @@ static int start_one(struct admitd *a, struct pass *p, struct qent *row, int ran
 }
 
 /* Explains every waiting job near the front: place in line and projected start. */
-static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
+static int explain_waiting(struct admitd *a, const char *cls, const struct sched_job *q, int n,
 			   struct qent *rows, const int *started, struct sched_run *run,
 			   int n_run, int free, int slots, double now_s, int64_t *tail_seq)
 {
@@ -446,10 +465,13 @@ static int explain_waiting(struct admitd *a, const struct sched_job *q, int n,
 	sched_project(now_s, free, run, n_run, w, m, est);
 	for (int i = 0; i < m && r == 0; i++) {
 		fmt_clock(est[i], clk, sizeof(clk));
-		if (i == 0)
-			snprintf(reason, sizeof(reason), "queued: next in line, needs %d rank%s (%d free"
-				 " of %d), est. start %s", w[i].ranks, w[i].ranks == 1 ? "" : "s",
-				 free, slots, clk);
+		if (slots == 0)
+			snprintf(reason, sizeof(reason), "queued: no node of class %s is up; it "
+				 "starts when one is back", cls ? cls : "cpu");
+		else if (i == 0)
+			snprintf(reason, sizeof(reason), "queued: next in line%s%s, needs %d rank%s "
+				 "(%d free of %d), est. start %s", cls ? " on " : "", cls ? cls : "",
+				 w[i].ranks, w[i].ranks == 1 ? "" : "s", free, slots, clk);
 		else
 			snprintf(reason, sizeof(reason), "queued: %d job%s ahead, est. start %s", i,
 				 i == 1 ? "" : "s", clk);
@@ -476,8 +498,8 @@ static int tail_wants(const struct sched_job *q, int n, int free, int64_t low)
  * would lose its start-up, or die of the signal before its handler is set. The
  * running jobs are read once per pass (lowest priority first), and only when
  * some waiting job outranks one of them. */
-static int preempt_for(struct admitd *a, struct sched_job *q, int nq, int sorted,
-		       const int *started, int free)
+static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, int nq,
+		       int sorted, const int *started, int free)
 {
 	static struct {
 		char id[ADMIT_MAX_STR + 1];
@@ -491,8 +513,9 @@ static int preempt_for(struct admitd *a, struct sched_job *q, int nq, int sorted
 	r = store_int(a->db, "SELECT count(*) FROM jobs WHERE state = 'running' AND"
 		      " preempt IS NOT NULL", 0, &pending);
 	if (r == 0 && pending == 0)
-		r = store_int(a->db, "SELECT min(prio) FROM jobs WHERE state = 'running' AND"
-			      " cancel_requested = 0 AND " QUEUE_CAN_CHECKPOINT, INT64_MAX, &low);
+		r = store_int_s(a->db, "SELECT coalesce(min(prio), 9223372036854775807) FROM jobs"
+				" WHERE state = 'running' AND cancel_requested = 0 AND"
+				" coalesce(class, 'cpu') = ? AND " QUEUE_CAN_CHECKPOINT, cls, &low);
 	if (r < 0 || pending > 0 || low == INT64_MAX)
 		return r;
 	for (int i = 0; i < nq; i++) {
@@ -509,9 +532,9 @@ static int preempt_for(struct admitd *a, struct sched_job *q, int nq, int sorted
 			continue;
 		if (n_runs < 0) {
 			r = store_prep(a->db, "SELECT id, ranks, prio FROM jobs WHERE state = 'running'"
-				       " AND cancel_requested = 0 AND " QUEUE_CAN_CHECKPOINT
-				       " ORDER BY prio, seq DESC LIMIT ?", "i", &st,
-				       (int64_t)QUEUE_PREEMPT_MAX);
+				       " AND cancel_requested = 0 AND coalesce(class, 'cpu') = ? AND "
+				       QUEUE_CAN_CHECKPOINT " ORDER BY prio, seq DESC LIMIT ?", "si",
+				       &st, cls, (int64_t)QUEUE_PREEMPT_MAX);
 			if (r < 0)
 				return r;
 			for (n_runs = 0; sqlite3_step(st) == SQLITE_ROW; n_runs++) {
@@ -538,63 +561,36 @@ static int preempt_for(struct admitd *a, struct sched_job *q, int nq, int sorted
 	return 0;
 }
 
-/* Starts queued jobs by the queue policy (sched.c): priority, fair share,
- * EASY backfill that never delays the head's reserved start; each start takes
- * a ledger hold first and respects the tenant's quota. */
-static int admit_queued(struct admitd *a)
+/* One pass over the queued jobs of node class k (queue_mem.cls[k]): the
+ * policy orders them and starts what fits on that class's free slots. */
+static int admit_class(struct admitd *a, struct pass *p, int k, struct sched_run *run,
+		       int n_run, double now_s)
 {
 	static struct node_free nf[ADMIT_MAX_NODES];
 	static struct sched_job q[ADMIT_MAX_QUEUE];
-	static struct sched_run run[2 * ADMIT_MAX_QUEUE];
-	struct qent *rows = a->qm->e;
 	static int start[ADMIT_MAX_QUEUE], started[ADMIT_MAX_QUEUE];
-	static struct pass p;
-	double now_s = util_wall_us() / 1e6;
-	int n, total, nq = 0, n_run = 0, sorted, r;
-	int64_t slots, shown;
+	struct qent *rows = a->qm->e;
+	const char *cls = a->qm->cls[k];
+	/* name the class in reasons once there is more than the plain one */
+	const char *label = a->qm->n_cls > 1 || strcmp(cls, "cpu") ? cls : NULL;
+	int n, total, slots, nq = 0, sorted, r;
 	struct sched_result res;
-	uint64_t h;
-	sqlite3_stmt *st;
+	int64_t shown;
 	char why[256];
 
-	r = load_usage(a, &p, now_s);
-	pass_reset(&p);
-	if (r == 0)
-		r = load_free(a, nf, ADMIT_MAX_NODES, &n, &total);
-	if (r == 0)
-		r = store_int(a->db, "SELECT coalesce(sum(slots), 0) FROM nodes WHERE down = 0",
-				 0, &slots);
-	if (r == 0)
-		r = store_prep(a->db, "SELECT tenant, ranks, coalesce(started_us, updated_us), est_s"
-			       " FROM jobs WHERE state = 'running' LIMIT ?", "i", &st,
-			       (int64_t)ADMIT_MAX_QUEUE);
-	if (r < 0)
-		return r;
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		int t = pass_tenant(a, &p, (const char *)sqlite3_column_text(st, 0));
-
-		run[n_run].ranks = sqlite3_column_int(st, 1);
-		run[n_run++].end_s = sqlite3_column_int64(st, 2) / 1e6 + sqlite3_column_double(st, 3);
-		if (t >= 0) {
-			p.run_ranks[t] += sqlite3_column_int(st, 1);
-			p.run_jobs[t]++;
-		}
-	}
-	store_done(st);
-	if (!a->qm->loaded)
-		r = qmem_load(a);
-	else if (a->qm->topup)
-		r = qmem_topup(a);
+	r = load_free(a, cls, nf, ADMIT_MAX_NODES, &n, &total, &slots);
 	for (int i = 0; r == 0 && i < a->qm->n; i++) {
 		struct qent *row = &rows[i];
 		struct sched_job *j = &q[nq];
 
+		if (row->cls != k)
+			continue;
 		row->gone = 0;
-		if (row->t_gen != p.gen || row->t < 0) {
-			row->t = pass_tenant(a, &p, qmem_name(a->qm, row)->tenant);
-			row->t_gen = p.gen;
-		} else if (!p.quota_known[row->t]) {
-			row->t = pass_tenant(a, &p, qmem_name(a->qm, row)->tenant);
+		if (row->t_gen != p->gen || row->t < 0) {
+			row->t = pass_tenant(a, p, qmem_name(a->qm, row)->tenant);
+			row->t_gen = p->gen;
+		} else if (!p->quota_known[row->t]) {
+			row->t = pass_tenant(a, p, qmem_name(a->qm, row)->tenant);
 		}
 		j->id = i;
 		j->ranks = row->ranks;
@@ -605,33 +601,33 @@ static int admit_queued(struct admitd *a)
 		if (row->t < 0 || j->ranks <= 0)
 			continue;
 		/* a tenant at its quota waits whatever the policy says */
-		if (quota_blocks(&p, row->t, j->ranks, why, sizeof(why))) {
+		if (quota_blocks(p, row->t, j->ranks, why, sizeof(why))) {
 			r = qmem_set_reason(a, row, why);
 			continue;
 		}
 		row->in_pass = (uint32_t)(a->n_passes + 1);
 		nq++;
 	}
-	if (r < 0)
+	if (r < 0 || nq == 0)
 		return r;
 	/* a pass reads only the front of the order: the jobs that start (at most
 	 * one per free rank), the blocked head, the backfill window and the jobs
 	 * it explains; the rest share one reason and stay unsorted */
-	sorted = sched_order_top(&a->sched, &p.usage, now_s, q, nq,
+	sorted = sched_order_top(&a->sched, &p->usage, now_s, q, nq,
 				 total + 1 + SCHED_BF_DEPTH + SCHED_PROJECT_DEPTH);
 	sched_pass(&a->sched, now_s, total, q, nq, run, n_run, start, &res);
 	memset(started, 0, nq * sizeof(*started));
-	for (int k = 0; k < res.n_start && r >= 0; k++) {
-		const struct sched_job *j = &q[start[k]];
+	for (int i = 0; i < res.n_start && r >= 0; i++) {
+		const struct sched_job *j = &q[start[i]];
 		struct qent *row = &rows[j->id];
 
-		if (quota_blocks(&p, row->t, j->ranks, why, sizeof(why))) {
+		if (quota_blocks(p, row->t, j->ranks, why, sizeof(why))) {
 			r = qmem_set_reason(a, row, why);
 			continue;
 		}
-		r = start_one(a, &p, row, j->ranks, nf, n);
+		r = start_one(a, p, row, j->ranks, nf, n);
 		if (r >= 0) {
-			started[start[k]] = 1; /* started, or rejected and out of the queue */
+			started[start[i]] = 1; /* started, or rejected and out of the queue */
 			row->gone = 1;
 			a->qm->n_gone++;
 			total -= r > 0 ? j->ranks : 0;
@@ -641,14 +637,66 @@ static int admit_queued(struct admitd *a)
 			}
 		}
 	}
-	if (r == -EAGAIN)
-		return 0; /* the ledger is unreachable: nothing starts, the first says why */
+	if (r < 0)
+		return r; /* -EAGAIN: the ledger is unreachable, the first job says why */
+	r = explain_waiting(a, label, q, nq, rows, started, run, n_run, total, slots, now_s,
+			    &shown);
+	if (r == 0 && slots > 0)
+		r = preempt_for(a, cls, q, nq, sorted, started, total);
+	return r;
+}
+
+/* Starts queued jobs by the queue policy (sched.c), class by class:
+ * priority, fair share, EASY backfill that never delays the head's reserved
+ * start; each start takes a ledger hold first and respects the tenant's
+ * quota (counted over all classes). */
+static int admit_queued(struct admitd *a)
+{
+	static struct sched_run run[2 * ADMIT_MAX_QUEUE], cls_run[2 * ADMIT_MAX_QUEUE];
+	static uint8_t run_cls[2 * ADMIT_MAX_QUEUE];
+	static struct pass p;
+	struct qent *rows = a->qm->e;
+	double now_s = util_wall_us() / 1e6;
+	int n_run = 0, r;
+	uint64_t h;
+	sqlite3_stmt *st;
+	char why[256];
+
+	r = load_usage(a, &p, now_s);
+	pass_reset(&p);
+	if (r == 0 && !a->qm->loaded)
+		r = qmem_load(a);
+	else if (r == 0 && a->qm->topup)
+		r = qmem_topup(a);
+	if (r == 0)
+		r = store_prep(a->db, "SELECT tenant, ranks, coalesce(started_us, updated_us), est_s,"
+			       " coalesce(class, 'cpu') FROM jobs WHERE state = 'running' LIMIT ?",
+			       "i", &st, (int64_t)ADMIT_MAX_QUEUE);
 	if (r < 0)
 		return r;
-	r = explain_waiting(a, q, nq, rows, started, run, n_run, total, (int)slots, now_s, &shown);
-	if (r == 0)
-		r = preempt_for(a, q, nq, sorted, started, total);
-	if (r < 0 || nq <= shown + res.n_start)
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		int t = pass_tenant(a, &p, (const char *)sqlite3_column_text(st, 0));
+
+		run[n_run].ranks = sqlite3_column_int(st, 1);
+		run[n_run].end_s = sqlite3_column_int64(st, 2) / 1e6 + sqlite3_column_double(st, 3);
+		run_cls[n_run++] = (uint8_t)qmem_class(a->qm, (const char *)sqlite3_column_text(st, 4));
+		if (t >= 0) {
+			p.run_ranks[t] += sqlite3_column_int(st, 1);
+			p.run_jobs[t]++;
+		}
+	}
+	store_done(st);
+	for (int k = 0; r == 0 && k < a->qm->n_cls; k++) {
+		int m = 0;
+
+		for (int i = 0; i < n_run; i++)
+			if (run_cls[i] == k)
+				cls_run[m++] = run[i];
+		r = admit_class(a, &p, k, cls_run, m, now_s);
+	}
+	if (r == -EAGAIN)
+		return 0; /* the ledger is unreachable: nothing more starts */
+	if (r < 0)
 		return r;
 	snprintf(why, sizeof(why), "queued: more than %d jobs ahead", SCHED_PROJECT_DEPTH);
 	h = qmem_reason_hash(why);
@@ -656,8 +704,12 @@ static int admit_queued(struct admitd *a)
 	for (int i = 0; i < a->qm->n && r == 0; i++) {
 		struct qent *row = &rows[i];
 
-		if (row->in_pass == (uint32_t)(a->n_passes + 1) && !row->gone &&
-		    row->shown != (uint32_t)(a->n_passes + 1))
+		if (row->cls == QMEM_NO_CLASS)
+			r = qmem_set_reason(a, row, "queued: more node classes are queued for than "
+					    "admitd tracks at once (64); it is placed when the "
+					    "others are gone");
+		else if (row->in_pass == (uint32_t)(a->n_passes + 1) && !row->gone &&
+			 row->shown != (uint32_t)(a->n_passes + 1))
 			r = qmem_set_reason_h(a, row, why, h);
 	}
 	return r;
@@ -675,11 +727,11 @@ int queue_schedule(struct admitd *a)
 {
 	uint64_t t0 = util_now_us();
 	double c0 = thread_cpu_ms();
-	struct price_cluster c;
+	struct price_world c;
 	int r;
 
 	a->sched_dirty = 0;
-	r = nodes_cluster(a, &c);
+	r = nodes_world(a, &c);
 	if (r < 0)
 		return r;
 	r = store_begin(a->db);

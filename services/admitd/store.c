@@ -82,6 +82,14 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN overrun TEXT;"
 	"ALTER TABLE jobs ADD COLUMN attempt_us INTEGER;"
 	"ALTER TABLE jobs ADD COLUMN run_us INTEGER NOT NULL DEFAULT 0;",
+	/* 7: node classes: what a node is ("cpu", "h100", an operator's label),
+	 * whether its slots are GPUs, its GPUs as reported (JSON) and the
+	 * smallest one's memory; the class a job was priced for (NULL: "cpu") */
+	"ALTER TABLE nodes ADD COLUMN class TEXT NOT NULL DEFAULT 'cpu';"
+	"ALTER TABLE nodes ADD COLUMN device TEXT NOT NULL DEFAULT 'cpu';"
+	"ALTER TABLE nodes ADD COLUMN gpus TEXT;"
+	"ALTER TABLE nodes ADD COLUMN gpu_mem REAL;"
+	"ALTER TABLE jobs ADD COLUMN class TEXT;",
 };
 
 int store_open(const char *path, sqlite3 **out)

@@ -309,9 +309,118 @@ static void test_profile(void)
 	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), 0);
 	T_CHECK(strstr(res.explain, "efficiency 0.30 learned from 3 jobs on node-a"), "%s",
 		res.explain);
-	cands = pricing_candidates_json(&tiny, &p, &c);
+	{
+		struct price_world w = {.n = 1};
+
+		w.c[0] = c;
+		snprintf(w.c[0].cls, sizeof(w.c[0].cls), "cpu");
+		cands = pricing_candidates_json(&tiny, &p, &w);
+	}
 	T_EQ_INT((int)json_array_size(cands), 3); /* 1, 2, 4 divide the batch of 8 */
 	json_decref(cands);
+}
+
+/* A CPU class and a GPU class 100x faster at 250x the rate: the rule picks
+ * among the classes as it does among rank counts; device, node_class, ZeRO
+ * and a missing rate rule classes out with the reason in the sentence. */
+static void test_classes(void)
+{
+	struct price_world w = {.n = 2};
+	struct price_result res, cpu_only, gpu_only;
+	struct train_params p = params(0, 8, 0, 0);
+	char err[512] = "";
+	double mid;
+	json_t *cands;
+
+	w.c[0] = c4;
+	snprintf(w.c[0].cls, sizeof(w.c[0].cls), "cpu");
+	w.c[1] = c4;
+	snprintf(w.c[1].cls, sizeof(w.c[1].cls), "h100");
+	w.c[1].gpu = 1;
+	w.c[1].total_slots = 2;
+	w.c[1].flops_per_slot = 2e12;
+	w.c[1].rate = 0.05;
+	w.c[0].show_cls = w.c[1].show_cls = 1;
+	p.steps = 100000;
+	T_EQ_INT(pricing_choose(&tiny, &p, &w.c[0], &cpu_only, err, sizeof(err)), 0);
+	T_EQ_INT(pricing_choose(&tiny, &p, &w.c[1], &gpu_only, err, sizeof(err)), 0);
+	T_CHECK(gpu_only.chosen.seconds < cpu_only.chosen.seconds &&
+		gpu_only.chosen.amount > cpu_only.chosen.amount, "gpu %g s $%g, cpu %g s $%g",
+		gpu_only.chosen.seconds, gpu_only.chosen.amount, cpu_only.chosen.seconds,
+		cpu_only.chosen.amount);
+
+	/* no budget, no deadline: the fastest, the other class for comparison */
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 1);
+	T_CHECK(strstr(res.explain, " on h100: ") && strstr(res.explain, " on h100: ") <
+		strstr(res.explain, "(fastest); or 4 ranks on cpu: ") &&
+		strstr(res.explain, "(fastest); or 4 ranks on cpu: ") <
+		strstr(res.explain, "; efficiency 0.30"), "%s", res.explain);
+	/* a budget the GPU class cannot meet: the CPU class */
+	mid = (cpu_only.chosen.amount + gpu_only.chosen.amount) / 2;
+	p.budget = mid;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 0);
+	T_CHECK(res.chosen.amount <= mid, "%g > %g", res.chosen.amount, mid);
+	/* a budget nothing meets: the cheapest class's price in the refusal */
+	p.budget = 1e-9;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), -EDQUOT);
+	T_CHECK(strstr(err, "rejected: needs $") && strstr(err, "on cpu, the cheapest)"), "%s",
+		err);
+	p.budget = 0;
+	/* a deadline only the GPU class meets; then one both meet: the cheaper */
+	p.deadline_s = (gpu_only.chosen.seconds + cpu_only.chosen.seconds) / 2;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 1);
+	p.deadline_s = cpu_only.chosen.seconds * 10;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 0);
+	T_CHECK(strstr(res.explain, "cheapest that meets the"), "%s", res.explain);
+	p.deadline_s = 0;
+	/* device and node_class choose the class; ZeRO keeps a job off GPUs */
+	snprintf(p.device, sizeof(p.device), "cpu");
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 0);
+	snprintf(p.device, sizeof(p.device), "cuda");
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 1);
+	p.zero = 1;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), -EOPNOTSUPP);
+	T_CHECK(strstr(err, "no node class that is up can run it: ") &&
+		strstr(err, "it asks for a GPU (device cuda) and node class cpu has none") &&
+		strstr(err, "node class h100 trains on GPUs and ZeRO-1 runs on the CPU only"),
+		"%s", err);
+	snprintf(p.device, sizeof(p.device), "auto");
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 0);
+	T_CHECK(strstr(res.explain, "; not on h100: node class h100 trains on GPUs and ZeRO-1"),
+		"%s", res.explain);
+	p.zero = 0;
+	snprintf(p.node_class, sizeof(p.node_class), "cpu");
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 0);
+	snprintf(p.node_class, sizeof(p.node_class), "a100");
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), -EOPNOTSUPP);
+	T_CHECK(strstr(err, "it asks for node class a100"), "%s", err);
+	p.node_class[0] = 0;
+	/* ledgerd has rates but none for h100: not offered */
+	w.c[1].no_rate = 1;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), 0);
+	T_EQ_INT(res.cls, 0);
+	T_CHECK(strstr(res.explain, "the ledger has no rate for node class h100"), "%s",
+		res.explain);
+	cands = pricing_candidates_json(&tiny, &p, &w);
+	T_EQ_INT((int)json_array_size(cands), 3); /* the CPU class's 1, 2, 4 */
+	json_decref(cands);
+	w.c[1].no_rate = 0;
+	cands = pricing_candidates_json(&tiny, &p, &w);
+	T_EQ_INT((int)json_array_size(cands), 5); /* and the GPU class's 1, 2 */
+	T_EQ_STR(json_string_value(json_object_get(json_array_get(cands, 4), "node_class")),
+		 "h100");
+	json_decref(cands);
+	/* nothing up */
+	w.n = 0;
+	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), -ENODEV);
 }
 
 int main(void)
@@ -327,5 +436,6 @@ int main(void)
 	t_run("pricing_parse_spec_roundtrip", test_parse_spec_roundtrip);
 	t_run("pricing_learn_efficiency", test_learn_efficiency);
 	t_run("pricing_measured_profile", test_profile);
+	t_run("pricing_node_classes", test_classes);
 	return t_done();
 }

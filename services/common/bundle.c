@@ -389,7 +389,21 @@ void trainparams_defaults(const struct model_config *m, struct train_params *p)
 	p->weight_decay = 0.0;
 	p->grad_clip = 1.0;
 	p->seed = 1337;
-	snprintf(p->device, sizeof(p->device), "cpu");
+	snprintf(p->device, sizeof(p->device), "auto");
+}
+
+int bundle_valid_class(const char *s)
+{
+	size_t n = 0;
+
+	if (!s)
+		return 0;
+	for (; s[n]; n++)
+		if (n >= BUNDLE_MAX_CLASS ||
+		    !((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_' ||
+		      s[n] == '.' || s[n] == '-'))
+			return 0;
+	return n > 0;
 }
 
 static int get_num(json_t *v, const char *k, double lo, double hi, double *out, char *err,
@@ -490,11 +504,18 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 				return util_fail(err, errlen, -EINVAL, "bursar.json: 'device' must be "
 					    "\"cpu\", \"cuda\" or \"auto\"");
 			snprintf(q.device, sizeof(q.device), "%s", s);
+		} else if (!strcmp(k, "node_class")) {
+			const char *s = json_string_value(v);
+			if (!s || (s[0] && !bundle_valid_class(s)))
+				return util_fail(err, errlen, -EINVAL, "bursar.json: 'node_class' must "
+					    "be a node class name (1-%d chars of [a-z0-9_.-], e.g. "
+					    "\"h100\"), or \"\" for any", BUNDLE_MAX_CLASS);
+			snprintf(q.node_class, sizeof(q.node_class), "%s", s);
 		} else {
 			return util_fail(err, errlen, -EINVAL, "bursar.json: unknown key '%.60s' (known: "
 				    "steps, tokens, batch, seq_len, lr, warmup, schedule, "
 				    "weight_decay, grad_clip, seed, ranks, budget, deadline, priority, "
-				    "ckpt_every, eval_every, grad_accum, zero, device)",
+				    "ckpt_every, eval_every, grad_accum, zero, device, node_class)",
 				    k);
 		}
 		if (r < 0)
@@ -526,14 +547,14 @@ int trainparams_apply(json_t *o, const struct model_config *m, struct train_para
 json_t *trainparams_to_json(const struct train_params *p)
 {
 	return json_pack("{s:I, s:i, s:i, s:f, s:i, s:s, s:f, s:f, s:I, s:i, s:f, s:f, s:i, s:I, "
-			 "s:I, s:i, s:i, s:s}",
+			 "s:I, s:i, s:i, s:s, s:s}",
 			 "steps", (json_int_t)p->steps, "batch", p->batch, "seq_len", p->seq_len,
 			 "lr", p->lr, "warmup", p->warmup, "schedule", p->schedule,
 			 "weight_decay", p->weight_decay, "grad_clip", p->grad_clip, "seed",
 			 (json_int_t)p->seed, "ranks", p->ranks, "budget", p->budget, "deadline",
 			 p->deadline_s, "priority", p->priority, "ckpt_every",
 			 (json_int_t)p->ckpt_every, "eval_every", (json_int_t)p->eval_every,
-			 "grad_accum", p->grad_accum, "zero", p->zero, "device", p->device);
+			 "grad_accum", p->grad_accum, "zero", p->zero, "device", p->device, "node_class", p->node_class);
 }
 
 static int load_json(const char *path, const char *name, json_t **out, char *err, size_t errlen)

@@ -38,6 +38,11 @@ struct model_config {
 	int rope_original_max;
 };
 
+#define BUNDLE_MAX_CLASS 32 /* a node class name: 1-32 chars of [a-z0-9_.-] */
+
+/* 1 when s is a valid node class name. */
+int bundle_valid_class(const char *s);
+
 struct train_params {
 	long steps;        /* optimizer steps */
 	int batch;         /* global batch in sequences, split across ranks */
@@ -56,7 +61,10 @@ struct train_params {
 	long eval_every;   /* steps between eval losses; 0 = at the end only */
 	int grad_accum;    /* micro-batches per rank per step; 0 = the trainer picks */
 	int zero;          /* 1: ZeRO-1, the AdamW state sharded across the ranks */
-	char device[8];    /* "cpu" | "cuda" | "auto" (the GPU when one answers) */
+	char device[8];    /* "cpu" | "cuda" | "auto" (the GPU when one answers; default) */
+	/* node class admission must place the job on ("" any that suits device),
+	 * e.g. "h100" or an operator's "cpu-big" */
+	char node_class[BUNDLE_MAX_CLASS + 1];
 };
 
 /* Parses a Hugging Face config.json (model_type gpt2 or llama). err receives

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# test-classes — node classes in admission, on the real admitd and ledgerd:
+# nodes report their class ("cpu", "h100", an operator's label), whether
+# their slots are GPUs, and their GPUs, in the heartbeat noded sends (driven
+# here with curl, as test-admitd.sh does); each class is priced at the
+# ledger's rate for it; a job is priced on every class that may run it (its
+# device, node_class, what the GPU backend trains) and placed within the one
+# chosen; each class has its own queue, so a job waiting for GPUs does not
+# hold back one that fits the CPUs; bad class reports are refused with a
+# sentence.
+set -u
+cd "$(dirname "$0")/../.."
+NAME=classes
+ADMITD_ARGS="--policy fifo"
+. tests/admitd/harness.sh
+
+GPT2='{"model_type":"gpt2","n_layer":2,"n_head":2,"n_embd":64,"n_positions":64,"vocab_size":256}'
+LLAMA='{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":2,"max_position_embeddings":64,"vocab_size":256}'
+GPUS='[{"index":0,"name":"NVIDIA H100 80GB HBM3","uuid":"GPU-0","mem_bytes":85899345920},{"index":1,"name":"NVIDIA H100 80GB HBM3","uuid":"GPU-1","mem_bytes":85899345920}]'
+hb() { # NODE SLOTS FLOPS EXTRA REPORTS
+	api POST /v1/nodes/heartbeat "{\"node\":\"$1\",\"addr\":\"127.0.0.1\",\"slots\":$2,\"flops_per_slot\":$3${4:+,$4},\"jobs\":[${5:-}]}"
+}
+job_body() { # MODEL PARAMS
+	echo "{\"tenant\":\"acme\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/bundles/b-1\",\"name\":\"t\",\"model\":$1,\"params\":$2}"
+}
+submit() { api POST /v1/jobs "$(job_body "$@")"; settle; }
+estimate() { api POST /v1/estimate "{\"model\":$1,\"params\":$2}"; }
+
+# rates before admitd starts: it reads them at start
+lapi POST /v1/rates '{"rank_hour": {"cpu": 0.72, "h100": 7.2}, "kwh": 0.15}'
+lapi POST /v1/credits '{"source":"admin","seq":1,"tenant":"acme","amount_micro":100000000}'
+start
+
+begin nodes_report_classes
+hb c1 4 2e10
+want cpu "$CODE" 200
+hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS"
+want gpu "$CODE" 200
+api GET /v1/nodes
+want listed "$(j '[(n["id"], n["class"], n["device"], len(n["gpus"])) for n in d["nodes"]]')" "[('c1', 'cpu', 'cpu', 0), ('g1', 'h100', 'cuda', 2)]"
+want gpu_name "$(j 'd["nodes"][1]["gpus"][0]["name"]')" "NVIDIA H100 80GB HBM3"
+end
+
+begin bad_class_reports_refused
+hb x1 1 1e9 '"class":"H100!"'
+want bad_name "$CODE $(j 'd["error"]')" "400 'class' must be a node class name of 1-32 chars [a-z0-9_.-]"
+hb x1 3 1e9 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS"
+want slots_over_gpus "$CODE $(j 'd["error"]')" "400 a GPU node (device cuda) offers one slot per GPU: 'slots' 3 exceeds the 2 GPUs in 'gpus'"
+hb x1 1 1e9 '"class":"h100","device":"cpu"'
+want mixed_class "$CODE $(j 'd["error"]')" "409 node class h100 trains on GPUs on node g1 and this node's slots are CPUs; give this node a class of its own (bursar-noded --class)"
+hb x1 1 1e9 '"device":"tpu"'
+want bad_device "$CODE" 400
+api GET /v1/nodes
+want not_registered "$(j 'len(d["nodes"])')" 2
+end
+
+begin estimate_per_class_rate
+estimate "$GPT2" '{"steps":100000,"batch":8,"device":"cuda"}'
+want gpu "$CODE $(j 'd["node_class"], d["device"], round(d["rank_second"], 6)')" "200 ('h100', 'cuda', 0.002)"
+estimate "$GPT2" '{"steps":100000,"batch":8,"device":"cpu"}'
+want cpu "$CODE $(j 'd["node_class"], d["device"], round(d["rank_second"], 6)')" "200 ('cpu', 'cpu', 0.0002)"
+estimate "$GPT2" '{"steps":100000,"batch":8}'
+want auto_fastest "$(j 'd["node_class"]')" h100
+wantgrep auto_explain "$(j 'd["explain"]')" "^[0-9]+ ranks? on h100: .* \(fastest\).*; or [0-9]+ ranks? on cpu: "
+want candidates "$(j 'sorted(set(c["node_class"] for c in d["candidates"]))')" "['cpu', 'h100']"
+end
+
+begin gpu_backend_limits_keep_jobs_on_cpus
+estimate "$LLAMA" '{"steps":100,"batch":8}'
+want llama_cpu "$CODE $(j 'd["node_class"]')" "200 cpu"
+wantgrep llama_why "$(j 'd["explain"]')" "not on h100: node class h100 trains on GPUs and the CUDA backend trains GPT-2 only so far"
+estimate "$LLAMA" '{"steps":100,"batch":8,"device":"cuda"}'
+want llama_cuda "$CODE" 400
+wantgrep llama_cuda_why "$(j 'd["error"]')" "^no node class that is up can run it: .*GPT-2 only so far"
+estimate "$GPT2" '{"steps":100,"batch":8,"zero":1}'
+want zero_cpu "$(j 'd["node_class"]')" cpu
+end
+
+begin unknown_class_rejected
+submit "$GPT2" '{"steps":100,"batch":8,"node_class":"a100"}'
+want state "$CODE $(j 'd["state"]')" "201 failed"
+wantgrep why "$(j 'd["reason"]')" "^rejected: no node class that is up can run it: it asks for node class a100"
+api POST /v1/estimate "{\"model\":$GPT2,\"params\":{\"node_class\":\"A100\"}}"
+want bad_param "$CODE" 400
+end
+
+begin class_without_rate_not_offered
+hb f1 2 1e11 '"class":"fast"'
+estimate "$GPT2" '{"steps":100,"batch":8,"node_class":"fast"}'
+want refused "$CODE" 400
+wantgrep why "$(j 'd["error"]')" "the ledger has no rate for node class fast"
+estimate "$GPT2" '{"steps":100000,"batch":8,"device":"cpu"}'
+want cpu_still "$(j 'd["node_class"]')" cpu
+end
+
+begin gpu_job_placed_on_gpu_node
+submit "$GPT2" '{"steps":100000,"batch":8,"device":"cuda","ranks":2}'
+G1=$(j 'd["id"]')
+want state "$(j 'd["state"], d["estimate"]["node_class"]')" "('running', 'h100')"
+wantgrep where "$(j 'd["reason"]')" "^running on g1 ranks 0-1"
+hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS"
+want launched "$(j '[l["job"] for l in d["launch"]]')" "['$G1']"
+end
+
+begin classes_queue_apart
+submit "$GPT2" '{"steps":100000,"batch":8,"device":"cuda"}'
+G2=$(j 'd["id"]')
+want gpu_waits "$(j 'd["state"]')" queued
+wantgrep gpu_why "$(j 'd["reason"]')" "^queued: next in line on h100, needs [0-9]+ ranks? \(0 free of 2\)"
+submit "$GPT2" '{"steps":100,"batch":8,"device":"cpu","ranks":2}'
+want cpu_runs "$(j 'd["state"]')" running
+wantgrep cpu_where "$(j 'd["reason"]')" "^running on c1 ranks 0-1"
+hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS" "{\"job\":\"$G1\",\"state\":\"succeeded\",\"output_dir\":\"/srv/out\"}"
+api GET "/v1/jobs/$G2"
+want gpu_starts_when_free "$(j 'd["state"]')" running
+end
+
+begin restart_keeps_classes
+crash
+start
+api GET "/v1/jobs/$G2"
+want job "$(j 'd["state"], d["estimate"]["node_class"]')" "('running', 'h100')"
+api GET /v1/nodes
+want node "$(j '[n["class"] for n in d["nodes"] if n["id"] == "g1"]')" "['h100']"
+end
+
+[ "$FAILS" -eq 0 ]
