@@ -58,6 +58,12 @@ struct price_cluster {
 	/* smallest memory of a node that is up, bytes (0: unknown); a GPU
 	 * class: the smallest GPU's memory */
 	double mem_bytes;
+	/* power one busy slot draws, W (0: unknown): the highest of its nodes',
+	 * learned from metered energy (watts_learned) or reported by the node
+	 * (a GPU's power limit) */
+	double watts;
+	int watts_learned;
+	double kwh_price; /* $ per kWh (0: energy is not priced) */
 };
 
 /* Every class that can run something now. */
@@ -69,6 +75,7 @@ struct price_world {
 struct price_option {
 	int ranks;
 	double compute_s, comm_s, seconds, amount;
+	double energy_kwh; /* of all its ranks, when the class's power is known */
 };
 
 struct price_result {
@@ -146,6 +153,7 @@ struct admitd {
 		double rank_second;
 	} rates[ADMIT_MAX_CLASSES]; /* every class ledgerd has a rate for */
 	int n_rates;
+	double kwh_price; /* $ per kWh from ledgerd (0: not priced, or unknown) */
 	uint64_t rate_next_us;
 	/* estimate outbox backoff */
 	uint64_t flush_next_us, flush_backoff_us;

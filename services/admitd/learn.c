@@ -5,7 +5,9 @@
  * seconds one rank actually ran (metered rank-seconds ÷ ranks), derives the
  * efficiency the job achieved against what it was priced with
  * (pricing_observed_efficiency) and moves the efficiency of every node the
- * job ran on towards it (pricing_learn). The update and jobs.learned = 1 are
+ * job ran on towards it (pricing_learn); when the bill shows metered energy,
+ * the power one rank drew (kWh × 3.6e6 ÷ rank-seconds) moves those nodes'
+ * watts per slot the same way. The update and jobs.learned = 1 are
  * one transaction, so a crash can neither lose nor repeat an observation.
  * Failed and cancelled jobs, and jobs dominated by fixed costs, teach nothing
  * (learned = -1). A bill that never arrives is given up after LEARN_GIVEUP_US.
@@ -17,6 +19,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,29 +43,45 @@ static int mark(struct admitd *a, const char *id, int v)
 	return store_run(a->db, "UPDATE jobs SET learned = ? WHERE id = ?", "is", (int64_t)v, id);
 }
 
-/* Applies observation obs to the nodes of job j and marks it learned. */
-static int apply(struct admitd *a, const struct learn_job *j, double obs, double actual_s)
+/* Applies the efficiency observation obs (NAN: none) and the watts one
+ * (NAN: no energy metered) to the nodes of job j and marks it learned (mark:
+ * 1, or -1 when it taught nothing about speed). */
+static int apply(struct admitd *a, const struct learn_job *j, double obs, double watts,
+		 double actual_s, int mark_as)
 {
 	char nodes[8][ADMIT_MAX_STR + 1];
-	double eff[8];
-	int jobs[8], n = 0, r;
+	double eff[8], w[8];
+	int jobs[8], wjobs[8], n = 0, r;
 	sqlite3_stmt *st;
 
 	r = store_begin(a->db);
 	if (r < 0)
 		return r;
-	r = store_prep(a->db, "SELECT n.id, coalesce(n.eff, ?), n.eff_jobs FROM assign x JOIN"
-		       " nodes n ON n.id = x.node WHERE x.job = ? ORDER BY x.first_rank LIMIT 8",
-		       "ds", &st, a->efficiency, j->id);
+	r = store_prep(a->db, "SELECT n.id, coalesce(n.eff, ?), n.eff_jobs, n.watts, n.watts_jobs"
+		       " FROM assign x JOIN nodes n ON n.id = x.node WHERE x.job = ? ORDER BY"
+		       " x.first_rank LIMIT 8", "ds", &st, a->efficiency, j->id);
 	if (r < 0)
 		goto out_rollback;
 	while (n < 8 && sqlite3_step(st) == SQLITE_ROW) {
 		snprintf(nodes[n], sizeof(nodes[0]), "%s", (const char *)sqlite3_column_text(st, 0));
 		eff[n] = sqlite3_column_double(st, 1);
-		jobs[n++] = sqlite3_column_int(st, 2);
+		jobs[n] = sqlite3_column_int(st, 2);
+		w[n] = sqlite3_column_type(st, 3) == SQLITE_NULL ? NAN : sqlite3_column_double(st, 3);
+		wjobs[n++] = sqlite3_column_int(st, 4);
 	}
 	store_done(st);
-	for (int i = 0; r == 0 && i < n; i++) {
+	/* watts per busy slot: the first metered figure replaces the node's
+	 * reported limit, later ones move it like the efficiency */
+	for (int i = 0; r == 0 && !isnan(watts) && i < n; i++) {
+		double nw = isnan(w[i]) ? watts : pricing_learn(w[i], wjobs[i], watts);
+
+		r = store_run(a->db, "UPDATE nodes SET watts = ?, watts_jobs = watts_jobs + 1 WHERE"
+			      " id = ?", "ds", nw, nodes[i]);
+		if (r == 0)
+			log_info("job %s drew %.0f W per rank: node %s power per slot %s%.0f W", j->id,
+				 watts, nodes[i], isnan(w[i]) ? "" : "moves to ", nw);
+	}
+	for (int i = 0; r == 0 && !isnan(obs) && i < n; i++) {
 		double e = pricing_learn(eff[i], jobs[i], obs);
 
 		r = store_run(a->db, "UPDATE nodes SET eff = ?, eff_jobs = eff_jobs + 1 WHERE id = ?",
@@ -74,7 +93,7 @@ static int apply(struct admitd *a, const struct learn_job *j, double obs, double
 				 jobs[i] ? "s" : "");
 	}
 	if (r == 0)
-		r = mark(a, j->id, 1);
+		r = mark(a, j->id, mark_as);
 	if (r == 0)
 		r = store_commit(a->db);
 	if (r == 0)
@@ -90,7 +109,7 @@ static int learn_one(struct admitd *a, const struct learn_job *j)
 {
 	char path[ADMIT_MAX_STR + 32];
 	json_t *resp = NULL, *met;
-	double actual, obs;
+	double actual, obs, kwh, watts;
 	int64_t entries;
 	long status = 0;
 	int r;
@@ -102,6 +121,11 @@ static int learn_one(struct admitd *a, const struct learn_job *j)
 	met = json_object_get(resp, "metered");
 	entries = json_integer_value(json_object_get(met, "entries"));
 	actual = json_number_value(json_object_get(met, "rank_seconds")) / j->ranks;
+	kwh = json_number_value(json_object_get(met, "energy_kwh"));
+	/* average power of a rank over its metered time (compute, wait and idle) */
+	watts = kwh > 0 && actual > 0 ? kwh * 3.6e6 / (actual * j->ranks) : NAN;
+	if (!(watts < 1e5))
+		watts = NAN;
 	if (status != 200 || entries <= 0 || !(actual > 0)) {
 		r = 0;
 		if ((int64_t)util_wall_us() - j->finished_us > LEARN_GIVEUP_US) {
@@ -113,11 +137,14 @@ static int learn_one(struct admitd *a, const struct learn_job *j)
 	}
 	if (pricing_observed_efficiency(&j->pred, j->eff_used, actual, &obs) < 0) {
 		log_info("job %s ran %.1f s, mostly fixed costs (predicted compute %.1f s): "
-			 "nothing to learn", j->id, actual, j->pred.compute_s);
-		r = mark(a, j->id, -1) < 0 ? 0 : 1;
+			 "nothing to learn about its speed", j->id, actual, j->pred.compute_s);
+		if (isnan(watts))
+			r = mark(a, j->id, -1) < 0 ? 0 : 1;
+		else
+			r = apply(a, j, NAN, watts, actual, -1) < 0 ? 0 : 1;
 		goto out;
 	}
-	r = apply(a, j, obs, actual) < 0 ? 0 : 1;
+	r = apply(a, j, obs, watts, actual, 1) < 0 ? 0 : 1;
 out:
 	json_decref(resp);
 	return r;

@@ -54,7 +54,8 @@ int nodes_world(struct admitd *a, struct price_world *w)
 	memset(w, 0, sizeof(*w));
 	r = store_prep(a->db, "SELECT class, max(device = 'cuda'), coalesce(sum(slots), 0),"
 		       " max(alpha_s), min(beta_bps), min(CASE WHEN device = 'cuda' THEN gpu_mem"
-		       " ELSE mem_bytes END) FROM nodes WHERE down = 0 AND slots > 0 GROUP BY class"
+		       " ELSE mem_bytes END), max(coalesce(watts, watts_reported)),"
+		       " max(watts IS NOT NULL) FROM nodes WHERE down = 0 AND slots > 0 GROUP BY class"
 		       " ORDER BY class LIMIT ?", "i", &st, (int64_t)ADMIT_MAX_CLASSES);
 	if (r < 0)
 		return r;
@@ -67,6 +68,9 @@ int nodes_world(struct admitd *a, struct price_world *w)
 		c->alpha_s = sqlite3_column_double(st, 3);
 		c->beta_bps = sqlite3_column_double(st, 4);
 		c->mem_bytes = sqlite3_column_double(st, 5);
+		c->watts = sqlite3_column_double(st, 6);
+		c->watts_learned = sqlite3_column_int(st, 7);
+		c->kwh_price = a->kwh_price;
 	}
 	store_done(st);
 	for (int i = 0; i < w->n; i++) {
@@ -367,7 +371,8 @@ static int parse_profile(struct httpd_req *req, json_t *b)
 	json_t *ar = json_object_get(b, "allreduce");
 
 	if (opt_number(req, b, "mem_bytes", 1 << 20, 1e16) < 0 ||
-	    opt_number(req, b, "probed_us", 0, 1e17) < 0)
+	    opt_number(req, b, "probed_us", 0, 1e17) < 0 ||
+	    opt_number(req, b, "watts_per_slot", 0, 1e5) < 0)
 		return -EINVAL;
 	if (ar && !json_is_null(ar) && !json_is_object(ar))
 		return httpd_reply_error(req, 400, "'allreduce' must be an object {\"alpha_s\", "
@@ -575,9 +580,9 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 		log_info("node %s is back", node);
 	}
 	r = store_run(a->db, "INSERT INTO nodes (id, addr, slots, flops_per_slot, last_seen_us, down,"
-		      " mem_bytes, alpha_s, beta_bps, probed_us, class, device, gpus, gpu_mem)"
-		      " VALUES (?, ?, ?, ?, ?, 0, nullif(?, -1), nullif(?, -1), nullif(?, -1),"
-		      " nullif(?, -1), ?, ?, ?, nullif(?, -1))"
+		      " mem_bytes, alpha_s, beta_bps, probed_us, class, device, gpus, gpu_mem,"
+		      " watts_reported) VALUES (?, ?, ?, ?, ?, 0, nullif(?, -1), nullif(?, -1),"
+		      " nullif(?, -1), nullif(?, -1), ?, ?, ?, nullif(?, -1), nullif(?, -1))"
 		      " ON CONFLICT(id) DO UPDATE SET addr = excluded.addr,"
 		      " slots = excluded.slots, flops_per_slot = excluded.flops_per_slot,"
 		      " last_seen_us = excluded.last_seen_us, down = 0,"
@@ -586,13 +591,15 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 		      " beta_bps = coalesce(excluded.beta_bps, beta_bps),"
 		      " probed_us = coalesce(excluded.probed_us, probed_us),"
 		      " class = excluded.class, device = excluded.device, gpus = excluded.gpus,"
-		      " gpu_mem = excluded.gpu_mem", "ssididddisssd", node,
+		      " gpu_mem = excluded.gpu_mem, watts_reported = excluded.watts_reported",
+		      "ssididddisssdd", node,
 		      addr ? addr : "", (int64_t)json_integer_value(json_object_get(b, "slots")),
 		      json_number_value(json_object_get(b, "flops_per_slot")),
 		      (int64_t)util_wall_us(), opt_double(b, "mem_bytes"),
 		      opt_double(json_object_get(b, "allreduce"), "alpha_s"),
 		      opt_double(json_object_get(b, "allreduce"), "beta_bps"),
-		      (int64_t)opt_double(b, "probed_us"), cls, dev, gj, gmem);
+		      (int64_t)opt_double(b, "probed_us"), cls, dev, gj, gmem,
+		      opt_double(b, "watts_per_slot"));
 	free(gj);
 	gj = NULL;
 	for (int i = 0; r == 0 && i < n; i++)
@@ -809,8 +816,8 @@ int nodes_list(struct admitd *a, json_t **out)
 		       " n.down, coalesce((SELECT sum(x.n) FROM assign x WHERE x.node = n.id AND"
 		       " (x.state IS NULL OR x.state = 'running')), 0), coalesce(n.eff, ?),"
 		       " n.eff_jobs, n.mem_bytes, n.alpha_s, n.beta_bps, n.probed_us,"
-		       " n.reprobe_us > coalesce(n.probed_us, 0), n.class, n.device, n.gpus"
-		       " FROM nodes n ORDER BY n.id"
+		       " n.reprobe_us > coalesce(n.probed_us, 0), n.class, n.device, n.gpus,"
+		       " n.watts_reported, n.watts, n.watts_jobs FROM nodes n ORDER BY n.id"
 		       " LIMIT ?", "di", &st, a->efficiency, (int64_t)ADMIT_MAX_NODES);
 	if (r < 0) {
 		json_decref(list);
@@ -822,7 +829,7 @@ int nodes_list(struct admitd *a, json_t **out)
 
 		json_array_append_new(list, json_pack(
 			"{s:s, s:s, s:i, s:f, s:I, s:b, s:i, s:f, s:i, s:o, s:{s:o, s:o}, s:o, s:b, s:s,"
-			" s:s, s:o}",
+			" s:s, s:o, s:{s:o, s:o, s:i}}",
 			"id", (const char *)sqlite3_column_text(st, 0),
 			"addr", (const char *)sqlite3_column_text(st, 1),
 			"slots", sqlite3_column_int(st, 2),
@@ -837,7 +844,9 @@ int nodes_list(struct admitd *a, json_t **out)
 			"reprobe_pending", sqlite3_column_int(st, 13),
 			"class", (const char *)sqlite3_column_text(st, 14),
 			"device", (const char *)sqlite3_column_text(st, 15),
-			"gpus", gpus ? gpus : json_array()));
+			"gpus", gpus ? gpus : json_array(),
+			"watts_per_slot", "reported", col_num(st, 17), "metered", col_num(st, 18),
+			"jobs", sqlite3_column_int(st, 19)));
 	}
 	store_done(st);
 	*out = json_pack("{s:o}", "nodes", list);

@@ -83,7 +83,9 @@ void pricing_option(const struct model_config *m, const struct train_params *p,
 	out->compute_s = fpt * tokens / (r * c->flops_per_slot * c->efficiency);
 	out->comm_s = (double)p->steps * allreduce_s(c, bytes, r);
 	out->seconds = out->compute_s + out->comm_s + PRICE_STARTUP_S;
-	out->amount = out->seconds * r * c->rate;
+	/* a held slot draws its busy power for the whole run (conservative) */
+	out->energy_kwh = out->seconds * r * (c->watts > 0 ? c->watts : 0) / 3.6e6;
+	out->amount = out->seconds * r * c->rate + out->energy_kwh * c->kwh_price;
 }
 
 void pricing_fmt_duration(double s, char *buf, size_t len)
@@ -141,6 +143,13 @@ static void explain(struct price_result *out, const char *why, const struct pric
 	else if ((size_t)k < n)
 		k += snprintf(e + k, n - k, "; efficiency %.2f (default, nothing learned yet)",
 			      c->efficiency);
+	if (c->kwh_price > 0 && c->watts > 0 && (size_t)k < n)
+		k += snprintf(e + k, n - k, "; energy %.3g kWh at %.0f W per slot (%s)",
+			      out->chosen.energy_kwh, c->watts,
+			      c->watts_learned ? "metered" : "the node's power limit");
+	else if (c->kwh_price > 0 && (size_t)k < n)
+		k += snprintf(e + k, n - k, "; energy not in the estimate (no power figure for "
+			      "%s yet), billed as metered", c->cls[0] ? c->cls : "its nodes");
 	if (c->rate_is_default && (size_t)k < n)
 		snprintf(e + k, n - k, "; priced at the default rate $%g/rank-s because ledgerd "
 			 "is unreachable", c->rate);
@@ -401,7 +410,7 @@ int pricing_parse_spec(json_t *model, json_t *params, struct model_config *m,
 json_t *pricing_estimate_json(const struct price_result *r, const struct price_cluster *c)
 {
 	return json_pack("{s:i, s:f, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:s, s:f, s:i, s:s, s:s, "
-			 "s:s, s:f}",
+			 "s:s, s:f, s:f, s:f, s:s}",
 			 "ranks", r->chosen.ranks, "seconds", r->chosen.seconds,
 			 "amount", r->chosen.amount, "amount_micro",
 			 (json_int_t)llround(r->chosen.amount * 1e6), "flops_per_token",
@@ -409,7 +418,10 @@ json_t *pricing_estimate_json(const struct price_result *r, const struct price_c
 			 "compute_s", r->chosen.compute_s, "comm_s", r->chosen.comm_s,
 			 "explain", r->explain, "efficiency", c->efficiency, "efficiency_jobs",
 			 c->eff_jobs, "efficiency_node", c->eff_node, "node_class", c->cls,
-			 "device", c->gpu ? "cuda" : "cpu", "rank_second", c->rate);
+			 "device", c->gpu ? "cuda" : "cpu", "rank_second", c->rate,
+			 "energy_kwh", r->chosen.energy_kwh, "watts_per_slot", c->watts,
+			 "watts_source", c->watts <= 0 ? "unknown" : c->watts_learned ? "metered" :
+			 "reported");
 }
 
 json_t *pricing_candidates_json(const struct model_config *m, const struct train_params *p,

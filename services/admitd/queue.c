@@ -67,6 +67,9 @@ void queue_refresh_rate(struct admitd *a, int force)
 			a->rates[n++].rank_second = rs;
 		}
 		a->n_rates = n;
+		v = json_object_get(resp, "kwh");
+		a->kwh_price = json_is_number(v) && json_number_value(v) > 0 &&
+			       json_number_value(v) < 1e4 ? json_number_value(v) : 0;
 		a->rate_next_us = now + 60 * 1000000ull;
 	} else {
 		if (a->rate_next_us == 0 || a->rate_known)

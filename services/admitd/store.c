@@ -90,6 +90,11 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE nodes ADD COLUMN gpus TEXT;"
 	"ALTER TABLE nodes ADD COLUMN gpu_mem REAL;"
 	"ALTER TABLE jobs ADD COLUMN class TEXT;",
+	/* 8: power per busy slot: what the node reports (a GPU's power limit)
+	 * and what its metered energy says (learned like eff) */
+	"ALTER TABLE nodes ADD COLUMN watts_reported REAL;"
+	"ALTER TABLE nodes ADD COLUMN watts REAL;"
+	"ALTER TABLE nodes ADD COLUMN watts_jobs INTEGER NOT NULL DEFAULT 0;",
 };
 
 int store_open(const char *path, sqlite3 **out)

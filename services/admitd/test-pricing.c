@@ -423,6 +423,35 @@ static void test_classes(void)
 	T_EQ_INT(pricing_world_choose(&tiny, &p, &w, &res, err, sizeof(err)), -ENODEV);
 }
 
+/* Energy: a busy slot's power × the held time × ranks, at the kWh price,
+ * inside the amount; explained with where the power figure came from. */
+static void test_energy(void)
+{
+	struct train_params p = params(2, 8, 0, 0);
+	struct price_cluster c = c4;
+	struct price_result res;
+	struct price_option o;
+	char err[256];
+	double kwh;
+
+	c.watts = 700;
+	c.kwh_price = 0.2;
+	pricing_option(&tiny, &p, &c, 2, &o);
+	kwh = o.seconds * 2 * 700 / 3.6e6;
+	T_CHECK(near(o.energy_kwh, kwh), "energy %g want %g", o.energy_kwh, kwh);
+	T_CHECK(near(o.amount, o.seconds * 2 * 0.0002 + kwh * 0.2), "amount %g", o.amount);
+	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), 0);
+	T_CHECK(strstr(res.explain, " kWh at 700 W per slot (the node's power limit)"), "%s",
+		res.explain);
+	c.watts_learned = 1;
+	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), 0);
+	T_CHECK(strstr(res.explain, " kWh at 700 W per slot (metered)"), "%s", res.explain);
+	c.watts = 0;
+	T_EQ_INT(pricing_choose(&tiny, &p, &c, &res, err, sizeof(err)), 0);
+	T_CHECK(strstr(res.explain, "energy not in the estimate"), "%s", res.explain);
+	T_CHECK(near(res.chosen.amount, res.chosen.seconds * 2 * 0.0002), "%g", res.chosen.amount);
+}
+
 int main(void)
 {
 	load_tiny();
@@ -437,5 +466,6 @@ int main(void)
 	t_run("pricing_learn_efficiency", test_learn_efficiency);
 	t_run("pricing_measured_profile", test_profile);
 	t_run("pricing_node_classes", test_classes);
+	t_run("pricing_energy", test_energy);
 	return t_done();
 }

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,8 @@ static int bill_metered(struct ledger *l, const char *job, json_t *bill, int64_t
 	r = db_prepare(l->db,
 		       "SELECT COUNT(*), SUM(amount_micro), TOTAL(quantity), MIN(start_us),"
 		       " MAX(end_us), (SELECT tenant FROM entries WHERE job = ?1 ORDER BY id"
-		       " LIMIT 1), (SELECT user FROM entries WHERE job = ?1 ORDER BY id LIMIT 1)"
-		       " FROM entries WHERE job = ?1",
+		       " LIMIT 1), (SELECT user FROM entries WHERE job = ?1 ORDER BY id LIMIT 1),"
+		       " TOTAL(energy_kwh) FROM entries WHERE job = ?1",
 		       &st);
 	if (r < 0)
 		return r;
@@ -88,9 +89,10 @@ static int bill_metered(struct ledger *l, const char *job, json_t *bill, int64_t
 	*count = sqlite3_column_int64(st, 0);
 	*micro = sqlite3_column_int64(st, 1);
 	json_object_set_new(bill, "metered",
-			    json_pack("{s:f, s:I, s:f, s:I}", "amount", dollars(*micro),
+			    json_pack("{s:f, s:I, s:f, s:I, s:f}", "amount", dollars(*micro),
 				      "amount_micro", (json_int_t)*micro, "rank_seconds",
-				      sqlite3_column_double(st, 2), "entries", (json_int_t)*count));
+				      sqlite3_column_double(st, 2), "entries", (json_int_t)*count,
+				      "energy_kwh", sqlite3_column_double(st, 7)));
 	if (*count > 0) {
 		json_object_set_new(bill, "first_us", json_integer(sqlite3_column_int64(st, 3)));
 		json_object_set_new(bill, "last_us", json_integer(sqlite3_column_int64(st, 4)));
@@ -147,6 +149,56 @@ out_decref:
 	return r;
 }
 
+/* What the job's entries say by node class, and the energy part of the
+ * amount: each entry's kWh at the kWh price of the rate version it was
+ * priced at (an entry's amount is rounded once over both parts, so this part
+ * is exact to within a micro-dollar per entry). */
+static int bill_classes(struct ledger *l, const char *job, json_t *bill)
+{
+	json_t *cls = json_array();
+	double kwh_all = 0, emicro_all = 0;
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = db_prepare(l->db,
+		       "SELECT e.node_class, TOTAL(e.quantity), TOTAL(e.energy_kwh),"
+		       " SUM(e.amount_micro), TOTAL(e.energy_kwh * r.kwh_micro), COUNT(*)"
+		       " FROM entries e JOIN rates r ON r.version = e.rate_version"
+		       " WHERE e.job = ? GROUP BY e.node_class ORDER BY e.node_class LIMIT ?",
+		       &st);
+	if (r < 0) {
+		json_decref(cls);
+		return r;
+	}
+	sqlite3_bind_text(st, 1, job, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, LEDGER_MAX_CLASSES);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		int64_t micro = sqlite3_column_int64(st, 3);
+
+		kwh_all += sqlite3_column_double(st, 2);
+		emicro_all += sqlite3_column_double(st, 4);
+		json_array_append_new(cls, json_pack("{s:s, s:f, s:f, s:f, s:I, s:I}", "node_class",
+						     name && *name ? name : "cpu", "rank_seconds",
+						     sqlite3_column_double(st, 1), "energy_kwh",
+						     sqlite3_column_double(st, 2), "amount",
+						     dollars(micro), "amount_micro",
+						     (json_int_t)micro, "entries",
+						     (json_int_t)sqlite3_column_int64(st, 5)));
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		json_decref(cls);
+		return db_errno(rc);
+	}
+	json_object_set_new(bill, "classes", cls);
+	json_object_set_new(bill, "energy",
+			    json_pack("{s:f, s:f, s:I}", "kwh", kwh_all, "amount",
+				      dollars(llround(emicro_all)), "amount_micro",
+				      (json_int_t)llround(emicro_all)));
+	return 0;
+}
+
 int ledger_bill(struct ledger *l, const char *job, json_t **out)
 {
 	json_t *bill = json_object(), *pred = NULL;
@@ -170,6 +222,8 @@ int ledger_bill(struct ledger *l, const char *job, json_t **out)
 	json_object_set_new(bill, "currency", json_string("USD"));
 	json_object_set_new(bill, "predicted", pred);
 	r = bill_lines(l, job, bill);
+	if (r == 0)
+		r = bill_classes(l, job, bill);
 	if (r < 0)
 		goto out_decref;
 	if (predicted > 0)

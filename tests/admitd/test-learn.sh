@@ -33,7 +33,7 @@ meter() {
 		q=$("$PY" -c "print(min(60.0, $left))")
 		left=$("$PY" -c "print($left - $q)")
 		SEQ=$((SEQ + 1)); n=$((n + 1))
-		recs="$recs${recs:+,}{\"seq\":$SEQ,\"job\":\"$1\",\"tenant\":\"acme\",\"user\":\"alice\",\"rank\":0,\"kind\":\"compute\",\"quantity\":$q,\"unit\":\"rank_s\",\"start_us\":$t0,\"end_us\":$((t0 + 1000000))}"
+		recs="$recs${recs:+,}{\"seq\":$SEQ,\"job\":\"$1\",\"tenant\":\"acme\",\"user\":\"alice\",\"rank\":0,\"kind\":\"compute\",\"quantity\":$q,\"unit\":\"rank_s\",\"start_us\":$t0,\"end_us\":$((t0 + 1000000))${WATTS:+,\"energy_kwh\":$("$PY" -c "print($q * $WATTS / 3.6e6)")}}"
 	done
 	lapi POST /v1/ingest "{\"source\":\"node-a\",\"records\":[$recs]}"
 }
@@ -90,6 +90,35 @@ start
 sleep 4.5 # more than the learning delay and a few ticks
 api GET /v1/nodes
 want "still one job" "$(j 'd["nodes"][0]["efficiency_jobs"]')" 1
+end
+
+begin energy_priced_from_reported_then_metered_power
+lapi POST /v1/rates '{"rank_hour": {"cpu": 0.72}, "kwh": 0.5}'
+want rates "$LCODE" 200
+crash
+start # reads the new rates at start
+hb "" "$PROFILE,\"watts_per_slot\":300"
+api POST /v1/estimate "{\"model\":$MODEL,\"params\":$PARAMS}"
+E=$(j 'd["energy_kwh"]')
+want "reported power" "$(j 'd["watts_per_slot"], d["watts_source"]')" "(300.0, 'reported')"
+want "energy = seconds x 300 W" "$("$PY" -c "print(abs($E - $(j 'd["seconds"]') * 300 / 3.6e6) < 1e-9)")" True
+want "amount includes energy" "$("$PY" -c "print(abs($(j 'd["amount"]') - $(j 'd["seconds"]') * 0.0002 - $E * 0.5) < 1e-9)")" True
+wantgrep "explained" "$(j 'd["explain"]')" "; energy [0-9.e-]+ kWh at 300 W per slot \(the node's power limit\)"
+submit
+J3=$(j 'd["id"]')
+hb "{\"job\":\"$J3\",\"state\":\"running\"}" "$PROFILE,\"watts_per_slot\":300"
+WATTS=150 meter "$J3" 30
+want ingest "$LCODE" 200
+hb "{\"job\":\"$J3\",\"state\":\"succeeded\"}" "$PROFILE,\"watts_per_slot\":300"
+for _ in $(seq 80); do
+	api GET /v1/nodes
+	[ "$(j 'd["nodes"][0]["watts_per_slot"]["jobs"]')" = 1 ] && break
+	sleep 0.1
+done
+want "metered power learned" "$(j 'round(d["nodes"][0]["watts_per_slot"]["metered"], 3), d["nodes"][0]["watts_per_slot"]["reported"]')" "(150.0, 300.0)"
+api POST /v1/estimate "{\"model\":$MODEL,\"params\":$PARAMS}"
+want "metered power used" "$(j 'round(d["watts_per_slot"], 3), d["watts_source"]')" "(150.0, 'metered')"
+wantgrep "explained" "$(j 'd["explain"]')" "at 150 W per slot \(metered\)"
 end
 
 begin reprobe_flagged_until_new_probe
