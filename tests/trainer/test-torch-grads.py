@@ -320,4 +320,5 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
