@@ -42,7 +42,7 @@ objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
 ALL_BINS :=
 UNIT_TESTS :=
 
-.PHONY: all deps bench-deps test demo bench clean unit-tests
+.PHONY: all deps bench-deps test demo bench gpu-check clean unit-tests
 all:
 
 include services/common/common.mk
@@ -111,6 +111,12 @@ bench-deps: deps
 bench: bench-deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)BUILD=$(BUILD) tests/bench/run
+
+# What needs an NVIDIA GPU (CUDA checks, the trainer on the GPU, a GPU node's
+# agent, transformers, the H100 benchmark), in one run; skipped without one.
+gpu-check:
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD=$(BUILD) tests/gpu/check.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -4,6 +4,7 @@
 # bursar (build/bin/bench-cuda) against PyTorch on the same GPU in the same
 # run, eager and torch.compile, with the ratios. Skipped without a GPU.
 #   BENCH_CUDA_STEPS=20  BENCH_CUDA_ARGS="-B 32 -T 1024"  BENCH_CUDA_TORCH=both|eager|compile|none
+#   BENCH_CUDA_VARIANTS="default flash2"  BENCH_CUDA_CHECKS=1 (0: skip test-cuda)
 set -u
 BUILD=${BUILD:-build}
 PY=${BENCH_CUDA_PYTHON:-python3}
@@ -18,22 +19,36 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
 	--format=csv,noheader
-echo "== checks against the CPU reference"
-"$BUILD/bin/test-cuda"
-echo "== bursar-train's CUDA backend"
-out=$("$BUILD/bin/bench-cuda" $args -s "$steps" 2>&1)
-echo "$out" | tail -4
-ours=$(echo "$out" | sed -n 's/^bursar_cuda tokens_per_s=\([0-9]*\).*/\1/p')
-[ -n "$ours" ] || { echo "bench-cuda failed"; exit 1; }
-echo "== where one step's time goes (events between the calls of the second step)"
-BURSAR_CUDA_TIMING=2 "$BUILD/bin/bench-cuda" $args -s 1 2>&1 | grep '^cuda:' | tail -11
+if [ "${BENCH_CUDA_CHECKS:-1}" != 0 ]; then
+	echo "== checks against the CPU reference"
+	"$BUILD/bin/test-cuda"
+fi
+# the attention kernels to compare: attention.cu's WMMA ones (default) and
+# flash2.cu's (BURSAR_CUDA_FLASH2=1)
+variants=${BENCH_CUDA_VARIANTS:-default flash2}
+declare -A ours
+for v in $variants; do
+	f2=0
+	[ "$v" = flash2 ] && f2=1
+	echo "== bursar-train's CUDA backend ($v attention)"
+	out=$(BURSAR_CUDA_FLASH2=$f2 "$BUILD/bin/bench-cuda" $args -s "$steps" 2>&1)
+	echo "$out" | tail -4
+	ours[$v]=$(echo "$out" | sed -n 's/^bursar_cuda tokens_per_s=\([0-9]*\).*/\1/p')
+	[ -n "${ours[$v]}" ] || { echo "bench-cuda ($v) failed"; [ "$v" = default ] && exit 1; continue; }
+	echo "== where one step's time goes ($v; events between the calls of the second step)"
+	BURSAR_CUDA_FLASH2=$f2 BURSAR_CUDA_TIMING=2 "$BUILD/bin/bench-cuda" $args -s 1 2>&1 |
+		grep '^cuda:' | tail -11
+done
 [ "$torch_mode" = none ] && exit 0
 echo "== PyTorch on the same GPU"
 tout=$($PY "$here/gpt2_torch_gpu.py" --mode "$torch_mode" $args --steps "$steps" 2>&1)
 echo "$tout" | grep -v Warning
 for mode in eager compile; do
 	theirs=$(echo "$tout" | sed -n "s/^torch_$mode tokens_per_s=\([0-9]*\).*/\1/p")
-	[ -n "$theirs" ] && awk -v a="$ours" -v b="$theirs" -v m="$mode" \
-		'BEGIN { printf "ratio bursar/torch_%s: %.2fx (%d vs %d tokens/s)\n", m, a / b, a, b }'
+	[ -n "$theirs" ] || continue
+	for v in $variants; do
+		[ -n "${ours[$v]:-}" ] && awk -v a="${ours[$v]}" -v b="$theirs" -v m="$mode" -v v="$v" \
+			'BEGIN { printf "ratio bursar(%s)/torch_%s: %.2fx (%d vs %d tokens/s)\n", v, m, a / b, a, b }'
+	done
 done
 exit 0
