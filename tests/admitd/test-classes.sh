@@ -108,11 +108,25 @@ G2=$(j 'd["id"]')
 want gpu_waits "$(j 'd["state"]')" queued
 wantgrep gpu_why "$(j 'd["reason"]')" "^queued: next in line on h100, needs [0-9]+ ranks? \(0 free of 2\)"
 submit "$GPT2" '{"steps":100,"batch":8,"device":"cpu","ranks":2}'
+C1=$(j 'd["id"]')
 want cpu_runs "$(j 'd["state"]')" running
 wantgrep cpu_where "$(j 'd["reason"]')" "^running on c1 ranks 0-1"
 hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS" "{\"job\":\"$G1\",\"state\":\"succeeded\",\"output_dir\":\"/srv/out\"}"
 api GET "/v1/jobs/$G2"
 want gpu_starts_when_free "$(j 'd["state"]')" running
+end
+
+begin preemption_stays_in_class
+PROG='"progress":{"step":5,"steps":100,"loss":4.5,"first_loss":5.6,"tokens_per_s":9000,"elapsed_s":2}'
+hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS" "{\"job\":\"$G2\",\"state\":\"running\",$PROG}"
+hb c1 4 2e10 "" "{\"job\":\"$C1\",\"state\":\"running\",$PROG}"
+api POST /v1/jobs "{\"tenant\":\"acme\",\"user\":\"alice\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/bundles/b-1\",\"name\":\"t\",\"priority\":50,\"model\":$GPT2,\"params\":{\"steps\":100000,\"batch\":8,\"device\":\"cuda\",\"ranks\":2}}"
+settle
+want urgent_waits "$(j 'd["state"]')" queued
+hb c1 4 2e10 "" "{\"job\":\"$C1\",\"state\":\"running\",$PROG}"
+want cpu_job_left_alone "$(j 'd["preempt"]')" "[]"
+hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS" "{\"job\":\"$G2\",\"state\":\"running\",$PROG}"
+want gpu_job_preempted "$(j 'd["preempt"]')" "['$G2']"
 end
 
 begin restart_keeps_classes
