@@ -458,6 +458,8 @@ size_t api_routes(struct console *c, struct httpd_route *routes, size_t max)
 		{"POST", "/api/v1/credits", money_on_credit, 0, 0},
 		{"GET", "/api/v1/rates", money_on_rates_get, 0, 0},
 		{"POST", "/api/v1/rates", money_on_rates_post, 0, 0},
+		{"GET", "/api/v1/nodes", nodes_on_list, 0, 0},
+		{"POST", "/api/v1/nodes/{}/reprobe", nodes_on_reprobe, 0, 0},
 	};
 	size_t n = ARRAY_SIZE(table) < max ? ARRAY_SIZE(table) : max;
 

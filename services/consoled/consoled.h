@@ -1,7 +1,8 @@
 /* consoled.h — internal interfaces of bursar-consoled: the daemon context,
  * users and tokens (auth.c), bundle extraction (upload.c), bundle records
- * (bundles.c), the REST routes (api.c) and file serving (files.c). Never
- * installed; nothing outside services/consoled includes it. */
+ * (bundles.c), the REST routes (api.c), the node table (nodes.c) and file
+ * serving (files.c). Never installed; nothing outside services/consoled
+ * includes it. */
 #pragma once
 #include "bundle.h"
 #include "httpd.h"
@@ -83,6 +84,10 @@ void money_on_tenant_bill(struct httpd_req *req, void *ud);
 void money_on_credit(struct httpd_req *req, void *ud);
 void money_on_rates_get(struct httpd_req *req, void *ud);
 void money_on_rates_post(struct httpd_req *req, void *ud);
+
+/* nodes.c: the node table and re-measuring a node (operator; proxied to admitd). */
+void nodes_on_list(struct httpd_req *req, void *ud);
+void nodes_on_reprobe(struct httpd_req *req, void *ud);
 
 /* files.c: the web page and job outputs. */
 void files_static(struct console *c, struct httpd_req *req, const char *name);

@@ -34,6 +34,10 @@ static const char usage[] =
 	"                          add dollars to a tenant's budget (operator)\n"
 	"  rates [--set CLASS=USD_PER_RANK_HOUR]... [--set kwh=USD]\n"
 	"                          show the prices; --set adds a version (operator)\n"
+	"  nodes [--format table|json]\n"
+	"                          the cluster's nodes: class, devices, slots in use, speed,\n"
+	"                          efficiency, memory, state, and slots per class (operator)\n"
+	"  nodes reprobe NODE      ask a node to measure its speed again (operator)\n"
 	"\n"
 	"environment: BURSAR_URL (default http://127.0.0.1:8080), BURSAR_TOKEN\n";
 
@@ -92,7 +96,7 @@ static const struct {
 	{"submit", cmd_submit}, {"jobs", cmd_jobs},  {"watch", cmd_watch},
 	{"cancel", cmd_cancel}, {"bill", cmd_bill}, {"ledger", cmd_ledger},
 	{"estimate", cmd_estimate}, {"balance", cmd_balance}, {"credit", cmd_credit},
-	{"rates", cmd_rates},
+	{"rates", cmd_rates}, {"nodes", cmd_nodes},
 };
 
 int main(int argc, char **argv)

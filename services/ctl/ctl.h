@@ -29,6 +29,7 @@ int cmd_estimate(struct ctl *c, int argc, char **argv);
 int cmd_balance(struct ctl *c, int argc, char **argv);
 int cmd_credit(struct ctl *c, int argc, char **argv);
 int cmd_rates(struct ctl *c, int argc, char **argv);
+int cmd_nodes(struct ctl *c, int argc, char **argv);
 
 /* Formatting helpers shared by the commands. */
 void ctl_fmt_duration(double s, char *buf, size_t len);

@@ -1,14 +1,20 @@
 // bursar console: talks to /api/v1 with the bearer token kept in localStorage.
 // Uploads a bundle as raw bytes, lists bundles with a Train button, polls the
 // jobs every second (state, progress, loss, tokens/s, ETA, reason, estimate)
-// and shows the bill of a selected job. Every value from the server goes into
-// the page through textContent, never innerHTML.
+// and shows the bill of a selected job. Operators also see the Nodes panel
+// (class with its rate, devices, slots in use, speed, efficiency, memory,
+// state), refreshed when it opens and every 10 s while it is visible. Every
+// value from the server goes into the page through textContent, never
+// innerHTML.
 "use strict";
 
 const TOKEN_KEY = "bursar.token";
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 let selectedJob = null;
 let pollTimer = null;
+let nodesTimer = null;
+let isOperator = false;
+const NODES_POLL_MS = 10000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -103,9 +109,11 @@ async function refreshAll() {
     const r = await api("GET", "/api/v1/whoami");
     if (!r.ok) {
       say("whoami", errorText(r), true);
+      showNodes(false);
       return;
     }
     say("whoami", r.data.user + " @ " + r.data.tenant + (r.data.role === "operator" ? " (operator)" : ""));
+    showNodes(r.data.role === "operator");
     await loadBundles();
     await loadJobs();
     if (!pollTimer) pollTimer = setInterval(loadJobs, 1000);
@@ -293,7 +301,124 @@ async function loadBill() {
   say("bill-msg", (b.line_items || []).length ? "" : "no metered entries yet");
 }
 
+// Speed per slot in TFLOP/s, 3 significant digits ("989", "12.0", "0.0512").
+function tflops(f) {
+  const t = Number(f) / 1e12;
+  if (!(t > 0) || !isFinite(t)) return "";
+  const dec = Math.min(9, Math.max(0, 2 - Math.floor(Math.log10(t))));
+  return t.toFixed(dec);
+}
+
+function nodeDevice(n) {
+  if (n.device !== "cuda") return n.device || "cpu";
+  const g = n.gpus || [];
+  return g.length && g[0].name ? g.length + "x " + g[0].name : "cuda (GPUs not reported yet)";
+}
+
+function nodeState(n) {
+  if (n.down) return "down";
+  if (n.reprobe_pending || n.probed_us === null || n.probed_us === undefined) return "probing";
+  return "up";
+}
+
+function ago(us) {
+  if (!us) return "";
+  return duration(Math.max(0, Date.now() / 1000 - us / 1e6)) + " ago";
+}
+
+// Shows or hides the operator's Nodes panel; polls it only while visible.
+function showNodes(op) {
+  isOperator = op;
+  $("nodes-section").hidden = !op;
+  if (nodesTimer) clearInterval(nodesTimer);
+  nodesTimer = null;
+  if (!op) {
+    $("nodes").tBodies[0].replaceChildren();
+    $("nodes-totals").textContent = "";
+    return;
+  }
+  loadNodes();
+  nodesTimer = setInterval(() => {
+    if (!document.hidden) loadNodes();
+  }, NODES_POLL_MS);
+}
+
+// The class's price per rank-hour from /api/v1/rates ("" when it has none).
+function classRate(rates, cls) {
+  const c = rates && rates.classes ? rates.classes[cls] : null;
+  const h = c && typeof c === "object" ? c.rank_hour : c;
+  return h === undefined || h === null ? "" : money(h) + "/rank-h";
+}
+
+async function loadNodes() {
+  if (!isOperator) return;
+  let r, rates;
+  try {
+    [r, rates] = await Promise.all([api("GET", "/api/v1/nodes"), api("GET", "/api/v1/rates")]);
+  } catch (e) {
+    say("nodes-msg", "cannot reach the console: " + e.message, true);
+    return;
+  }
+  if (!isOperator) return;
+  if (!r.ok) {
+    say("nodes-msg", errorText(r), true);
+    return;
+  }
+  const tb = $("nodes").tBodies[0];
+  const totals = new Map();
+  tb.replaceChildren();
+  for (const n of r.data.nodes) {
+    const st = nodeState(n);
+    const tr = el("tr");
+    tr.dataset.id = n.id;
+    const eff = Number(n.efficiency).toFixed(2) + (n.efficiency_jobs > 0 ?
+      " (" + n.efficiency_jobs + " job" + (n.efficiency_jobs === 1 ? "" : "s") + ")" : " (no jobs yet)");
+    tr.append(el("td", n.id), el("td", n.class),
+              el("td", rates.ok ? classRate(rates.data, n.class) || "no rate" : "", "muted"),
+              el("td", nodeDevice(n)), el("td", n.used + "/" + n.slots, "num"),
+              el("td", tflops(n.flops_per_slot), "num"), el("td", eff, "num"),
+              el("td", bytes(n.mem_bytes), "num"), el("td", st, "state node-" + st),
+              el("td", ago(n.last_seen_us), "muted"));
+    const td = el("td");
+    const btn = el("button", "Re-measure", "secondary");
+    btn.disabled = st === "probing";
+    btn.addEventListener("click", () => reprobe(n.id, btn));
+    td.append(btn);
+    tr.append(td);
+    tb.append(tr);
+    const t = totals.get(n.class) || { slots: 0, used: 0, gpu: n.device === "cuda" };
+    t.slots += n.slots;
+    t.used += n.used;
+    totals.set(n.class, t);
+  }
+  $("nodes-totals").textContent = [...totals].map(([c, t]) =>
+    c + ": " + t.slots + (t.gpu ? " GPU" : "") + " slots, " + t.used + " in use").join("; ");
+  if (!r.data.nodes.length) say("nodes-msg", "no nodes have registered yet");
+  else if (!rates.ok) say("nodes-msg", "rates unavailable: " + errorText(rates), true);
+  else say("nodes-msg", "");
+}
+
+async function reprobe(id, btn) {
+  btn.disabled = true;
+  let msg, bad;
+  try {
+    const r = await api("POST", "/api/v1/nodes/" + encodeURIComponent(id) + "/reprobe");
+    bad = !r.ok;
+    msg = r.ok ? "node " + id + " will measure itself again at its next heartbeat"
+               : "cannot re-measure " + id + ": " + errorText(r);
+  } catch (e) {
+    bad = true;
+    msg = "cannot re-measure " + id + ": " + e.message;
+  }
+  await loadNodes();
+  say("nodes-msg", msg, bad);
+}
+
 $("token").value = token();
+$("nodes-refresh").addEventListener("click", loadNodes);
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && isOperator) loadNodes();
+});
 $("token-form").addEventListener("submit", signIn);
 $("upload-form").addEventListener("submit", upload);
 $("file").addEventListener("change", () => {
