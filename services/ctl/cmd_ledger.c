@@ -88,6 +88,24 @@ int cmd_bill(struct ctl *c, int argc, char **argv)
 		printf("    %-14s %10.2f %-8s %14s\n", str(li, "kind"), num(li, "quantity"),
 		       str(li, "unit"), a);
 	}
+	/* where it ran and what it drew: one line per node class, then energy */
+	json_array_foreach(json_object_get(bill, "classes"), i, li) {
+		if (json_array_size(json_object_get(bill, "classes")) == 1 &&
+		    !strcmp(str(li, "node_class"), "cpu"))
+			break;
+		if (i == 0)
+			printf("  by node class:\n");
+		ctl_fmt_money(num(li, "amount"), a, sizeof(a));
+		printf("    %-14s %10.2f %-8s %14s\n", str(li, "node_class"),
+		       num(li, "rank_seconds"), "rank_s", a);
+	}
+	if (num(met, "energy_kwh") > 0) {
+		ctl_fmt_money(num(json_object_get(bill, "energy"), "amount"), a, sizeof(a));
+		printf("  %-16s %10.4f %-8s %14s   (metered, included above)\n", "energy",
+		       num(met, "energy_kwh"), "kWh", a);
+	} else if (num(met, "entries") > 0) {
+		printf("  %-16s not metered (no power sensor its nodes could read)\n", "energy");
+	}
 	printf("  %lld ledger entries\n", (long long)num(met, "entries"));
 	json_decref(bill);
 	return 0;

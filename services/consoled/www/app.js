@@ -298,6 +298,21 @@ async function loadBill() {
               el("td", li.unit), el("td", money(li.amount), "num"));
     tb.append(tr);
   }
+  // where it ran (when not just plain CPUs) and the energy it drew
+  const classes = b.classes || [];
+  if (classes.length > 1 || (classes.length === 1 && classes[0].node_class !== "cpu"))
+    for (const c of classes) {
+      const tr = el("tr");
+      tr.append(el("td", "on " + c.node_class), el("td", Number(c.rank_seconds).toFixed(2), "num"),
+                el("td", "rank_s"), el("td", money(c.amount), "num"));
+      tb.append(tr);
+    }
+  if (met.energy_kwh > 0) {
+    const tr = el("tr");
+    tr.append(el("td", "energy (included)"), el("td", Number(met.energy_kwh).toFixed(4), "num"),
+              el("td", "kWh"), el("td", money((b.energy || {}).amount || 0), "num"));
+    tb.append(tr);
+  }
   say("bill-msg", (b.line_items || []).length ? "" : "no metered entries yet");
 }
 
