@@ -1,6 +1,7 @@
 /* heartbeat — the node's report to admitd every 0.5 s, and what comes back.
  *
- * The report carries the node's capacity and the state of its jobs; the
+ * The report carries the node's capacity (slots, class, device, GPUs) and
+ * the state of its jobs; the
  * reply carries launches, kills and preemptions (checkpoint, exit, report
  * "preempted"; admitd relaunches the same job id later, which is then taken
  * although the id is known). A launch is repeated by admitd until the
@@ -96,6 +97,13 @@ static json_t *heartbeat_report(struct noded *n)
 	if (body && n->alpha_s > 0 && n->beta_bps > 0)
 		json_object_set_new(body, "allreduce", json_pack("{s:f, s:f}", "alpha_s", n->alpha_s,
 								 "beta_bps", n->beta_bps));
+	/* what admitd prices and places by: the class, the device, the GPUs */
+	if (body) {
+		json_object_set_new(body, "class", json_string(n->node_class));
+		json_object_set_new(body, "device", json_string(noded_device(n)));
+		if (n->n_gpus)
+			json_object_set_new(body, "gpus", gpu_json(n));
+	}
 	if (body && n->probed_us)
 		json_object_set_new(body, "probed_us", json_integer((json_int_t)n->probed_us));
 	return body;
@@ -230,6 +238,7 @@ static void heartbeat_launch(struct noded *n, json_t *l)
 		j->ranks[i].job = j;
 		j->ranks[i].rank = ranks[i];
 		j->ranks[i].out_fd = -1;
+		j->ranks[i].gpu = -1;
 		linebuf_init(&j->ranks[i].lb);
 	}
 	j->size = (int)json_integer_value(json_object_get(l, "size"));

@@ -39,7 +39,23 @@ static const char *const jobdb_migrations[] = {
 	" exit_mono_us INTEGER NOT NULL DEFAULT 0, exit_cpu_us INTEGER NOT NULL DEFAULT 0,"
 	" exit_comm_us INTEGER NOT NULL DEFAULT 0,"
 	" done INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job, rank));",
+	/* the GPU a rank holds (-1: none) and its energy counter at the mark and
+	 * at its exit, in microjoules (-1: unknown) */
+	"ALTER TABLE ranks ADD COLUMN gpu INTEGER NOT NULL DEFAULT -1;"
+	"ALTER TABLE ranks ADD COLUMN mark_energy_uj INTEGER NOT NULL DEFAULT -1;"
+	"ALTER TABLE ranks ADD COLUMN exit_energy_uj INTEGER NOT NULL DEFAULT -1;",
 };
+
+static int64_t energy_col(const struct meter_mark *m)
+{
+	return m->have_energy ? (int64_t)m->energy_uj : -1;
+}
+
+static void energy_load(struct meter_mark *m, int64_t v)
+{
+	m->have_energy = v >= 0;
+	m->energy_uj = v >= 0 ? (uint64_t)v : 0;
+}
 
 const char *job_state_name(enum job_state s)
 {
@@ -184,19 +200,20 @@ int jobdb_insert_rank(struct noded *n, struct rank *rk, uint64_t starttime)
 {
 	/* REPLACE: a preempted job's relaunch reuses its (job, rank) */
 	return jobdb_run(n, "INSERT OR REPLACE INTO ranks (job, rank, pid, pid_start, boot_id,"
-			 " launch_mono_us, launch_wall_us, mark_mono_us, mark_cpu_us, mark_comm_us)"
-			 " VALUES (?,?,?,?,?,?,?,?,?,?)", "tiiitiiiii", rk->job->id,
-			 (int64_t)rk->rank, (int64_t)rk->pid, (int64_t)starttime, n->boot_id,
-			 (int64_t)rk->launch_mono_us, (int64_t)rk->launch_wall_us,
+			 " launch_mono_us, launch_wall_us, mark_mono_us, mark_cpu_us, mark_comm_us,"
+			 " gpu, mark_energy_uj) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", "tiiitiiiiiii",
+			 rk->job->id, (int64_t)rk->rank, (int64_t)rk->pid, (int64_t)starttime,
+			 n->boot_id, (int64_t)rk->launch_mono_us, (int64_t)rk->launch_wall_us,
 			 (int64_t)rk->mark.mono_us, (int64_t)rk->mark.cpu_us,
-			 (int64_t)rk->mark.comm_us);
+			 (int64_t)rk->mark.comm_us, (int64_t)rk->gpu, energy_col(&rk->mark));
 }
 
 int jobdb_put_exit(struct noded *n, struct rank *rk)
 {
-	return jobdb_run(n, "UPDATE ranks SET exit_mono_us = ?, exit_cpu_us = ?, exit_comm_us = ?"
-			 " WHERE job = ? AND rank = ?", "iiiti", (int64_t)rk->exit_mark.mono_us,
-			 (int64_t)rk->exit_mark.cpu_us, (int64_t)rk->exit_mark.comm_us, rk->job->id,
+	return jobdb_run(n, "UPDATE ranks SET exit_mono_us = ?, exit_cpu_us = ?, exit_comm_us = ?,"
+			 " exit_energy_uj = ? WHERE job = ? AND rank = ?", "iiiiti",
+			 (int64_t)rk->exit_mark.mono_us, (int64_t)rk->exit_mark.cpu_us,
+			 (int64_t)rk->exit_mark.comm_us, energy_col(&rk->exit_mark), rk->job->id,
 			 (int64_t)rk->rank);
 }
 
@@ -208,7 +225,8 @@ int jobdb_put_mark(struct noded *n, struct rank *rk, const struct meter_mark *m,
 
 	if (!n->mark_st) {
 		r = db_prepare(n->db, "UPDATE ranks SET mark_mono_us = ?, mark_cpu_us = ?,"
-			       " mark_comm_us = ?, done = ? WHERE job = ? AND rank = ?",
+			       " mark_comm_us = ?, mark_energy_uj = ?, done = ?"
+			       " WHERE job = ? AND rank = ?",
 			       &n->mark_st);
 		if (r < 0)
 			return r;
@@ -216,9 +234,10 @@ int jobdb_put_mark(struct noded *n, struct rank *rk, const struct meter_mark *m,
 	sqlite3_bind_int64(n->mark_st, 1, (int64_t)m->mono_us);
 	sqlite3_bind_int64(n->mark_st, 2, (int64_t)m->cpu_us);
 	sqlite3_bind_int64(n->mark_st, 3, (int64_t)m->comm_us);
-	sqlite3_bind_int(n->mark_st, 4, final ? 1 : 0);
-	sqlite3_bind_text(n->mark_st, 5, rk->job->id, -1, SQLITE_STATIC);
-	sqlite3_bind_int(n->mark_st, 6, rk->rank);
+	sqlite3_bind_int64(n->mark_st, 4, energy_col(m));
+	sqlite3_bind_int(n->mark_st, 5, final ? 1 : 0);
+	sqlite3_bind_text(n->mark_st, 6, rk->job->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(n->mark_st, 7, rk->rank);
 	rc = sqlite3_step(n->mark_st);
 	sqlite3_reset(n->mark_st);
 	sqlite3_clear_bindings(n->mark_st);
@@ -279,7 +298,7 @@ static void jobdb_signal_running(struct noded *n, int sig)
 /* Meters one orphaned rank (the current row of st) from its last mark to now. */
 static int jobdb_recover_rank(struct noded *n, struct job *tj, sqlite3_stmt *st)
 {
-	struct rank rk = {.job = tj};
+	struct rank rk = {.job = tj, .gpu = -1};
 	struct meter_mark m;
 	uint64_t cpu = 0, start = 0, gap;
 	pid_t pid;
@@ -295,10 +314,13 @@ static int jobdb_recover_rank(struct noded *n, struct job *tj, sqlite3_stmt *st)
 	rk.mark.mono_us = (uint64_t)sqlite3_column_int64(st, 9);
 	rk.mark.cpu_us = (uint64_t)sqlite3_column_int64(st, 10);
 	rk.mark.comm_us = (uint64_t)sqlite3_column_int64(st, 11);
+	rk.gpu = sqlite3_column_int(st, 15);
+	energy_load(&rk.mark, sqlite3_column_int64(st, 16));
 	rk.exit_mark.mono_us = (uint64_t)sqlite3_column_int64(st, 12);
 	if (rk.exit_mark.mono_us) {
 		rk.exit_mark.cpu_us = (uint64_t)sqlite3_column_int64(st, 13);
 		rk.exit_mark.comm_us = (uint64_t)sqlite3_column_int64(st, 14);
+		energy_load(&rk.exit_mark, sqlite3_column_int64(st, 17));
 		log_warn("job %s rank %d exited before the previous agent could spool its last "
 			 "interval: metering those %.3f s now", tj->id, rk.rank,
 			 (double)(rk.exit_mark.mono_us - rk.mark.mono_us) / 1e6);
@@ -319,6 +341,11 @@ static int jobdb_recover_rank(struct noded *n, struct job *tj, sqlite3_stmt *st)
 	if (alive && kill(pid, SIGSTOP) == 0)
 		meter_read_cpu(pid, &cpu, NULL);
 	meter_gap_mark(&rk.mark, util_now_us(), alive, cpu, &m);
+	/* a GPU's counter runs on without the agent: read it now; a CPU rank's
+	 * share of the node's energy in the gap is unknown */
+	m.have_energy = 0;
+	if (rk.gpu >= 0 && rk.mark.have_energy && gpu_energy_uj(n, rk.gpu, &m.energy_uj) == 0)
+		m.have_energy = 1;
 	gap = m.mono_us - rk.mark.mono_us;
 	if (alive)
 		log_warn("job %s rank %d (pid %d) outlived the previous agent: metering the %.3f s "
@@ -357,7 +384,8 @@ static int jobdb_recover_meter(struct noded *n)
 	r = db_prepare(n->db, "SELECT r.job, j.tenant, j.user, r.rank, r.pid, r.pid_start,"
 		       " r.boot_id, r.launch_mono_us, r.launch_wall_us, r.mark_mono_us,"
 		       " r.mark_cpu_us, r.mark_comm_us, r.exit_mono_us, r.exit_cpu_us,"
-		       " r.exit_comm_us FROM ranks r JOIN jobs j ON j.id = r.job WHERE r.done = 0"
+		       " r.exit_comm_us, r.gpu, r.mark_energy_uj, r.exit_energy_uj"
+		       " FROM ranks r JOIN jobs j ON j.id = r.job WHERE r.done = 0"
 		       " AND (j.state = 'running' OR r.exit_mono_us > 0)"
 		       " AND (r.job, r.rank) > (?, ?)"
 		       " ORDER BY r.job, r.rank LIMIT 1", &st);
@@ -435,7 +463,8 @@ int jobdb_get_flops(struct noded *n, double *flops)
 	sqlite3_stmt *st;
 	int r;
 
-	r = db_prepare(n->db, "SELECT value FROM meta WHERE key = 'flops_per_slot'", &st);
+	r = db_prepare(n->db, n->n_gpus ? "SELECT value FROM meta WHERE key = 'flops_per_slot_cuda'" :
+		       "SELECT value FROM meta WHERE key = 'flops_per_slot'", &st);
 	if (r < 0)
 		return r;
 	r = -ENOENT;
@@ -456,8 +485,9 @@ int jobdb_set_flops(struct noded *n, double flops)
 	char v[64];
 
 	snprintf(v, sizeof(v), "%.17g", flops);
-	return jobdb_run(n, "INSERT OR REPLACE INTO meta (key, value) VALUES ('flops_per_slot', ?)",
-			 "t", v);
+	/* a GPU node's rate is one GPU's: kept apart from the CPU probe's */
+	return jobdb_run(n, "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", "tt",
+			 n->n_gpus ? "flops_per_slot_cuda" : "flops_per_slot", v);
 }
 
 int jobdb_get_profile(struct noded *n, char *buf, size_t len)

@@ -1,12 +1,16 @@
 /* launch — a job's ranks as child processes of the agent.
  *
  * Each rank is `TRAINER BUNDLE_DIR --out DIR/jobs/<job>/out --ckpt
- * DIR/jobs/<job>/ckpt` with its rank
+ * DIR/jobs/<job>/ckpt --device cpu|cuda` with its rank
  * and rendezvous in the environment; all ranks of a job share one process
  * group (rank 0 leads it) so a kill reaches whatever they spawn. stdout is a
  * pipe read line by line from the event loop (rank 0's JSON lines become
  * train.log and the job's progress; every rank's comm_s feeds the meter);
- * stderr goes straight to rank-N.log. Exits arrive as sd-event child events
+ * stderr goes straight to rank-N.log. On a GPU node each rank holds one
+ * GPU of its own (CUDA_VISIBLE_DEVICES=<index>, --device cuda) until it is
+ * reaped; on a CPU node it runs --device cpu and sees no GPU
+ * (CUDA_VISIBLE_DEVICES empty), so a rank priced as a CPU never uses a GPU
+ * it was not billed for. Exits arrive as sd-event child events
  * while the rank is still a zombie, so its last CPU time can be read. A
  * preemption sends SIGUSR1: ranks that exit 75 checkpointed, and the job ends
  * "preempted" (a relaunch resumes from the checkpoint). This
@@ -68,6 +72,7 @@ void job_free(struct job *j)
 	for (int i = 0; i < j->n_ranks; i++) {
 		struct rank *rk = &j->ranks[i];
 
+		gpu_release(j->n, rk);
 		sd_event_source_disable_unref(rk->io);
 		sd_event_source_disable_unref(rk->child);
 		if (rk->out_fd >= 0)
@@ -90,11 +95,13 @@ struct job *job_find(struct noded *n, const char *id)
 
 /* The rank's environment: ours plus the agent's, minus any stale BURSAR_* or
  * thread-count variables. Built before fork; freed by the parent. */
-static char **launch_env(struct noded *n, struct job *j, int rank)
+static char **launch_env(struct noded *n, struct job *j, const struct rank *rk)
 {
+	int rank = rk->rank;
 	static const char *const drop[] = {"BURSAR_RANK=", "BURSAR_SIZE=", "BURSAR_RDV=",
 					   "BURSAR_RDV_KEY=", "BURSAR_JOB=", "OMP_NUM_THREADS=",
-					   "OPENBLAS_NUM_THREADS="};
+					   "OPENBLAS_NUM_THREADS=", "CUDA_VISIBLE_DEVICES=",
+					   "CUDA_DEVICE_ORDER="};
 	size_t ne = 0, k = 0;
 	char **env;
 
@@ -118,7 +125,11 @@ static char **launch_env(struct noded *n, struct job *j, int rank)
 	    asprintf(&env[k++], "BURSAR_RDV_KEY=%s", j->rdv_key) < 0 ||
 	    asprintf(&env[k++], "BURSAR_JOB=%s", j->id) < 0 ||
 	    asprintf(&env[k++], "OMP_NUM_THREADS=%d", n->threads_per_rank) < 0 ||
-	    asprintf(&env[k++], "OPENBLAS_NUM_THREADS=%d", n->threads_per_rank) < 0) {
+	    asprintf(&env[k++], "OPENBLAS_NUM_THREADS=%d", n->threads_per_rank) < 0 ||
+	    (rk->gpu >= 0 ? asprintf(&env[k++], "CUDA_VISIBLE_DEVICES=%d", rk->gpu)
+			  : asprintf(&env[k++], "CUDA_VISIBLE_DEVICES=")) < 0 ||
+	    /* CUDA's own order is fastest first; NVML's (our index) is the bus's */
+	    (rk->gpu >= 0 && asprintf(&env[k++], "CUDA_DEVICE_ORDER=PCI_BUS_ID") < 0)) {
 		env[--k] = NULL;
 		goto out_free;
 	}
@@ -321,6 +332,7 @@ static void rank_exited(struct noded *n, struct rank *rk, const siginfo_t *si)
 	rk->exit_code = si->si_code;
 	rk->exit_status = si->si_status;
 	meter_rank_exited(n, rk, rk->mark.cpu_us);
+	gpu_release(n, rk); /* its last energy reading is in the exit mark */
 	rk->alive = 0;
 	j->live--;
 	if (si->si_code == CLD_EXITED && si->si_status == 0)
@@ -429,7 +441,7 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 	struct rank *rk = &j->ranks[i];
 	char path[PATH_MAX + 32], **env;
 	char *argv[] = {(char *)n->trainer, j->bundle_dir, "--out", j->out_dir, "--ckpt",
-			j->ckpt_dir, NULL};
+			j->ckpt_dir, "--device", (char *)noded_device(n), NULL};
 	uint64_t cpu, start;
 	int pfd[2], errfd, r;
 	pid_t pid;
@@ -442,8 +454,14 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 		r = -errno;
 		goto out_close_err;
 	}
-	env = launch_env(n, j, rk->rank);
+	rk->gpu = -1;
+	if (n->n_gpus && gpu_take(n, rk) < 0) {
+		r = -EBUSY; /* the slot count keeps this from happening */
+		goto out_close_pipe;
+	}
+	env = launch_env(n, j, rk);
 	if (!env) {
+		gpu_release(n, rk);
 		r = -ENOMEM;
 		goto out_close_pipe;
 	}
@@ -454,8 +472,10 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 		launch_child(n->trainer, argv, env, pfd[1], errfd, j->pgid);
 	r = pid < 0 ? -errno : 0;
 	launch_env_free(env);
-	if (r < 0)
+	if (r < 0) {
+		gpu_release(n, rk);
 		goto out_close_pipe;
+	}
 	if (!j->pgid)
 		j->pgid = pid;
 	/* both sides set the group: whichever runs first wins the race with exec */
@@ -464,6 +484,8 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 	rk->started = rk->alive = 1;
 	j->live++;
 	rk->mark = (struct meter_mark){.mono_us = rk->launch_mono_us};
+	rk->energy_uj = rk->share_cpu_us = 0;
+	meter_energy_mark(n, rk, &rk->mark);
 	/* what a restarted agent needs to meter this rank should we die */
 	if (meter_read_cpu(pid, &cpu, &start) < 0)
 		start = 0; /* gone already: its exit is metered as usual */

@@ -28,16 +28,19 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: bursar-noded --state DIR --admitd ADDR --ledgerd ADDR --trainer PATH\n"
 		   "       [--slots N] [--node-id ID] [--threads-per-rank N] [--listen ADDR]\n"
-		   "       [--addr HOST] [--reprobe] [--spool-max N]\n");
+		   "       [--addr HOST] [--reprobe] [--spool-max N] [--class NAME] [--cpu-only]\n");
 }
 
 static void on_health(struct httpd_req *req, void *ud)
 {
 	struct noded *n = ud;
 
-	httpd_reply_json(req, 200, json_pack("{s:b, s:s, s:i, s:I}", "ok", 1, "node", n->node_id,
-					     "jobs", n->n_jobs, "spool_pending",
-					     (json_int_t)spool_pending(n)));
+	json_t *o = json_pack("{s:b, s:s, s:i, s:I, s:s, s:s, s:i, s:o}", "ok", 1, "node",
+			      n->node_id, "jobs", n->n_jobs, "spool_pending",
+			      (json_int_t)spool_pending(n), "class", n->node_class, "device",
+			      noded_device(n), "slots", n->slots, "gpus", gpu_json(n));
+
+	httpd_reply_json(req, 200, o);
 }
 
 static const struct httpd_route routes[] = {
@@ -69,8 +72,10 @@ static int parse_args(struct noded *n, int argc, char **argv)
 		{"threads-per-rank", required_argument, NULL, 'T'},
 		{"listen", required_argument, NULL, 'L'},  {"addr", required_argument, NULL, 'A'},
 		{"reprobe", no_argument, NULL, 'R'},       {"spool-max", required_argument, NULL, 'S'},
+		{"class", required_argument, NULL, 'C'},   {"cpu-only", no_argument, NULL, 'G'},
 		{"help", no_argument, NULL, 'h'},          {},
 	};
+	const char *cls = NULL;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN), v, threads = 0;
 	char host[64];
 	int c;
@@ -89,6 +94,7 @@ static int parse_args(struct noded *n, int argc, char **argv)
 		case 'L': n->listen = optarg; break;
 		case 'A': n->addr = optarg; break;
 		case 'R': n->reprobe = 1; break;
+		case 'G': n->cpu_only = 1; break;
 		case 'i':
 			if (!util_valid_name(optarg, NODED_ID_MAX - 1)) {
 				log_err("--node-id: '%s' must be 1..%d characters of [A-Za-z0-9_.-]",
@@ -101,6 +107,16 @@ static int parse_args(struct noded *n, int argc, char **argv)
 			if (parse_count("--slots", optarg, NODED_MAX_RANKS, &v) < 0)
 				return -EINVAL;
 			n->slots = (int)v;
+			n->slots_given = 1;
+			break;
+		case 'C':
+			if (!noded_valid_class(optarg)) {
+				log_err("--class: '%s' is not a node class name: use 1..%d characters "
+					"of [a-z0-9_.-], the name the ledger has a rate for (e.g. "
+					"'cpu' or 'h100')", optarg, NODED_CLASS_MAX);
+				return -EINVAL;
+			}
+			cls = optarg;
 			break;
 		case 'T':
 			if (parse_count("--threads-per-rank", optarg, 1024, &threads) < 0)
@@ -124,6 +140,9 @@ static int parse_args(struct noded *n, int argc, char **argv)
 		log_err("--trainer: '%s' is not an executable file: %m", n->trainer);
 		return -EINVAL;
 	}
+	/* a GPU node runs one rank per GPU; the class prices its rank-hours */
+	if (gpu_setup(n, cls) < 0)
+		return -EINVAL;
 	n->threads_per_rank = threads ? (int)threads : (int)(cpus / n->slots > 1 ? cpus / n->slots : 1);
 	if (!n->node_id[0]) {
 		if (gethostname(host, sizeof(host)) < 0)
@@ -171,6 +190,7 @@ static int setup(struct noded *n)
 	if (r < 0)
 		return log_err_errno(r, "cannot load the jobs in %s/noded.db", n->state_dir);
 	noded_profile(n, n->reprobe);
+	meter_energy_setup(n);
 	if (n->listen) {
 		struct httpd_config cfg = {.routes = routes, .n_routes = ARRAY_SIZE(routes),
 					   .userdata = n, .max_body = 4096, .max_conns = 16};
@@ -192,7 +212,7 @@ static int setup(struct noded *n)
 int main(int argc, char **argv)
 {
 	struct noded n = {0};
-	char status[256];
+	char status[512];
 	int r;
 
 	ensure_std_fds();
@@ -213,8 +233,9 @@ int main(int argc, char **argv)
 	r = setup(&n);
 	if (r < 0)
 		goto out_free;
-	snprintf(status, sizeof(status), "node %s: %d slots, %d threads per rank, %.3g FLOP/s "
-		 "per rank, admitd %s, ledgerd %s", n.node_id, n.slots, n.threads_per_rank, n.flops,
+	snprintf(status, sizeof(status), "node %s (class %s, %s): %d slots, %d threads per rank, "
+		 "%.3g FLOP/s per rank, admitd %s, ledgerd %s", n.node_id, n.node_class,
+		 noded_device(&n), n.slots, n.threads_per_rank, n.flops,
 		 n.admitd, n.ledgerd);
 	r = svc_run(&n.svc, status);
 	if (r < 0)
@@ -235,6 +256,7 @@ out_free:
 	httpd_free(n.httpd);
 	outbox_free(n.spool);
 	jobdb_close(&n);
+	gpu_close(&n);
 out_teardown:
 	svc_teardown(&n.svc);
 	return r < 0 ? 1 : 0;

@@ -26,6 +26,9 @@
 #define NODED_SPOOL_MAX 1000000
 #define NODED_SPOOL_BATCH 1000
 #define NODED_DEFAULT_FLOPS 1e9 /* used when the probe fails: low on purpose */
+#define NODED_MAX_GPUS 64
+#define NODED_CLASS_MAX 32         /* a node class name, [a-z0-9_.-] */
+#define NODED_MAX_KWH 1000.0       /* ledgerd's bound on one record's energy_kwh */
 
 /* linebuf.c — splits a byte stream into lines with a hard length cap. */
 struct linebuf {
@@ -46,11 +49,22 @@ struct meter_mark {
 	uint64_t mono_us; /* CLOCK_MONOTONIC */
 	uint64_t cpu_us;  /* utime + stime of the rank */
 	uint64_t comm_us; /* cumulative collective wait the rank reported */
+	uint64_t energy_uj; /* cumulative energy counter of the rank (GPU or share of RAPL) */
+	int have_energy;    /* energy_uj is known */
 };
 struct meter_split {
 	uint64_t compute_us, comm_us, idle_us;
 };
 void meter_split(uint64_t dwall_us, uint64_t dcpu_us, uint64_t dcomm_us, struct meter_split *out);
+/* Splits energy e over parts proportional to q[0..n-1] (their sum the
+ * interval), in whole units that sum to exactly e. */
+void meter_split_energy(uint64_t e, const uint64_t *q, int nq, uint64_t *out);
+/* The energy a counter gained from prev to now, wrapping at max_range (RAPL). */
+uint64_t meter_counter_delta(uint64_t prev, uint64_t now, uint64_t max_range);
+/* Busy CPU time (user nice system irq softirq steal) of /proc/stat's "cpu" line, in ticks. */
+int meter_parse_proc_stat(const char *buf, size_t len, uint64_t *busy_ticks);
+/* A rank's share of the node's energy de for its CPU time dcpu of the node's dbusy. */
+uint64_t meter_cpu_share(uint64_t de, uint64_t dcpu, uint64_t dbusy);
 /* The mark that closes a crashed agent's last interval of a rank at now_us:
  * alive, its CPU time cpu_us counts (compute); gone, the gap is idle (the slot
  * was held). comm_wait is unknown either way (the rank's lines were lost). */
@@ -91,6 +105,9 @@ struct rank {
 	struct meter_mark mark;      /* metered (in the spool) up to here */
 	struct meter_mark exit_mark; /* taken at exit, metered when final_pending clears */
 	uint64_t comm_us;            /* latest cumulative comm_s reported */
+	int gpu;                     /* the GPU index it holds, -1: a CPU rank */
+	uint64_t energy_uj;          /* CPU node: its accumulated share of the node's energy */
+	uint64_t share_cpu_us;       /* CPU node: its CPU time when the share was last taken */
 	struct linebuf lb;
 };
 
@@ -119,6 +136,22 @@ struct job {
 	sd_event_source *kill_timer;
 };
 
+struct noded_gpu {
+	int index; /* NVML's (and CUDA_VISIBLE_DEVICES') index */
+	char name[96], uuid[96];
+	uint64_t mem_bytes;
+	void *dev; /* nvmlDevice_t */
+};
+
+/* The node's RAPL package energy and busy CPU time at the last meter tick. */
+struct node_energy {
+	int ok;           /* RAPL readable */
+	int n_zones;
+	uint64_t uj[16], max_uj[16]; /* per package zone */
+	uint64_t busy_us;
+	int sampled;
+};
+
 struct noded {
 	struct svc svc;
 	sqlite3 *db;
@@ -142,7 +175,35 @@ struct noded {
 	long admitd_last_status;
 	int spool_full;
 	int stopping;
+	int slots_given; /* --slots was given */
+	int cpu_only;    /* --cpu-only: a CPU node whatever GPUs it has */
+	char node_class[NODED_CLASS_MAX + 1];
+	int n_gpus; /* 0: a CPU node */
+	struct noded_gpu gpus[NODED_MAX_GPUS];
+	struct rank *gpu_holder[NODED_MAX_GPUS]; /* the rank on gpus[i], NULL: free */
+	struct node_energy energy;
+	double gpu_mem_bytes; /* sum of the GPUs' memory */
 };
+
+/* gpu.c — NVML inventory, the node class, GPUs handed to ranks. */
+int noded_valid_class(const char *s);
+/* The class a GPU of this NVML name is priced as ("NVIDIA H100 80GB HBM3" → "h100"). */
+void gpu_class_from_name(const char *name, char *out, size_t outlen);
+/* Takes the inventory and sets the class and the slots; -EINVAL when
+ * --slots exceeds the GPUs. A node without GPUs is a CPU node (0). */
+int gpu_setup(struct noded *n, const char *class_opt);
+void gpu_close(struct noded *n);
+/* Cumulative energy of GPU index gpu in microjoules. */
+int gpu_energy_uj(struct noded *n, int gpu, uint64_t *uj);
+/* Gives rk a free GPU (rk->gpu); -EBUSY when none is free. */
+int gpu_take(struct noded *n, struct rank *rk);
+void gpu_release(struct noded *n, struct rank *rk);
+json_t *gpu_json(struct noded *n);
+/* What ranks and the probe run on: "cuda" on a GPU node, else "cpu". */
+static inline const char *noded_device(const struct noded *n)
+{
+	return n->n_gpus ? "cuda" : "cpu";
+}
 
 /* jobdb.c — noded.db: schema, job rows, the probe result. */
 int jobdb_open(struct noded *n);
@@ -195,13 +256,18 @@ int meter_emit(struct noded *n, struct rank *rk, const struct meter_mark *m);
 /* Every second: samples each live rank and retries pending final intervals. */
 void meter_tick(void *userdata);
 void meter_drain(struct noded *n);
+/* Reads RAPL and /proc/stat once (at start: logs once when energy is unknown). */
+void meter_energy_setup(struct noded *n);
+/* The rank's energy counter now, into m (have_energy 0 when unknown). */
+void meter_energy_mark(struct noded *n, struct rank *rk, struct meter_mark *m);
 /* A rank just exited: takes its exit mark and spools its last interval. */
 void meter_rank_exited(struct noded *n, struct rank *rk, uint64_t fallback_cpu_us);
 
 /* spool.c — the durable meter outbox to ledgerd. */
 int spool_open(struct noded *n);
+/* energy_uj < 0: unknown, the record carries no energy_kwh. */
 int spool_put_record(struct noded *n, struct rank *rk, const char *kind, uint64_t start_wall_us,
-		     uint64_t quantity_us);
+		     uint64_t quantity_us, int64_t energy_uj);
 /* Sends everything pending (up to max_batches batches); logs ledgerd up/down once. */
 void spool_flush(struct noded *n, int max_batches);
 void spool_tick(void *userdata);
@@ -213,8 +279,8 @@ int job_progress_load(struct job *j, const char *json_text);
 void heartbeat_tick(void *userdata);
 
 /* probe.c — the node's FLOP/s per rank, memory and allreduce α-β. */
-int probe_run(const char *trainer, int threads, int timeout_s, double *flops, char *err,
-	      size_t errlen);
+int probe_run(const char *trainer, const char *device, int threads, int timeout_s, double *flops,
+	      char *err, size_t errlen);
 /* Runs the allreduce probe program prog (bursar-arprobe). */
 int probe_allreduce(const char *prog, int timeout_s, double *alpha_s, double *beta_bps,
 		    char *err, size_t errlen);

@@ -11,3 +11,5 @@ UNIT_TESTS += $(BIN)/test-noded-meter $(BIN)/test-noded-spool $(BIN)/test-noded-
 # the allreduce probe: two ranks of libbcoll on this node (noded runs it next to itself)
 $(BIN)/bursar-arprobe: $(call objs,services/noded/arprobe.c) $(LIBDIR)/libbcoll.a
 ALL_BINS += $(BIN)/bursar-arprobe
+$(BIN)/test-noded-energy: $(call objs,services/noded/test-energy.c $(noded_LIB_SRCS)) $(COMMON_LIB)
+UNIT_TESTS += $(BIN)/test-noded-energy

@@ -1,7 +1,8 @@
 /* probe — measures this node: what one rank's kernels sustain, its memory,
  * and the allreduce between its ranks.
  *
- * Runs `TRAINER --probe` with the rank's thread count and reads one JSON line
+ * Runs `TRAINER --probe --device cpu|cuda` (cuda on a GPU node: one GPU's
+ * bf16 matmul rate) with the rank's thread count and reads one JSON line
  * {"flops": X} from its stdout; runs bursar-arprobe (two libbcoll ranks, see
  * arprobe.c) for {"alpha_s", "beta_bps"}; reads MemTotal from /proc/meminfo.
  * Blocking on purpose: at first start, with --reprobe, or when admitd asks
@@ -62,8 +63,8 @@ static int probe_read(int fd, uint64_t deadline_us, char *buf, size_t cap, size_
 
 /* Runs prog [arg] with threads threads under a deadline and parses the first
  * line of its stdout as JSON into *out. */
-static int probe_json(const char *prog, const char *arg, int threads, int timeout_s,
-		      json_t **out, char *err, size_t errlen)
+static int probe_json(const char *prog, const char *arg, const char *device, int threads,
+		      int timeout_s, json_t **out, char *err, size_t errlen)
 {
 	char buf[PROBE_MAX_OUTPUT], th[32];
 	uint64_t deadline = util_now_us() + (uint64_t)timeout_s * 1000000;
@@ -83,7 +84,10 @@ static int probe_json(const char *prog, const char *arg, int threads, int timeou
 		dup2(pfd[1], 1);
 		setenv("OMP_NUM_THREADS", th, 1);
 		setenv("OPENBLAS_NUM_THREADS", th, 1);
-		execl(prog, prog, arg, (char *)NULL);
+		if (device)
+			execl(prog, prog, arg, "--device", device, (char *)NULL);
+		else
+			execl(prog, prog, arg, (char *)NULL);
 		dprintf(2, "cannot execute '%s': %s\n", prog, strerror(errno));
 		_exit(127);
 	}
@@ -120,21 +124,21 @@ static int probe_json(const char *prog, const char *arg, int threads, int timeou
 	return 0;
 }
 
-int probe_run(const char *trainer, int threads, int timeout_s, double *flops, char *err,
-	      size_t errlen)
+int probe_run(const char *trainer, const char *device, int threads, int timeout_s, double *flops,
+	      char *err, size_t errlen)
 {
 	json_t *o = NULL;
 	double v;
 	int r;
 
-	r = probe_json(trainer, "--probe", threads, timeout_s, &o, err, errlen);
+	r = probe_json(trainer, "--probe", device, threads, timeout_s, &o, err, errlen);
 	if (r < 0)
 		return r;
 	v = json_number_value(json_object_get(o, "flops"));
 	json_decref(o);
 	if (!(v > 0) || !isfinite(v) || v > 1e18)
-		return snprintf(err, errlen, "'%s --probe' did not print {\"flops\": X} with "
-				"0 < X <= 1e18", trainer), -EBADMSG;
+		return snprintf(err, errlen, "'%s --probe --device %s' did not print {\"flops\": X} "
+				"with 0 < X <= 1e18", trainer, device), -EBADMSG;
 	*flops = v;
 	return 0;
 }
@@ -146,7 +150,7 @@ int probe_allreduce(const char *prog, int timeout_s, double *alpha_s, double *be
 	double a, b;
 	int r;
 
-	r = probe_json(prog, NULL, 1, timeout_s, &o, err, errlen);
+	r = probe_json(prog, NULL, NULL, 1, timeout_s, &o, err, errlen);
 	if (r < 0)
 		return r;
 	a = json_number_value(json_object_get(o, "alpha_s"));
@@ -189,9 +193,10 @@ static void setup_flops(struct noded *n, int force)
 		log_info("using the stored probe result: %.3g FLOP/s per rank", n->flops);
 		return;
 	}
-	log_info("probing this node's FLOP/s per rank with '%s --probe' (%d threads)", n->trainer,
-		 n->threads_per_rank);
-	r = probe_run(n->trainer, n->threads_per_rank, PROBE_TIMEOUT_S, &n->flops, err, sizeof(err));
+	log_info("probing this node's FLOP/s per rank with '%s --probe --device %s' (%d threads)",
+		 n->trainer, noded_device(n), n->threads_per_rank);
+	r = probe_run(n->trainer, noded_device(n), n->threads_per_rank, PROBE_TIMEOUT_S, &n->flops,
+		      err, sizeof(err));
 	if (r < 0) {
 		n->flops = NODED_DEFAULT_FLOPS;
 		log_err("probe failed: %s; using the conservative default %.3g FLOP/s per rank "
@@ -235,6 +240,9 @@ static void setup_profile(struct noded *n, int force)
 		return;
 	}
 	n->mem_bytes = n->alpha_s = n->beta_bps = 0;
+	n->gpu_mem_bytes = 0;
+	for (int i = 0; i < n->n_gpus; i++)
+		n->gpu_mem_bytes += (double)n->gpus[i].mem_bytes;
 	if (probe_mem(&n->mem_bytes) < 0)
 		log_warn("cannot read MemTotal from /proc/meminfo; memory is not reported");
 	arprobe_path(prog, sizeof(prog));

@@ -25,7 +25,7 @@ int64_t spool_pending(struct noded *n)
 }
 
 int spool_put_record(struct noded *n, struct rank *rk, const char *kind, uint64_t start_wall_us,
-		     uint64_t quantity_us)
+		     uint64_t quantity_us, int64_t energy_uj)
 {
 	struct job *j = rk->job;
 	json_t *rec;
@@ -37,6 +37,10 @@ int spool_put_record(struct noded *n, struct rank *rk, const char *kind, uint64_
 			(json_int_t)start_wall_us, "end_us", (json_int_t)(start_wall_us + quantity_us));
 	if (!rec)
 		return -ENOMEM;
+	/* the class the ledger prices the rank-seconds at; "cpu" is its default */
+	json_object_set_new(rec, "node_class", json_string(n->node_class[0] ? n->node_class : "cpu"));
+	if (energy_uj >= 0)
+		json_object_set_new(rec, "energy_kwh", json_real((double)energy_uj / 3.6e12));
 	r = outbox_put(n->spool, rec, NULL);
 	json_decref(rec);
 	return r;

@@ -1,10 +1,16 @@
 /* probe — how fast this node's matmul kernels run, for admission's pricing
- * (`bursar-train --probe`) and the MFU denominator of each step line. One
- * thread, cblas_sgemm on matrices shaped like a small GPT-2's MLP. */
+ * (`bursar-train --probe [--device cpu|cuda]`) and the MFU denominator of
+ * each step line. CPU: one thread, cblas_sgemm on matrices shaped like a
+ * small GPT-2's MLP. CUDA: the backend's sustained bf16 matmul rate of the
+ * one GPU the rank sees. */
 #include "trainer.h"
+#include "cuda/gpu.h"
+#include "log.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_s(void)
@@ -46,4 +52,37 @@ out:
 	free(b);
 	free(c);
 	return best;
+}
+
+/* `--probe` with the --device found anywhere in argv: prints {"flops": X};
+ * 2 with a sentence on stderr when that device cannot be probed. */
+int train_probe_main(int argc, char **argv)
+{
+	const char *device = "cpu";
+	const struct gpu_ops *ops;
+	char err[512] = "";
+	double flops = 0;
+
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "--device"))
+			device = argv[i + 1];
+	if (!strcmp(device, "cpu")) {
+		printf("{\"flops\": %.6g}\n", train_probe_flops(0.3));
+		return 0;
+	}
+	if (strcmp(device, "cuda")) {
+		log_err("--probe --device '%s': the probe measures 'cpu' or 'cuda'", device);
+		return 2;
+	}
+	ops = gpu_load(err, sizeof(err));
+	if (!ops) {
+		log_err("cannot probe the GPU: %s; probe the CPU with --device cpu", err);
+		return 2;
+	}
+	if (ops->probe_flops(1.0, &flops, err, sizeof(err)) < 0 || !(flops > 0)) {
+		log_err("the GPU matmul probe failed: %s", err[0] ? err : "it measured no FLOP/s");
+		return 2;
+	}
+	printf("{\"flops\": %.6g}\n", flops);
+	return 0;
 }

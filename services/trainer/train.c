@@ -15,7 +15,8 @@
  *   --ckpt DIR: checkpoints there (bursar.json ckpt_every, and at the end);
  *       resumes from it when it holds one. SIGUSR1: checkpoint at the next
  *       step boundary and exit 75 (the parent of --ranks forwards it).
- *   bursar-train --probe                            prints {"flops": X}
+ *   bursar-train --probe [--device cpu|cuda]        prints {"flops": X} (cuda:
+ *       the GPU's bf16 matmul rate; exits 2 saying why without one)
  *   bursar-train --encode TOKENIZER_JSON            (tests) the token ids of
  *       stdin, space-separated on one line
  *   bursar-train BUNDLE --dump-grads FILE           (tests) one forward and
@@ -38,6 +39,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* probe.c: bursar-train --probe [--device cpu|cuda] prints {"flops": X}; 0, or 2. */
+int train_probe_main(int argc, char **argv);
+
 static volatile sig_atomic_t got_signal, got_usr1;
 static char term_msg[128];
 
@@ -45,7 +49,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N] "
 			"[--ckpt DIR] [--zero 0|1] [--device cpu|cuda|auto]\n"
-			"       bursar-train --probe\n");
+			"       bursar-train --probe [--device cpu|cuda]\n");
 }
 
 /* A rank stops at once on SIGTERM/SIGINT: nothing it holds needs saving
@@ -284,8 +288,7 @@ int main(int argc, char **argv)
 		if (!strcmp(a, "--encode") && i + 1 < argc) {
 			return encode_stdin(argv[i + 1]);
 		} else if (!strcmp(a, "--probe")) {
-			printf("{\"flops\": %.6g}\n", train_probe_flops(0.3));
-			return 0;
+			return train_probe_main(argc, argv);
 		} else if (!strcmp(a, "--dump-grads") && i + 1 < argc) {
 			o.dump_grads = argv[++i];
 		} else if (!strcmp(a, "--ckpt") && i + 1 < argc) {

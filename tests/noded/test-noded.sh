@@ -82,7 +82,7 @@ start_noded() {
 	rm -f "$ND_SOCK"
 	"$BIN/bursar-noded" --state "$T/node" --admitd "unix:$ADM_SOCK" \
 		--ledgerd "unix:$LED_SOCK" --trainer "$BIN/bursar-train" --slots 2 \
-		--node-id "$NODE" --listen "unix:$ND_SOCK" "$@" 2>>"$T/noded.log" &
+		--node-id "$NODE" --listen "unix:$ND_SOCK" --cpu-only "$@" 2>>"$T/noded.log" &
 	nd_pid=$!
 	wait_sock "$ND_SOCK" 90 # the first start probes the trainer
 }
