@@ -31,6 +31,7 @@ typedef nvml_return_t (*nvml_handle_fn)(unsigned int index, nvml_device_t *dev);
 typedef nvml_return_t (*nvml_string_fn)(nvml_device_t dev, char *buf, unsigned int len);
 typedef nvml_return_t (*nvml_memory_fn)(nvml_device_t dev, struct nvml_memory *mem);
 typedef nvml_return_t (*nvml_energy_fn)(nvml_device_t dev, unsigned long long *mj);
+typedef nvml_return_t (*nvml_uint_fn)(nvml_device_t dev, unsigned int *v);
 typedef const char *(*nvml_error_fn)(nvml_return_t r);
 
 #define NVML_NAME_LEN 96 /* NVML_DEVICE_NAME_V2_BUFFER_SIZE, NVML_DEVICE_UUID_V2_BUFFER_SIZE */
@@ -132,6 +133,7 @@ static int gpu_inventory(struct noded *n, char *why, size_t whylen)
 	nvml_count_fn count;
 	nvml_string_fn get_name, get_uuid;
 	nvml_memory_fn get_mem;
+	nvml_uint_fn get_limit;
 	unsigned int cnt = 0;
 	nvml_return_t r;
 
@@ -147,6 +149,7 @@ static int gpu_inventory(struct noded *n, char *why, size_t whylen)
 	get_mem = (nvml_memory_fn)nvml_sym("nvmlDeviceGetMemoryInfo");
 	nvml.energy = (nvml_energy_fn)nvml_sym("nvmlDeviceGetTotalEnergyConsumption");
 	nvml.error = (nvml_error_fn)nvml_sym("nvmlErrorString");
+	get_limit = (nvml_uint_fn)nvml_sym("nvmlDeviceGetEnforcedPowerLimit"); /* mW */
 	if (!init || !nvml.shutdown || !count || !nvml.handle || !get_name || !get_uuid ||
 	    !get_mem)
 		return snprintf(why, whylen, "libnvidia-ml.so.1 lacks the NVML functions it needs "
@@ -169,6 +172,7 @@ static int gpu_inventory(struct noded *n, char *why, size_t whylen)
 		struct noded_gpu *g = &n->gpus[n->n_gpus];
 		char name[NVML_NAME_LEN + 1] = "", uuid[NVML_NAME_LEN + 1] = "";
 		struct nvml_memory mem = {0};
+		unsigned int limit_mw = 0;
 		nvml_device_t dev;
 
 		r = nvml.handle(i, &dev);
@@ -186,6 +190,8 @@ static int gpu_inventory(struct noded *n, char *why, size_t whylen)
 		copy_clean(g->name, sizeof(g->name), name);
 		copy_clean(g->uuid, sizeof(g->uuid), uuid);
 		g->mem_bytes = mem.total;
+		g->power_w = get_limit && get_limit(dev, &limit_mw) == 0 && limit_mw < 100000000u ?
+				     limit_mw / 1000.0 : 0;
 		g->dev = dev;
 		n->n_gpus++;
 	}
@@ -206,6 +212,7 @@ int gpu_setup(struct noded *n, const char *class_opt)
 		gpu_close(n);
 		n->n_gpus = 0;
 		snprintf(n->node_class, sizeof(n->node_class), "%s", class_opt ? class_opt : "cpu");
+		n->watts_per_slot = n->slots > 0 ? meter_rapl_limit_w() / n->slots : 0;
 		if (n->cpu_only)
 			log_info("a CPU node by --cpu-only: this node offers %d CPU slots (class %s)",
 				 n->slots, n->node_class);
@@ -235,6 +242,10 @@ int gpu_setup(struct noded *n, const char *class_opt)
 		gpu_class_from_name(n->gpus[0].name, n->node_class, sizeof(n->node_class));
 	if (!nvml.energy)
 		log_warn("NVML has no energy counter here; GPU energy is not metered");
+	n->watts_per_slot = 0;
+	for (int i = 0; i < n->n_gpus; i++)
+		if (n->gpus[i].power_w > n->watts_per_slot)
+			n->watts_per_slot = n->gpus[i].power_w;
 	log_info("%d NVIDIA GPUs (%s, ...); this node offers %d GPU slots (class %s)", n->n_gpus,
 		 n->gpus[0].name, n->slots, n->node_class);
 	return 0;
@@ -290,8 +301,10 @@ json_t *gpu_json(struct noded *n)
 	json_t *a = json_array();
 
 	for (int i = 0; a && i < n->n_gpus; i++)
-		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:I}", "index", n->gpus[i].index,
-						   "name", n->gpus[i].name, "uuid", n->gpus[i].uuid,
-						   "mem_bytes", (json_int_t)n->gpus[i].mem_bytes));
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:I, s:f}", "index",
+						   n->gpus[i].index, "name", n->gpus[i].name, "uuid",
+						   n->gpus[i].uuid, "mem_bytes",
+						   (json_int_t)n->gpus[i].mem_bytes, "power_limit_w",
+						   n->gpus[i].power_w));
 	return a;
 }

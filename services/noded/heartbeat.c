@@ -103,6 +103,8 @@ static json_t *heartbeat_report(struct noded *n)
 		json_object_set_new(body, "device", json_string(noded_device(n)));
 		if (n->n_gpus)
 			json_object_set_new(body, "gpus", gpu_json(n));
+		if (n->watts_per_slot > 0 && n->watts_per_slot <= 1e5)
+			json_object_set_new(body, "watts_per_slot", json_real(n->watts_per_slot));
 	}
 	if (body && n->probed_us)
 		json_object_set_new(body, "probed_us", json_integer((json_int_t)n->probed_us));

@@ -184,6 +184,29 @@ static int rapl_read(struct node_energy *e, uint64_t *uj, int *n_zones, char *wh
 	return 0;
 }
 
+double meter_rapl_limit_w(void)
+{
+	double w = 0;
+	glob_t g;
+
+	if (glob("/sys/class/powercap/intel-rapl:*", 0, NULL, &g) != 0)
+		return 0;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		const char *base = strrchr(g.gl_pathv[i], '/') + 1;
+		char path[PATH_MAX];
+		uint64_t uw = 0;
+
+		if (strchr(strchr(base, ':') + 1, ':'))
+			continue; /* a subzone */
+		/* the long-term limit the package is held to (its TDP by default) */
+		snprintf(path, sizeof(path), "%s/constraint_0_power_limit_uw", g.gl_pathv[i]);
+		if (read_u64_file(path, &uw) == 0 && uw < 100000000000ull)
+			w += uw / 1e6;
+	}
+	globfree(&g);
+	return w;
+}
+
 void meter_energy_setup(struct noded *n)
 {
 	struct node_energy *e = &n->energy;

@@ -140,7 +140,8 @@ struct noded_gpu {
 	int index; /* NVML's (and CUDA_VISIBLE_DEVICES') index */
 	char name[96], uuid[96];
 	uint64_t mem_bytes;
-	void *dev; /* nvmlDevice_t */
+	double power_w; /* enforced power limit, W (0: NVML does not say) */
+	void *dev;      /* nvmlDevice_t */
 };
 
 /* The node's RAPL package energy and busy CPU time at the last meter tick. */
@@ -183,6 +184,10 @@ struct noded {
 	struct rank *gpu_holder[NODED_MAX_GPUS]; /* the rank on gpus[i], NULL: free */
 	struct node_energy energy;
 	double gpu_mem_bytes; /* sum of the GPUs' memory */
+	/* what one busy slot may draw, W (0: unknown): a GPU's power limit, or
+	 * the RAPL packages' limit shared by the CPU slots; admission prices
+	 * energy with it until it has metered the real figure */
+	double watts_per_slot;
 };
 
 /* gpu.c — NVML inventory, the node class, GPUs handed to ranks. */
@@ -193,6 +198,8 @@ void gpu_class_from_name(const char *name, char *out, size_t outlen);
  * --slots exceeds the GPUs. A node without GPUs is a CPU node (0). */
 int gpu_setup(struct noded *n, const char *class_opt);
 void gpu_close(struct noded *n);
+/* The RAPL packages' power limit in W (0: unreadable), for watts_per_slot. */
+double meter_rapl_limit_w(void);
 /* Cumulative energy of GPU index gpu in microjoules. */
 int gpu_energy_uj(struct noded *n, int gpu, uint64_t *uj);
 /* Gives rk a free GPU (rk->gpu); -EBUSY when none is free. */

@@ -5,7 +5,7 @@
 #      reference (flash attention, both attention kernels, 10 AdamW steps)
 #   2. test-device.sh: bursar-train --device cuda end to end (loss curve vs
 #      the CPU, checkpoint and resume on the GPU)
-#   3. the node agent on a GPU node (tests/noded/test-gpu-node.sh): NVML
+#   3. the node agent on a GPU node (tests/noded/test-class.sh): NVML
 #      inventory, class, one GPU per rank, metered GPU energy
 #   4. test-hf.py: the trainer's output loads in transformers (when the
 #      Python given has it)
@@ -26,13 +26,16 @@ if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv,noheader
 pass=0 fail=0 skip=0
+log=$(mktemp /tmp/gpu-check.XXXXXX)
+trap 'rm -f "$log"' EXIT
 part() { # NAME CMD...: runs CMD, counts its PASS/FAIL/SKIP lines
 	local name=$1 out rc
 	shift
 	echo "== $name"
-	out=$("$@" 2>&1)
-	rc=$?
-	echo "$out"
+	# streamed as it runs, so a run cut short still shows how far it got
+	"$@" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	out=$(cat "$log")
 	local p f s
 	p=$(grep -c '^PASS' <<<"$out")
 	f=$(grep -c '^FAIL' <<<"$out")
@@ -45,7 +48,7 @@ for x in $parts; do
 	case $x in
 	cuda) part test-cuda "$BUILD/bin/test-cuda" ;;
 	device) part test-device tests/trainer/test-device.sh ;;
-	node) [ -f tests/noded/test-gpu-node.sh ] && part test-gpu-node tests/noded/test-gpu-node.sh ;;
+	node) part test-class tests/noded/test-class.sh ;;
 	# Python runs without the trainer's LD_LIBRARY_PATH (a Python with its own
 	# libraries, e.g. PyTorch's CUDA, must not pick up others)
 	hf) part test-hf env -u LD_LIBRARY_PATH BURSAR_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" \

@@ -124,6 +124,12 @@ print('\n'.join(' '.join(random.choice(w) for _ in range(12)) for _ in range(200
 	done
 	[ "$got" = "[('$cls', 'cuda', $ngpu, $ngpu)]" ] && pass gpu_in_heartbeat ||
 		fail gpu_in_heartbeat "admitd lists the node as $got, want [('$cls', 'cuda', $ngpu, $ngpu)]"
+	# the GPU's power limit is what admission prices energy with until it has metered
+	got=$(curl -s --max-time 5 --unix-socket "$ADM_SOCK" http://x/v1/nodes |
+		json "[x['watts_per_slot']['reported'] for x in j['nodes'] if x['id'] == '$NODE']")
+	echo "# power per slot reported: $got W"
+	$PY -c "import sys; v = eval(sys.argv[1]); sys.exit(0 if v and v[0] and 50 < v[0] < 5000 else 1)" "$got" &&
+		pass gpu_power_limit_reported || fail gpu_power_limit_reported "admitd has $got W per slot"
 	echo "{\"steps\": 3000, \"batch\": 8, \"seq_len\": 64, \"ranks\": 1, \"device\": \"cuda\", \"node_class\": \"$cls\"}" >"$T/gpu/bursar.json"
 	body=$($PY -c "
 import json, sys
@@ -168,6 +174,18 @@ print(json.dumps({'tenant': 'acme', 'user': 'alice', 'bundle_id': 'b-gpu', 'bund
 		abs(amount_micro - quantity * 1000 - energy_kwh * 150000) > 1")
 	[ "$bad" = 0 ] || { fail ledger_prices_gpu_class_and_energy "$bad records are not priced at the class rate"; return; }
 	pass ledger_prices_gpu_class_and_energy
+	# admitd reads the bill a few seconds later and learns the GPU's real power
+	for ((i = 0; i < 150; i++)); do
+		n=$(curl -s --max-time 5 --unix-socket "$ADM_SOCK" http://x/v1/nodes |
+			json "[x['watts_per_slot']['jobs'] for x in j['nodes'] if x['id'] == '$NODE'][0]")
+		[ "$n" = 1 ] && break
+		sleep 0.1
+	done
+	got=$(curl -s --max-time 5 --unix-socket "$ADM_SOCK" http://x/v1/nodes |
+		json "[x['watts_per_slot'] for x in j['nodes'] if x['id'] == '$NODE'][0]")
+	echo "# power per slot after the job: $got"
+	$PY -c "import sys; v = eval(sys.argv[1]); sys.exit(0 if v['jobs'] == 1 and 1 < v['metered'] < 5000 else 1)" "$got" &&
+		pass gpu_power_learned || fail gpu_power_learned "admitd's power figure for the node: $got"
 }
 
 # 1. a bad --class is refused at start
@@ -316,6 +334,6 @@ if [ "$GPU" = 1 ]; then
 	gpu_cases
 else
 	skip_rest "no GPU (libnvidia-ml.so.1 is not installed)" gpu_node_said gpu_in_heartbeat \
-		rank_on_its_gpu ledger_prices_gpu_class_and_energy
+		gpu_power_limit_reported rank_on_its_gpu ledger_prices_gpu_class_and_energy gpu_power_learned
 fi
 exit $((fails > 0))
