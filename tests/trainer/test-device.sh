@@ -94,16 +94,22 @@ else
 	fail gpu_writes_the_same_tensors "model.safetensors differs in its tensors"
 fi
 # stopped by SIGUSR1 at a step boundary, resumed on the GPU: the same losses
-# and the same final weights as one uninterrupted GPU run
-"$TRAIN" "$tmp/b" --device cuda --ckpt "$tmp/ck1" --out "$tmp/o1" >"$tmp/full.jsonl" 2>/dev/null
-"$TRAIN" "$tmp/b" --device cuda --ckpt "$tmp/ck2" --out "$tmp/o2" >"$tmp/part1.jsonl" \
+# and the same final weights as one uninterrupted GPU run (300 steps: 20 end
+# on a GPU before the signal can land)
+cp -r "$tmp/b" "$tmp/b3"
+$PY - "$tmp/b3/bursar.json" <<'PY'
+import json, sys
+p = sys.argv[1]; d = json.load(open(p)); d["steps"] = 300; json.dump(d, open(p, "w"))
+PY
+"$TRAIN" "$tmp/b3" --device cuda --ckpt "$tmp/ck1" --out "$tmp/o1" >"$tmp/full.jsonl" 2>/dev/null
+"$TRAIN" "$tmp/b3" --device cuda --ckpt "$tmp/ck2" --out "$tmp/o2" >"$tmp/part1.jsonl" \
 	2>"$tmp/part1.err" &
 victim=$!
 for _ in $(seq 400); do grep -q '"step": 3,' "$tmp/part1.jsonl" 2>/dev/null && break; sleep 0.05; done
 kill -USR1 $victim
 wait $victim
 rc=$?
-"$TRAIN" "$tmp/b" --device cuda --ckpt "$tmp/ck2" --out "$tmp/o2" >"$tmp/part2.jsonl" 2>/dev/null
+"$TRAIN" "$tmp/b3" --device cuda --ckpt "$tmp/ck2" --out "$tmp/o2" >"$tmp/part2.jsonl" 2>/dev/null
 done_steps=$(losses "$tmp/part1.jsonl" | wc -l)
 if [ $rc -eq 75 ] && [ "$(losses "$tmp/full.jsonl" | tail -n +$((done_steps + 1)))" = \
 	"$(losses "$tmp/part2.jsonl")" ] && cmp -s "$tmp/o1/model.safetensors" "$tmp/o2/model.safetensors"; then

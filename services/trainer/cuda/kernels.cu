@@ -249,6 +249,15 @@ void k_gelu_backward(bf16 *d, const bf16 *inp, size_t n, cudaStream_t st)
 
 /* ---- bias gradients: column sums ---- */
 
+// BURSAR_CUDA_COLSUM=scalar: the one-column-per-thread kernel (to compare)
+static int colsum_scalar(void)
+{
+	static int v = -1;
+	if (v < 0)
+		v = getenv("BURSAR_CUDA_COLSUM") && !strcmp(getenv("BURSAR_CUDA_COLSUM"), "scalar");
+	return v;
+}
+
 __device__ __forceinline__ float to_f(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f(float x) { return x; }
 
@@ -265,11 +274,58 @@ __global__ void colsum_kernel(float *part, const T *x, int N, int OC, int ld)
 	part[(size_t)k * OC + c] = s;
 }
 
+// The same sums with 16-byte loads: a block covers 256 columns, each thread
+// VEC adjacent ones (8 bf16 or 4 floats) of every blockDim.y-th row of its
+// chunk; the row lanes are then added in a fixed order, so the bits do not
+// depend on timing. Needs OC and ld multiples of VEC and x 16-byte aligned.
+template <typename T, int VEC>
+__global__ void colsum_vec_kernel(float *part, const T *x, int N, int OC, int ld)
+{
+	__shared__ float sh[8][256];
+	int c0 = blockIdx.x * 256 + threadIdx.x * VEC, t, c;
+	float s[VEC];
+
+#pragma unroll
+	for (int k = 0; k < VEC; k++)
+		s[k] = 0;
+	if (c0 < OC) {
+#pragma unroll 4
+		for (int r = blockIdx.y * blockDim.y + threadIdx.y; r < N;
+		     r += gridDim.y * blockDim.y) {
+			uint4 v = *(const uint4 *)(x + (size_t)r * ld + c0);
+			const T *e = (const T *)&v;
+#pragma unroll
+			for (int k = 0; k < VEC; k++)
+				s[k] += to_f(e[k]);
+		}
+	}
+#pragma unroll
+	for (int k = 0; k < VEC; k++)
+		sh[threadIdx.y][threadIdx.x * VEC + k] = s[k];
+	__syncthreads();
+	t = threadIdx.y * blockDim.x + threadIdx.x;
+	c = blockIdx.x * 256 + t;
+	if (c < OC) {
+		float a = 0;
+		for (int y = 0; y < (int)blockDim.y; y++)
+			a += sh[y][t];
+		part[(size_t)blockIdx.y * OC + c] = a;
+	}
+}
+
+static int vec_ok(const void *x, int OC, int ld, int vec)
+{
+	return !((uintptr_t)x % 16) && OC % vec == 0 && ld % vec == 0;
+}
+
 void k_colsum_bf16_ld(float *out, float *scratch, const bf16 *x, int N, int OC, int ld,
 		      cudaStream_t st)
 {
 	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
-	colsum_kernel<bf16><<<g, 256, 0, st>>>(scratch, x, N, OC, ld);
+	if (vec_ok(x, OC, ld, 8) && !colsum_scalar())
+		colsum_vec_kernel<bf16, 8><<<g, dim3(32, 8), 0, st>>>(scratch, x, N, OC, ld);
+	else
+		colsum_kernel<bf16><<<g, 256, 0, st>>>(scratch, x, N, OC, ld);
 	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
 }
 
@@ -281,7 +337,10 @@ void k_colsum_bf16(float *out, float *scratch, const bf16 *x, int N, int OC, cud
 void k_colsum_f32(float *out, float *scratch, const float *x, int N, int OC, cudaStream_t st)
 {
 	dim3 g(CEIL_DIV(OC, 256), COLSUM_CHUNKS);
-	colsum_kernel<float><<<g, 256, 0, st>>>(scratch, x, N, OC, OC);
+	if (vec_ok(x, OC, OC, 4) && !colsum_scalar())
+		colsum_vec_kernel<float, 4><<<g, dim3(64, 4), 0, st>>>(scratch, x, N, OC, OC);
+	else
+		colsum_kernel<float><<<g, 256, 0, st>>>(scratch, x, N, OC, OC);
 	rows_sum_kernel<<<CEIL_DIV(OC, 256), 256, 0, st>>>(out, scratch, COLSUM_CHUNKS, OC);
 }
 

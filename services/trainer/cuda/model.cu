@@ -300,8 +300,9 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	m->Vp = pad_v(d->V);
 	m->naive_attn = getenv("BURSAR_CUDA_NAIVE_ATTN") && atoi(getenv("BURSAR_CUDA_NAIVE_ATTN"));
 	m->timing = getenv("BURSAR_CUDA_TIMING") ? atoi(getenv("BURSAR_CUDA_TIMING")) : 0;
-	/* flash2.cu is opt-in until it has passed test-cuda on a GPU */
-	m->flash2 = getenv("BURSAR_CUDA_FLASH2") && atoi(getenv("BURSAR_CUDA_FLASH2"));
+	/* flash2.cu where it applies (head size 64), unless BURSAR_CUDA_FLASH2=0
+	 * asks for attention.cu's WMMA kernels */
+	m->flash2 = !getenv("BURSAR_CUDA_FLASH2") || atoi(getenv("BURSAR_CUDA_FLASH2"));
 	C = m->C;
 	L = m->L;
 	NH = m->NH;
