@@ -134,6 +134,15 @@ void k_residual_layernorm(float *res, bf16 *ln, float *mean, float *rstd, const 
 
 // grid LN_BWD_BLOCKS x LN_BWD_WARPS warps; warp gw owns partial rows gw of
 // scratch (dw) and LN_BWD_BLOCKS*LN_BWD_WARPS + gw (db)
+// BURSAR_CUDA_LN=scalar: the one-element-per-lane kernel below (to compare)
+static int ln_scalar(void)
+{
+	static int v = -1;
+	if (v < 0)
+		v = getenv("BURSAR_CUDA_LN") && !strcmp(getenv("BURSAR_CUDA_LN"), "scalar");
+	return v;
+}
+
 __global__ void layernorm_backward_kernel(float *dres, bf16 *dres_bf, float *scratch,
 					  const bf16 *dout, const float *inp, const float *w,
 					  const float *mean, const float *rstd, int N, int C,
@@ -171,6 +180,105 @@ __global__ void layernorm_backward_kernel(float *dres, bf16 *dres_bf, float *scr
 	}
 }
 
+// The same backward with 16-byte loads and the dw/db partial sums kept in
+// registers: lane l owns the 8-column chunks l, l+32, ... (K8 of them, C =
+// 256*K8), reads its row's values once into registers for both passes, and
+// writes its partial sums to scratch once, at the end.
+template <int K8>
+__global__ void layernorm_backward_vec_kernel(float *dres, bf16 *dres_bf, float *scratch,
+					      const bf16 *dout, const float *inp, const float *w,
+					      const float *mean, const float *rstd, int N, int C,
+					      int overwrite)
+{
+	int nw = gridDim.x * (blockDim.x / 32);
+	int gw = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+	float wv[K8 * 8], adw[K8 * 8], adb[K8 * 8];
+
+#pragma unroll
+	for (int k = 0; k < K8; k++) {
+		int c0 = (lane + 32 * k) * 8;
+		float4 w0 = make_float4(0, 0, 0, 0), w1 = w0;
+		if (c0 < C)
+			w0 = *(const float4 *)(w + c0), w1 = *(const float4 *)(w + c0 + 4);
+		float t[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			wv[k * 8 + j] = t[j];
+			adw[k * 8 + j] = adb[k * 8 + j] = 0;
+		}
+	}
+	for (int row = gw; row < N; row += nw) {
+		const bf16 *d = dout + (size_t)row * C;
+		const float *x = inp + (size_t)row * C;
+		float *di = dres + (size_t)row * C;
+		bf16 *dib = dres_bf + (size_t)row * C;
+		float m = mean[row], s = rstd[row], dm = 0, dnm = 0;
+		float dv[K8 * 8], nv[K8 * 8];
+
+#pragma unroll
+		for (int k = 0; k < K8; k++) {
+			int c0 = (lane + 32 * k) * 8;
+			uint4 rd = make_uint4(0, 0, 0, 0);
+			float4 x0 = make_float4(m, m, m, m), x1 = x0; /* past C: norm 0, dout 0 */
+			if (c0 < C) {
+				rd = *(const uint4 *)(d + c0);
+				x0 = *(const float4 *)(x + c0), x1 = *(const float4 *)(x + c0 + 4);
+			}
+			const bf16 *db16 = (const bf16 *)&rd;
+			float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				float v = __bfloat162float(db16[j]), nrm = (xs[j] - m) * s;
+				float dn = wv[k * 8 + j] * v;
+				dv[k * 8 + j] = v;
+				nv[k * 8 + j] = nrm;
+				dm += dn;
+				dnm += dn * nrm;
+			}
+		}
+		dm = warp_sum(dm) / C;
+		dnm = warp_sum(dnm) / C;
+#pragma unroll
+		for (int k = 0; k < K8; k++) {
+			int c0 = (lane + 32 * k) * 8;
+			float o[8] = {0, 0, 0, 0, 0, 0, 0, 0}, g[8];
+			uint4 rb;
+			bf16 *gb = (bf16 *)&rb;
+
+			if (c0 >= C)
+				continue;
+			if (!overwrite) {
+				float4 o0 = *(const float4 *)(di + c0), o1 = *(const float4 *)(di + c0 + 4);
+				o[0] = o0.x, o[1] = o0.y, o[2] = o0.z, o[3] = o0.w;
+				o[4] = o1.x, o[5] = o1.y, o[6] = o1.z, o[7] = o1.w;
+			}
+#pragma unroll
+			for (int j = 0; j < 8; j++) {
+				float v = dv[k * 8 + j], nrm = nv[k * 8 + j], dn = wv[k * 8 + j] * v;
+				g[j] = o[j] + (dn - dm - nrm * dnm) * s;
+				gb[j] = __float2bfloat16(g[j]);
+				adb[k * 8 + j] += v;
+				adw[k * 8 + j] += nrm * v;
+			}
+			*(float4 *)(di + c0) = make_float4(g[0], g[1], g[2], g[3]);
+			*(float4 *)(di + c0 + 4) = make_float4(g[4], g[5], g[6], g[7]);
+			*(uint4 *)(dib + c0) = rb;
+		}
+	}
+	float *pdw = scratch + (size_t)gw * C, *pdb = scratch + (size_t)(nw + gw) * C;
+#pragma unroll
+	for (int k = 0; k < K8; k++) {
+		int c0 = (lane + 32 * k) * 8;
+		float *a = adw + k * 8, *b = adb + k * 8;
+		if (c0 >= C)
+			continue;
+		*(float4 *)(pdw + c0) = make_float4(a[0], a[1], a[2], a[3]);
+		*(float4 *)(pdw + c0 + 4) = make_float4(a[4], a[5], a[6], a[7]);
+		*(float4 *)(pdb + c0) = make_float4(b[0], b[1], b[2], b[3]);
+		*(float4 *)(pdb + c0 + 4) = make_float4(b[4], b[5], b[6], b[7]);
+	}
+}
+
 // out[c] += sum over rows r < nrows of part[r*C + c], in row order
 __global__ void rows_sum_kernel(float *out, const float *part, int nrows, int C)
 {
@@ -187,9 +295,30 @@ void k_layernorm_backward(float *dres, bf16 *dres_bf, float *dw, float *db, floa
 			  const bf16 *dout, const float *inp, const float *w, const float *mean,
 			  const float *rstd, int N, int C, int overwrite, cudaStream_t st)
 {
-	int nw = LN_BWD_BLOCKS * LN_BWD_WARPS;
-	layernorm_backward_kernel<<<LN_BWD_BLOCKS, LN_BWD_WARPS * 32, 0, st>>>(
-		dres, dres_bf, scratch, dout, inp, w, mean, rstd, N, C, overwrite);
+	int nw = LN_BWD_BLOCKS * LN_BWD_WARPS, k8 = C % 8 ? 0 : CEIL_DIV(C, 256);
+	int aligned = !(((uintptr_t)dres | (uintptr_t)dres_bf | (uintptr_t)dout | (uintptr_t)inp |
+			 (uintptr_t)w | (uintptr_t)scratch) % 16);
+	dim3 g(LN_BWD_BLOCKS), b(LN_BWD_WARPS * 32);
+
+	if (!aligned || ln_scalar())
+		k8 = 0;
+	/* up to C = 1280 (GPT-2's 768, 1024, 1280): wider rows would spill registers */
+	switch (k8) {
+	case 1: layernorm_backward_vec_kernel<1><<<g, b, 0, st>>>(dres, dres_bf, scratch, dout, inp,
+								     w, mean, rstd, N, C, overwrite); break;
+	case 2: layernorm_backward_vec_kernel<2><<<g, b, 0, st>>>(dres, dres_bf, scratch, dout, inp,
+								     w, mean, rstd, N, C, overwrite); break;
+	case 3: layernorm_backward_vec_kernel<3><<<g, b, 0, st>>>(dres, dres_bf, scratch, dout, inp,
+								     w, mean, rstd, N, C, overwrite); break;
+	case 4: layernorm_backward_vec_kernel<4><<<g, b, 0, st>>>(dres, dres_bf, scratch, dout, inp,
+								     w, mean, rstd, N, C, overwrite); break;
+	case 5: layernorm_backward_vec_kernel<5><<<g, b, 0, st>>>(dres, dres_bf, scratch, dout, inp,
+								     w, mean, rstd, N, C, overwrite); break;
+
+	default:
+		layernorm_backward_kernel<<<g, b, 0, st>>>(dres, dres_bf, scratch, dout, inp, w, mean,
+							   rstd, N, C, overwrite);
+	}
 	rows_sum_kernel<<<CEIL_DIV(C, 256), 256, 0, st>>>(dw, scratch, nw, C);
 	rows_sum_kernel<<<CEIL_DIV(C, 256), 256, 0, st>>>(db, scratch + (size_t)nw * C, nw, C);
 }
