@@ -53,28 +53,58 @@ static double est_num(json_t *o, const char *k)
 	return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
+/* Whether the candidates span node classes other than the plain "cpu". */
+static int est_classes(json_t *e)
+{
+	json_t *o;
+	size_t i;
+
+	json_array_foreach(json_object_get(e, "candidates"), i, o) {
+		const char *c = json_string_value(json_object_get(o, "node_class"));
+
+		if (c && strcmp(c, "cpu"))
+			return 1;
+	}
+	return 0;
+}
+
 static void est_print(json_t *e)
 {
 	int chosen = (int)json_integer_value(json_object_get(e, "ranks"));
 	const char *rej = json_string_value(json_object_get(e, "rejected"));
+	const char *ccls = json_string_value(json_object_get(e, "node_class"));
+	int classes = est_classes(e);
 	char d[32], m[32], cs[32], ms[32];
 	json_t *o;
 	size_t i;
 
-	printf("%.3g FLOP/token x %.4g tokens; %.3g FLOP/s per rank at efficiency %.2f\n",
+	printf("%.3g FLOP/token x %.4g tokens; %.3g FLOP/s per rank at efficiency %.2f%s%s\n",
 	       est_num(e, "flops_per_token"), est_num(e, "tokens"), est_num(e, "node_flops"),
-	       est_num(e, "efficiency"));
-	printf("  %5s %12s %12s %12s %10s\n", "RANKS", "TIME", "COMPUTE", "ALLREDUCE", "COST");
+	       est_num(e, "efficiency"), classes && ccls ? " on " : "", classes && ccls ? ccls : "");
+	if (classes)
+		printf("  %-10s", "CLASS");
+	else
+		printf(" ");
+	printf(" %5s %12s %12s %12s %10s\n", "RANKS", "TIME", "COMPUTE", "ALLREDUCE", "COST");
 	json_array_foreach(json_object_get(e, "candidates"), i, o) {
 		int r = (int)json_integer_value(json_object_get(o, "ranks"));
+		const char *cls = json_string_value(json_object_get(o, "node_class"));
+		int mine = r == chosen && !rej && (!ccls || !cls || !strcmp(cls, ccls));
 
 		ctl_fmt_duration(est_num(o, "seconds"), d, sizeof(d));
 		ctl_fmt_duration(est_num(o, "compute_s"), cs, sizeof(cs));
 		ctl_fmt_duration(est_num(o, "comm_s"), ms, sizeof(ms));
 		ctl_fmt_money(est_num(o, "amount"), m, sizeof(m));
-		printf("%s %5d %12s %12s %12s %10s\n", r == chosen && !rej ? "*" : " ", r, d, cs,
-		       ms, m);
+		if (classes)
+			printf("%s %-10s", mine ? "*" : " ", cls ? cls : "cpu");
+		else
+			printf("%s", mine ? "*" : " ");
+		printf(" %5d %12s %12s %12s %10s\n", r, d, cs, ms, m);
 	}
+	if (est_num(e, "energy_kwh") > 0)
+		printf("energy: %.3g kWh at %.0f W per slot (%s), in the cost\n",
+		       est_num(e, "energy_kwh"), est_num(e, "watts_per_slot"),
+		       json_string_value(json_object_get(e, "watts_source")) ?: "?");
 	if (rej)
 		printf("would be %s\n", rej);
 	else

@@ -105,6 +105,34 @@ out=$(ctl "$OP" nodes reprobe '../x' 2>&1); rc=$?
 out=$(ctl "$OP" --help 2>&1)
 grep -q "nodes reprobe NODE" <<<"$out" && pass cli_usage || fail cli_usage "$out"
 
+# --- a GPU class: a second node heartbeats as noded does on an H100 (class,
+# device cuda, its GPUs, the power limit); with the ledger's rate for h100
+# (admitd reads rates at start), the table names the GPUs and the estimate
+# prices both classes in one table with the chosen class marked ---
+GPUS='[{"index":0,"name":"NVIDIA H100 80GB HBM3","uuid":"GPU-0","mem_bytes":85899345920},{"index":1,"name":"NVIDIA H100 80GB HBM3","uuid":"GPU-1","mem_bytes":85899345920}]'
+gpu_hb() { curl -s -o /dev/null -w '%{http_code}' --unix-socket "$ASOCK" -H 'Content-Type: application/json' \
+	--data-binary "{\"node\":\"gpu-1\",\"addr\":\"127.0.0.1\",\"slots\":2,\"flops_per_slot\":6.8e14,\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS,\"watts_per_slot\":700,\"jobs\":[]}" \
+	http://l/v1/nodes/heartbeat; }
+out=$(ctl "$OP" rates --set cpu=0.72 --set h100=7.2 --set kwh=0.15 2>&1) ||
+	fail gpu_rates "could not set rates: $out"
+stack_kill admitd TERM
+stack_start_daemon admitd || fail gpu_admitd_restart "admitd did not start again"
+code=$(gpu_hb)
+out=$(ctl "$OP" nodes 2>&1)
+[ "$code" = 200 ] && awk '$1 == "gpu-1"' <<<"$out" | grep -q "h100 *2x NVIDIA H100 80GB HBM3" &&
+	grep -q "h100: 2 GPU slots, 0 in use" <<<"$out" &&
+	pass cli_gpu_row || fail cli_gpu_row "heartbeat $code; $out"
+make_sample_bundle "$STATE/bundle" 100000 >/dev/null
+out=$(ctl "$ALICE" estimate "$STATE/bundle" 2>&1); rc=$?
+[ $rc = 0 ] && grep -Eq "^  CLASS +RANKS +TIME" <<<"$out" && grep -Eq "^\* h100 +[12] " <<<"$out" &&
+	grep -Eq "^  cpu +[12] " <<<"$out" && grep -Eq "^energy: .* kWh at 700 W per slot \(reported\)" <<<"$out" &&
+	grep -q "choice: .* on h100: .*; or .* on cpu: " <<<"$out" &&
+	pass cli_estimate_classes || fail cli_estimate_classes "rc $rc: $out"
+out=$(ctl "$ALICE" estimate "$STATE/bundle" --set device=cpu 2>&1)
+grep -Eq "^\* +[12] " <<<"$out" && ! grep -q "CLASS" <<<"$out" && ! grep -q "^energy:" <<<"$out" &&
+	grep -q "not on h100: it asks for device cpu" <<<"$out" &&
+	pass cli_estimate_device_cpu || fail cli_estimate_device_cpu "$out"
+
 # admitd gone: a 503 that names the service, never a hang or an empty table
 stack_kill admitd KILL
 api "$OP" GET /api/v1/nodes
