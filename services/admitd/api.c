@@ -417,6 +417,8 @@ static void list_nodes(struct httpd_req *req, void *ud)
 {
 	json_t *out;
 
+	if (api_need_operator(req, "listing the nodes", NULL, 0) < 0)
+		return;
 	if (nodes_list(ud, &out) < 0)
 		httpd_reply_error(req, 500, "cannot read the node table");
 	else
@@ -426,8 +428,11 @@ static void list_nodes(struct httpd_req *req, void *ud)
 static void reprobe_node(struct httpd_req *req, void *ud)
 {
 	const char *id = httpd_req_arg(req, 0);
-	int r = nodes_reprobe(ud, id);
+	int r;
 
+	if (api_need_operator(req, "re-measuring a node", NULL, 0) < 0)
+		return;
+	r = nodes_reprobe(ud, id);
 	if (r == -ENOENT)
 		httpd_reply_error(req, 404, "no such node: %s", id);
 	else if (r < 0)

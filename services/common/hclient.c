@@ -110,6 +110,7 @@ static json_t *parse_body(struct sink *s)
 
 struct call {
 	const char *base, *method, *path, *token;
+	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
 	const char *body;
 	size_t body_len;
 	FILE *upload;
@@ -147,6 +148,8 @@ static int perform(struct call *k, long *status)
 		snprintf(ct, sizeof(ct), "Content-Type: %s", k->content_type);
 		hdrs = curl_slist_append(hdrs, ct);
 	}
+	for (size_t i = 0; k->headers && k->headers[i]; i++)
+		hdrs = curl_slist_append(hdrs, k->headers[i]);
 	hdrs = curl_slist_append(hdrs, "Expect:");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	if (k->upload) {
@@ -179,12 +182,22 @@ out_cleanup:
 int hclient_json(const char *base, const char *method, const char *path, const char *token,
 		 json_t *body, int timeout_ms, long *status, json_t **resp)
 {
+	return hclient_json_h(base, method, path, token, NULL, body, timeout_ms, status, resp);
+}
+
+int hclient_json_h(const char *base, const char *method, const char *path, const char *token,
+		   const char *const *headers, json_t *body, int timeout_ms, long *status,
+		   json_t **resp)
+{
 	struct call k = {.base = base, .method = method, .path = path, .token = token,
-			 .timeout_ms = timeout_ms};
+			 .headers = headers, .timeout_ms = timeout_ms};
 	char *s = NULL;
 	long st = 0;
 	int r;
 
+	for (size_t i = 0; headers && headers[i]; i++)
+		if (strpbrk(headers[i], "\r\n"))
+			return -EINVAL;
 	if (body) {
 		s = json_dumps(body, JSON_COMPACT);
 		if (!s)

@@ -12,6 +12,12 @@
  * (-ECONNREFUSED, -ENOENT for a missing socket, -ETIMEDOUT, -EMSGSIZE...). */
 int hclient_json(const char *base, const char *method, const char *path, const char *token,
 		 json_t *body, int timeout_ms, long *status, json_t **resp);
+/* The same with extra request headers: headers is NULL or a NULL-terminated
+ * list of "Name: value" lines; a line holding CR or LF is refused
+ * (-EINVAL) before anything is sent. */
+int hclient_json_h(const char *base, const char *method, const char *path, const char *token,
+		   const char *const *headers, json_t *body, int timeout_ms, long *status,
+		   json_t **resp);
 /* Streams a file as the request body (uploads). */
 int hclient_upload(const char *base, const char *method, const char *path, const char *token,
 		   const char *file, const char *content_type, int timeout_ms, long *status,

@@ -34,11 +34,18 @@ static const char *peer_strerror(int r)
 }
 
 /* Calls a peer; on an unreachable peer replies 503 and returns its error. */
-int console_peer_call(struct httpd_req *req, const char *base, const char *what,
-		     const char *method, const char *path, json_t *body, long *status,
-		     json_t **resp)
+int console_peer_call(struct httpd_req *req, const struct console_user *u, const char *base,
+		      const char *what, const char *method, const char *path, json_t *body,
+		      long *status, json_t **resp)
 {
-	int r = hclient_json(base, method, path, NULL, body, CONSOLE_PEER_TIMEOUT_MS, status, resp);
+	char role[64], tenant[CONSOLE_NAME_MAX + 32];
+	const char *hdrs[] = {role, tenant, NULL};
+	int r;
+
+	snprintf(role, sizeof(role), "X-Bursar-Role: %s", u->role);
+	snprintf(tenant, sizeof(tenant), "X-Bursar-Tenant: %s", u->tenant);
+	r = hclient_json_h(base, method, path, NULL, hdrs, body, CONSOLE_PEER_TIMEOUT_MS, status,
+			   resp);
 
 	if (r < 0) {
 		log_warn("%s at %s: %s %s: %s", what, base, method, path, hclient_strerror(r));
@@ -72,7 +79,7 @@ static int get_job(struct console *c, struct httpd_req *req, const struct consol
 		return -ENOENT;
 	}
 	snprintf(path, sizeof(path), "/v1/jobs/%s", id);
-	if (console_peer_call(req, c->admitd, "admission", "GET", path, NULL, &st, &job) < 0)
+	if (console_peer_call(req, u, c->admitd, "admission", "GET", path, NULL, &st, &job) < 0)
 		return -EIO;
 	tenant = json_string_value(json_object_get(job, "tenant"));
 	if (st == 200 && tenant && !strcmp(tenant, u->tenant)) {
@@ -204,7 +211,7 @@ static void on_job_submit(struct httpd_req *req, void *ud)
 	if (!in)
 		return;
 	if (job_request(c, req, &u, in, &body) == 0 &&
-	    console_peer_call(req, c->admitd, "admission", "POST", "/v1/jobs", body, &st, &resp) == 0) {
+	    console_peer_call(req, &u, c->admitd, "admission", "POST", "/v1/jobs", body, &st, &resp) == 0) {
 		log_info("job for bundle %s of %s/%s: admitd answered %ld",
 			 json_string_value(json_object_get(body, "bundle_id")), u.tenant, u.user,
 			 st);
@@ -237,7 +244,7 @@ static void on_job_list(struct httpd_req *req, void *ud)
 		}
 	}
 	snprintf(path, sizeof(path), "/v1/jobs?tenant=%s&limit=%ld", u.tenant, limit);
-	if (console_peer_call(req, c->admitd, "admission", "GET", path, NULL, &st, &resp) < 0)
+	if (console_peer_call(req, &u, c->admitd, "admission", "GET", path, NULL, &st, &resp) < 0)
 		return;
 	jobs = json_object_get(resp, "jobs");
 	if (st != 200 || !json_is_array(jobs)) {
@@ -277,7 +284,7 @@ static void on_job_cancel(struct httpd_req *req, void *ud)
 		return;
 	json_decref(job);
 	snprintf(path, sizeof(path), "/v1/jobs/%s/cancel", httpd_req_arg(req, 0));
-	if (console_peer_call(req, c->admitd, "admission", "POST", path, NULL, &st, &resp) == 0) {
+	if (console_peer_call(req, &u, c->admitd, "admission", "POST", path, NULL, &st, &resp) == 0) {
 		log_info("job %s cancelled by %s/%s: admitd answered %ld", httpd_req_arg(req, 0),
 			 u.tenant, u.user, st);
 		console_pass_through(req, "admission", st, resp);
@@ -296,7 +303,7 @@ static void on_job_bill(struct httpd_req *req, void *ud)
 		return;
 	json_decref(job);
 	snprintf(path, sizeof(path), "/v1/jobs/%s/bill", httpd_req_arg(req, 0));
-	if (console_peer_call(req, c->ledgerd, "ledger", "GET", path, NULL, &st, &resp) < 0)
+	if (console_peer_call(req, &u, c->ledgerd, "ledger", "GET", path, NULL, &st, &resp) < 0)
 		return;
 	if (st == 404) {
 		json_decref(resp);
@@ -421,7 +428,7 @@ static void on_ledger_verify(struct httpd_req *req, void *ud)
 
 	if (console_authed(c, req, &u) < 0)
 		return;
-	if (console_peer_call(req, c->ledgerd, "ledger", "GET", "/v1/verify", NULL, &st, &resp) == 0)
+	if (console_peer_call(req, &u, c->ledgerd, "ledger", "GET", "/v1/verify", NULL, &st, &resp) == 0)
 		console_pass_through(req, "ledger", st, resp);
 }
 

@@ -99,9 +99,11 @@ void console_estimate(struct httpd_req *req, void *ud);
 /* api.c: the helpers every handler uses. */
 /* Authenticates the request; on failure replies 401 and returns -EACCES. */
 int console_authed(struct console *c, struct httpd_req *req, struct console_user *u);
-/* Calls a peer daemon; when it is unreachable replies 503 naming it. */
-int console_peer_call(struct httpd_req *req, const char *base, const char *what,
-		      const char *method, const char *path, json_t *body, long *status,
-		      json_t **resp);
+/* Calls a peer daemon on behalf of caller u (its role and tenant go along in
+ * X-Bursar-Role and X-Bursar-Tenant, so the daemon enforces them too); when
+ * the peer is unreachable replies 503 naming it. */
+int console_peer_call(struct httpd_req *req, const struct console_user *u, const char *base,
+		      const char *what, const char *method, const char *path, json_t *body,
+		      long *status, json_t **resp);
 /* Replies with a peer's JSON answer as is, or 502 when it sent none. */
 void console_pass_through(struct httpd_req *req, const char *what, long status, json_t *resp);

@@ -34,13 +34,13 @@ static int money_operator(struct httpd_req *req, const struct console_user *u, c
 }
 
 /* Calls ledgerd and replies with its answer (or 503/502 naming it). */
-static void money_proxy(struct console *c, struct httpd_req *req, const char *method,
-			const char *path, json_t *body)
+static void money_proxy(struct console *c, struct httpd_req *req, const struct console_user *u,
+			const char *method, const char *path, json_t *body)
 {
 	json_t *resp = NULL;
 	long st = 0;
 
-	if (console_peer_call(req, c->ledgerd, "ledger", method, path, body, &st, &resp) == 0)
+	if (console_peer_call(req, u, c->ledgerd, "ledger", method, path, body, &st, &resp) == 0)
 		console_pass_through(req, "ledger", st, resp);
 }
 
@@ -78,7 +78,7 @@ void money_on_balance(struct httpd_req *req, void *ud)
 		return;
 	}
 	snprintf(path, sizeof(path), "/v1/tenants/%s/balance", tenant);
-	money_proxy(c, req, "GET", path, NULL);
+	money_proxy(c, req, &u, "GET", path, NULL);
 }
 
 /* GET /api/v1/tenants/{T}/bill?from_us=&to_us=: own tenant; operators any. */
@@ -101,7 +101,7 @@ void money_on_tenant_bill(struct httpd_req *req, void *ud)
 		return;
 	snprintf(path, sizeof(path), "/v1/tenants/%s/bill?%s%s%s", tenant, from,
 		 from[0] && to[0] ? "&" : "", to);
-	money_proxy(c, req, "GET", path, NULL);
+	money_proxy(c, req, &u, "GET", path, NULL);
 }
 
 /* POST /api/v1/credits {"tenant", "amount" | "amount_micro", "note"?, "seq"?}
@@ -174,7 +174,7 @@ void money_on_credit(struct httpd_req *req, void *ud)
 	}
 	log_info("credit %lld micro-dollars to tenant %s by %s/%s", (long long)micro, tenant,
 		 u.tenant, u.user);
-	money_proxy(c, req, "POST", "/v1/credits", out);
+	money_proxy(c, req, &u, "POST", "/v1/credits", out);
 	json_decref(out);
 out_decref:
 	json_decref(body);
@@ -186,7 +186,7 @@ void money_on_rates_get(struct httpd_req *req, void *ud)
 	struct console_user u;
 
 	if (console_authed(ud, req, &u) == 0)
-		money_proxy(ud, req, "GET", "/v1/rates", NULL);
+		money_proxy(ud, req, &u, "GET", "/v1/rates", NULL);
 }
 
 /* POST /api/v1/rates (operator): ledgerd's body, checked there. */
@@ -201,6 +201,6 @@ void money_on_rates_post(struct httpd_req *req, void *ud)
 	if (!body)
 		return;
 	log_info("rates changed by %s/%s", u.tenant, u.user);
-	money_proxy(ud, req, "POST", "/v1/rates", body);
+	money_proxy(ud, req, &u, "POST", "/v1/rates", body);
 	json_decref(body);
 }

@@ -27,13 +27,13 @@ static int nodes_operator(struct console *c, struct httpd_req *req, struct conso
 }
 
 /* Calls admitd and replies with its answer (or 503/502 naming it). */
-static void nodes_proxy(struct console *c, struct httpd_req *req, const char *method,
-			const char *path)
+static void nodes_proxy(struct console *c, struct httpd_req *req, const struct console_user *u,
+			const char *method, const char *path)
 {
 	json_t *resp = NULL;
 	long st = 0;
 
-	if (console_peer_call(req, c->admitd, "admission", method, path, NULL, &st, &resp) == 0)
+	if (console_peer_call(req, u, c->admitd, "admission", method, path, NULL, &st, &resp) == 0)
 		console_pass_through(req, "admission", st, resp);
 }
 
@@ -43,7 +43,7 @@ void nodes_on_list(struct httpd_req *req, void *ud)
 	struct console_user u;
 
 	if (nodes_operator(ud, req, &u, "listing nodes") == 0)
-		nodes_proxy(ud, req, "GET", "/v1/nodes");
+		nodes_proxy(ud, req, &u, "GET", "/v1/nodes");
 }
 
 /* POST /api/v1/nodes/{id}/reprobe (operator): 202 once admitd has flagged
@@ -65,5 +65,5 @@ void nodes_on_reprobe(struct httpd_req *req, void *ud)
 	}
 	snprintf(path, sizeof(path), "/v1/nodes/%s/reprobe", id);
 	log_info("reprobe of node %s asked by %s/%s", id, u.tenant, u.user);
-	nodes_proxy(ud, req, "POST", path);
+	nodes_proxy(ud, req, &u, "POST", path);
 }

@@ -129,6 +129,18 @@ hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS" "{\"job\":\
 want gpu_job_preempted "$(j 'd["preempt"]')" "['$G2']"
 end
 
+begin node_routes_need_the_operator
+# consoled forwards its caller's role; admitd refuses a user by itself too
+for path in "GET /v1/nodes" "POST /v1/nodes/g1/reprobe"; do
+	code=$(curl -s -o "$T/resp" -w '%{http_code}' --unix-socket "$SOCK" -X "${path% *}" \
+		-H 'X-Bursar-Role: user' -H 'X-Bursar-Tenant: acme' "http://admitd${path#* }")
+	want "user ${path}" "$code $(j 'd["error"]' | grep -o 'needs the operator role')" "403 needs the operator role"
+	code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$SOCK" -X "${path% *}" \
+		-H 'X-Bursar-Role: operator' "http://admitd${path#* }")
+	want "operator ${path}" "$code" "$([ "${path% *}" = GET ] && echo 200 || echo 202)"
+done
+end
+
 begin restart_keeps_classes
 crash
 start

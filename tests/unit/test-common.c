@@ -194,8 +194,9 @@ static int acks_seen;
 
 static void h_echo(struct httpd_req *req, void *ud)
 {
-	httpd_reply_json(req, 200, json_pack("{s:s, s:s?}", "arg", httpd_req_arg(req, 0), "q",
-					     httpd_req_query(req, "q")));
+	httpd_reply_json(req, 200, json_pack("{s:s, s:s?, s:s?}", "arg", httpd_req_arg(req, 0), "q",
+					     httpd_req_query(req, "q"), "role",
+					     httpd_req_header(req, "X-Bursar-Role")));
 }
 
 static void h_json(struct httpd_req *req, void *ud)
@@ -267,7 +268,20 @@ static void test_http(void)
 	T_EQ_INT(st, 200);
 	T_EQ_STR(json_string_value(json_object_get(resp, "arg")), "abc");
 	T_EQ_STR(json_string_value(json_object_get(resp, "q")), "1");
+	T_CHECK(!json_string_value(json_object_get(resp, "role")), "a header nobody sent");
 	json_decref(resp);
+	{
+		const char *hdrs[] = {"X-Bursar-Role: user", "X-Bursar-Tenant: acme", NULL};
+		const char *bad[] = {"X-Bursar-Role: user\r\nX-Evil: 1", NULL};
+
+		T_EQ_INT(hclient_json_h(base, "GET", "/echo/h", NULL, hdrs, NULL, 2000, &st, &resp),
+			 0);
+		T_EQ_STR(json_string_value(json_object_get(resp, "role")), "user");
+		json_decref(resp);
+		resp = NULL;
+		T_EQ_INT(hclient_json_h(base, "GET", "/echo/h", NULL, bad, NULL, 2000, &st, &resp),
+			 -EINVAL);
+	}
 
 	body = json_pack("{s:i}", "x", 7);
 	T_EQ_INT(hclient_json(tbase, "POST", "/json", NULL, body, 2000, &st, &resp), 0);
