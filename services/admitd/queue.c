@@ -564,10 +564,77 @@ static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, i
 	return 0;
 }
 
+#define QUEUE_REPRICE_MAX 64 /* stranded jobs moved to another class per pass */
+
+/* Queued jobs of node class k, whose nodes are all down, are priced again on
+ * the classes that are up: one that another class may run (its device,
+ * node_class and budget allow) moves there, with its new price, estimate and
+ * an event saying why; one that no other class may run keeps waiting for its
+ * own. A job that already holds budget (it was preempted or paused) stays:
+ * its hold is for its price. Returns how many moved. */
+static int reprice_stranded(struct admitd *a, const struct price_world *w, int k)
+{
+	const char *cls = a->qm->cls[k];
+	char why[ADMIT_MAX_ERROR + 64];
+	int moved = 0, tried = 0, r = 0;
+
+	for (int i = 0; i < a->qm->n && r == 0 && tried < QUEUE_REPRICE_MAX; i++) {
+		struct qent *row = &a->qm->e[i];
+		const struct qname *nm = qmem_name(a->qm, row);
+		struct queue_priced q;
+		json_t *mj, *pj;
+		sqlite3_stmt *st;
+		int held;
+
+		if (row->cls != k || row->gone)
+			continue;
+		tried++;
+		r = store_prep(a->db, "SELECT model, params, hold_state IS NOT NULL FROM jobs WHERE"
+			       " id = ? AND state = 'queued'", "s", &st, nm->id);
+		if (r < 0)
+			break;
+		if (sqlite3_step(st) != SQLITE_ROW) {
+			store_done(st);
+			continue;
+		}
+		mj = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+		pj = json_loads((const char *)sqlite3_column_text(st, 1), 0, NULL);
+		held = sqlite3_column_int(st, 2);
+		store_done(st);
+		r = held ? 0 : queue_price(w, nm->id, nm->tenant, nm->user, mj, pj, &q);
+		json_decref(mj);
+		json_decref(pj);
+		if (r < 0 || held)
+			continue;
+		if (!q.rejected && strcmp(q.cls, cls)) {
+			snprintf(why, sizeof(why), "re-priced: no node of class %s is up, so on %s: %s",
+				 cls, q.cls, q.reason + strlen("priced: "));
+			r = store_run(a->db, "UPDATE jobs SET ranks = ?, estimate = ?, est_s = ?,"
+				      " est_micro = ?, class = ? WHERE id = ?", "isdiss",
+				      (int64_t)q.ranks, q.est_json, q.est_s, q.est_micro, q.cls,
+				      nm->id);
+			if (r == 0)
+				r = store_set_state(a->db, nm->id, "priced", why);
+			if (r == 0)
+				r = store_set_state(a->db, nm->id, "queued", QUEUE_QUEUED_REASON);
+			if (r == 0)
+				r = queue_put_estimate(a, nm->id, &q);
+			if (r == 0) {
+				log_info("job %s: %s", nm->id, why);
+				moved++;
+			}
+		}
+		queue_priced_free(&q);
+	}
+	if (moved)
+		a->qm->loaded = 0; /* their rows changed class: the next pass reloads them */
+	return r < 0 ? r : moved;
+}
+
 /* One pass over the queued jobs of node class k (queue_mem.cls[k]): the
  * policy orders them and starts what fits on that class's free slots. */
-static int admit_class(struct admitd *a, struct pass *p, int k, struct sched_run *run,
-		       int n_run, double now_s)
+static int admit_class(struct admitd *a, const struct price_world *w, struct pass *p, int k,
+		       struct sched_run *run, int n_run, double now_s)
 {
 	static struct node_free nf[ADMIT_MAX_NODES];
 	static struct sched_job q[ADMIT_MAX_QUEUE];
@@ -582,6 +649,11 @@ static int admit_class(struct admitd *a, struct pass *p, int k, struct sched_run
 	char why[256];
 
 	r = load_free(a, cls, nf, ADMIT_MAX_NODES, &n, &total, &slots);
+	if (r == 0 && slots == 0 && nodes_total_slots(w) > 0) {
+		r = reprice_stranded(a, w, k);
+		if (r > 0)
+			return 0; /* the queue reloads next pass; the rest wait for it */
+	}
 	for (int i = 0; r == 0 && i < a->qm->n; i++) {
 		struct qent *row = &rows[i];
 		struct sched_job *j = &q[nq];
@@ -653,7 +725,7 @@ static int admit_class(struct admitd *a, struct pass *p, int k, struct sched_run
  * priority, fair share, EASY backfill that never delays the head's reserved
  * start; each start takes a ledger hold first and respects the tenant's
  * quota (counted over all classes). */
-static int admit_queued(struct admitd *a)
+static int admit_queued(struct admitd *a, const struct price_world *w)
 {
 	static struct sched_run run[2 * ADMIT_MAX_QUEUE], cls_run[2 * ADMIT_MAX_QUEUE];
 	static uint8_t run_cls[2 * ADMIT_MAX_QUEUE];
@@ -695,7 +767,7 @@ static int admit_queued(struct admitd *a)
 		for (int i = 0; i < n_run; i++)
 			if (run_cls[i] == k)
 				cls_run[m++] = run[i];
-		r = admit_class(a, &p, k, cls_run, m, now_s);
+		r = admit_class(a, w, &p, k, cls_run, m, now_s);
 	}
 	if (r == -EAGAIN)
 		return 0; /* the ledger is unreachable: nothing more starts */
@@ -742,7 +814,7 @@ int queue_schedule(struct admitd *a)
 		return r;
 	r = price_submitted(a, &c);
 	if (r == 0)
-		r = admit_queued(a);
+		r = admit_queued(a, &c);
 	if (r == 0)
 		r = store_commit(a->db);
 	if (r < 0) {

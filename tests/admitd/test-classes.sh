@@ -150,4 +150,28 @@ api GET /v1/nodes
 want node "$(j '[n["class"] for n in d["nodes"] if n["id"] == "g1"]')" "['h100']"
 end
 
+begin stranded_jobs_move_to_a_class_that_is_up
+# the GPU node goes silent: a job that may run anywhere is priced again on the
+# CPUs and starts there; one that asks for a GPU keeps waiting for it
+crash
+NODE_TIMEOUT=3 start
+hb c1 4 2e10 "" "{\"job\":\"$C1\",\"state\":\"running\"}"
+hb g1 2 5e13 "\"class\":\"h100\",\"device\":\"cuda\",\"gpus\":$GPUS" "{\"job\":\"$G2\",\"state\":\"running\"}"
+submit "$GPT2" '{"steps":100000,"batch":8,"ranks":2}'
+A=$(j 'd["id"]')
+want a_queued_for_gpus "$(j 'd["state"], d["estimate"]["node_class"]')" "('queued', 'h100')"
+submit "$GPT2" '{"steps":100000,"batch":8,"device":"cuda","ranks":2}'
+B=$(j 'd["id"]')
+for _ in $(seq 40); do # c1 keeps reporting, g1 is silent
+	hb c1 4 2e10 "" "{\"job\":\"$C1\",\"state\":\"running\"}"
+	api GET "/v1/jobs/$A"
+	[ "$(j 'd["estimate"]["node_class"]')" = cpu ] && [ "$(j 'd["state"]')" = running ] && break
+	sleep 0.25
+done
+want a_moved "$(j 'd["state"], d["estimate"]["node_class"]')" "('running', 'cpu')"
+wantgrep a_why "$(j '[e["reason"] for e in d["events"] if e["state"] == "priced"][-1]')" "^re-priced: no node of class h100 is up, so on cpu: 2 ranks: "
+api GET "/v1/jobs/$B"
+want b_waits "$(j 'd["state"], d["estimate"]["node_class"], d["reason"]')" "('queued', 'h100', 'queued: no node of class h100 is up; it starts when one is back')"
+end
+
 [ "$FAILS" -eq 0 ]
