@@ -117,3 +117,20 @@ if [ $rc -eq 75 ] && [ "$(losses "$tmp/full.jsonl" | tail -n +$((done_steps + 1)
 else
 	fail gpu_resume_equals_continuous "status $rc, stopped after $done_steps steps: $(tail -1 "$tmp/part1.err")"
 fi
+# Llama on the GPU (opt-in, BURSAR_CUDA_LLAMA=1, until this passes): head size
+# 64, GQA; the CPU's loss curve within bf16 tolerance
+$PY tests/trainer/make-bundle.py "$tmp/ll" --llama 1 --steps 20 --batch 8 --embd 256 --layers 2 \
+	>/dev/null
+"$TRAIN" "$tmp/ll" --device cpu --out "$tmp/llcpu" >"$tmp/llcpu.jsonl" 2>"$tmp/llcpu.err" ||
+	fail llama_cpu_run "$(tail -1 "$tmp/llcpu.err")"
+BURSAR_CUDA_LLAMA=1 "$TRAIN" "$tmp/ll" --device cuda --out "$tmp/llgpu" >"$tmp/llgpu.jsonl" \
+	2>"$tmp/llgpu.err"
+rc=$?
+worst=$(paste <(losses "$tmp/llcpu.jsonl") <(losses "$tmp/llgpu.jsonl") |
+	awk '{d = $1 - $2; if (d < 0) d = -d; d /= $1; if (d > w) w = d} END {printf "%.4f", w}')
+if [ $rc -eq 0 ] && grep -q '"device": "cuda"' "$tmp/llgpu.jsonl" && [ -n "$worst" ] &&
+	[ "$(losses "$tmp/llgpu.jsonl" | wc -l)" = 20 ] && awk -v w="$worst" 'BEGIN { exit !(w < 0.03) }'; then
+	pass "llama_trains_on_gpu (worst relative difference $worst)"
+else
+	fail llama_trains_on_gpu "status $rc, worst relative difference $worst: $(tail -2 "$tmp/llgpu.err")"
+fi
