@@ -109,7 +109,7 @@ static int learn_one(struct admitd *a, const struct learn_job *j)
 {
 	char path[ADMIT_MAX_STR + 32];
 	json_t *resp = NULL, *met;
-	double actual, obs, kwh, watts;
+	double actual, obs, kwh, esec, watts;
 	int64_t entries;
 	long status = 0;
 	int r;
@@ -122,8 +122,11 @@ static int learn_one(struct admitd *a, const struct learn_job *j)
 	entries = json_integer_value(json_object_get(met, "entries"));
 	actual = json_number_value(json_object_get(met, "rank_seconds")) / j->ranks;
 	kwh = json_number_value(json_object_get(met, "energy_kwh"));
-	/* average power of a rank over its metered time (compute, wait and idle) */
-	watts = kwh > 0 && actual > 0 ? kwh * 3.6e6 / (actual * j->ranks) : NAN;
+	esec = json_number_value(json_object_get(met, "energy_rank_seconds"));
+	/* average power of a rank over the metered time that carries energy
+	 * (compute, wait and idle; an interval the node could not measure, e.g.
+	 * across an agent crash, would otherwise dilute it) */
+	watts = kwh > 0 && esec > 0 ? kwh * 3.6e6 / esec : NAN;
 	if (!(watts < 1e5))
 		watts = NAN;
 	if (status != 200 || entries <= 0 || !(actual > 0)) {

@@ -513,8 +513,8 @@ static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, i
 	int n_runs = -1, r;
 	sqlite3_stmt *st;
 
-	r = store_int(a->db, "SELECT count(*) FROM jobs WHERE state = 'running' AND"
-		      " preempt IS NOT NULL", 0, &pending);
+	r = store_int_s(a->db, "SELECT count(*) FROM jobs WHERE state = 'running' AND"
+			" preempt IS NOT NULL AND coalesce(class, 'cpu') = ?", cls, &pending);
 	if (r == 0 && pending == 0)
 		r = store_int_s(a->db, "SELECT coalesce(min(prio), 9223372036854775807) FROM jobs"
 				" WHERE state = 'running' AND cancel_requested = 0 AND"
@@ -779,10 +779,12 @@ static int admit_queued(struct admitd *a, const struct price_world *w)
 	for (int i = 0; i < a->qm->n && r == 0; i++) {
 		struct qent *row = &rows[i];
 
-		if (row->cls == QMEM_NO_CLASS)
+		if (row->cls == QMEM_NO_CLASS) {
 			r = qmem_set_reason(a, row, "queued: more node classes are queued for than "
 					    "admitd tracks at once (64); it is placed when the "
 					    "others are gone");
+			a->qm->loaded = 0; /* the next pass interns the classes afresh */
+		}
 		else if (row->in_pass == (uint32_t)(a->n_passes + 1) && !row->gone &&
 			 row->shown != (uint32_t)(a->n_passes + 1))
 			r = qmem_set_reason_h(a, row, why, h);

@@ -76,7 +76,8 @@ static int bill_metered(struct ledger *l, const char *job, json_t *bill, int64_t
 		       "SELECT COUNT(*), SUM(amount_micro), TOTAL(quantity), MIN(start_us),"
 		       " MAX(end_us), (SELECT tenant FROM entries WHERE job = ?1 ORDER BY id"
 		       " LIMIT 1), (SELECT user FROM entries WHERE job = ?1 ORDER BY id LIMIT 1),"
-		       " TOTAL(energy_kwh) FROM entries WHERE job = ?1",
+		       " TOTAL(energy_kwh), TOTAL(CASE WHEN energy_kwh > 0 THEN quantity ELSE 0 END)"
+		       " FROM entries WHERE job = ?1",
 		       &st);
 	if (r < 0)
 		return r;
@@ -89,10 +90,11 @@ static int bill_metered(struct ledger *l, const char *job, json_t *bill, int64_t
 	*count = sqlite3_column_int64(st, 0);
 	*micro = sqlite3_column_int64(st, 1);
 	json_object_set_new(bill, "metered",
-			    json_pack("{s:f, s:I, s:f, s:I, s:f}", "amount", dollars(*micro),
+			    json_pack("{s:f, s:I, s:f, s:I, s:f, s:f}", "amount", dollars(*micro),
 				      "amount_micro", (json_int_t)*micro, "rank_seconds",
 				      sqlite3_column_double(st, 2), "entries", (json_int_t)*count,
-				      "energy_kwh", sqlite3_column_double(st, 7)));
+				      "energy_kwh", sqlite3_column_double(st, 7),
+				      "energy_rank_seconds", sqlite3_column_double(st, 8)));
 	if (*count > 0) {
 		json_object_set_new(bill, "first_us", json_integer(sqlite3_column_int64(st, 3)));
 		json_object_set_new(bill, "last_us", json_integer(sqlite3_column_int64(st, 4)));

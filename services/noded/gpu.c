@@ -185,7 +185,8 @@ static int gpu_inventory(struct noded *n, char *why, size_t whylen)
 		if (get_uuid(dev, uuid, NVML_NAME_LEN) != 0)
 			uuid[0] = 0;
 		name[NVML_NAME_LEN] = uuid[NVML_NAME_LEN] = 0;
-		get_mem(dev, &mem);
+		if (get_mem(dev, &mem) != 0)
+			mem.total = 0; /* unknown: left out of the heartbeat */
 		g->index = (int)i;
 		copy_clean(g->name, sizeof(g->name), name);
 		copy_clean(g->uuid, sizeof(g->uuid), uuid);
@@ -300,11 +301,16 @@ json_t *gpu_json(struct noded *n)
 {
 	json_t *a = json_array();
 
-	for (int i = 0; a && i < n->n_gpus; i++)
-		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:I, s:f}", "index",
-						   n->gpus[i].index, "name", n->gpus[i].name, "uuid",
-						   n->gpus[i].uuid, "mem_bytes",
-						   (json_int_t)n->gpus[i].mem_bytes, "power_limit_w",
-						   n->gpus[i].power_w));
+	for (int i = 0; a && i < n->n_gpus; i++) {
+		json_t *g = json_pack("{s:i, s:s, s:s, s:f}", "index", n->gpus[i].index, "name",
+				      n->gpus[i].name, "uuid", n->gpus[i].uuid, "power_limit_w",
+				      n->gpus[i].power_w);
+
+		/* admitd takes 1 MiB..1e15 or nothing */
+		if (g && n->gpus[i].mem_bytes >= (1u << 20))
+			json_object_set_new(g, "mem_bytes",
+					    json_integer((json_int_t)n->gpus[i].mem_bytes));
+		json_array_append_new(a, g);
+	}
 	return a;
 }

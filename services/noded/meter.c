@@ -73,6 +73,8 @@ uint64_t meter_counter_delta(uint64_t prev, uint64_t now, uint64_t max_range)
 {
 	if (now >= prev)
 		return now - prev;
+	if (max_range == UINT64_MAX)
+		return 0; /* the range is unknown: this interval's energy is not counted */
 	if (max_range >= prev)
 		return max_range - prev + now;
 	return now; /* a range smaller than the old reading: count from the wrap */
@@ -233,7 +235,7 @@ static void meter_energy_tick(struct noded *n)
 {
 	struct node_energy *e = &n->energy;
 	uint64_t uj[ARRAY_SIZE(e->uj)], busy, de = 0, dbusy;
-	char why[PATH_MAX + 64];
+	char why[PATH_MAX + 64] = "cannot read /proc/stat";
 	int nz = 0;
 
 	if (!e->ok || n->n_gpus)

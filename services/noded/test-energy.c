@@ -134,6 +134,7 @@ static void test_counter_delta(void)
 		{"wrapped exactly at the top", 262143328850ULL, 0, 262143328850ULL, 0},
 		{"wrapped from the top", 262143328850ULL, 10, 262143328850ULL, 10},
 		{"range unknown (max) and no wrap", 5, 9, UINT64_MAX, 4},
+		{"range unknown and a wrap: not counted", 900, 100, UINT64_MAX, 0},
 		{"reading above a bogus range", 100, 50, 10, 50},
 	};
 

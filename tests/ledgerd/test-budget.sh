@@ -198,7 +198,7 @@ ingest node-r "[$(rec 1 j-gpu acme alice 3600 '"node_class": "h100", "energy_kwh
 eq rates_class_and_energy "$(sql "SELECT group_concat(amount_micro || ':' || rate_version || ':' || node_class) FROM entries WHERE source = 'node-r'")" "4100000:2:h100,720000:2:cpu"
 eq rates_unknown_class "$(js 'j["rejected"][0]["error"]')" "node class 'tpu' has no rate in rate version 2"
 req GET /v1/jobs/j-gpu/bill
-eq bill_classes_and_energy "$(js '[(c["node_class"], c["rank_seconds"], c["energy_kwh"], c["amount_micro"]) for c in j["classes"]], j["energy"]["kwh"], j["energy"]["amount_micro"], j["metered"]["energy_kwh"]')" "([('cpu', 3600.0, 0.0, 720000), ('h100', 3600.0, 2.0, 4100000)], 2.0, 500000, 2.0)"
+eq bill_classes_and_energy "$(js '[(c["node_class"], c["rank_seconds"], c["energy_kwh"], c["amount_micro"]) for c in j["classes"]], j["energy"]["kwh"], j["energy"]["amount_micro"], j["metered"]["energy_kwh"], j["metered"]["energy_rank_seconds"]')" "([('cpu', 3600.0, 0.0, 720000), ('h100', 3600.0, 2.0, 4100000)], 2.0, 500000, 2.0, 3600.0)"
 req POST /v1/rates '{"rank_hour": {"cpu": 1.44}}'
 eq rates_carry_over "$(js 'j["version"], j["classes"]["h100"]["rank_hour"], j["kwh"], j["history"][1]["classes"]["cpu"]["rank_hour"]')" "(3, 3.6, 0.25, 0.72)"
 eq rates_old_entries_unchanged "$(sql "SELECT group_concat(amount_micro || ':' || rate_version) FROM entries WHERE source != 'node-r' AND source != 'node-n' ORDER BY id")" "$before"
