@@ -14,6 +14,7 @@
 
 #define CONSOLE_MAX_LISTEN 4
 #define CONSOLE_NAME_MAX 64	     /* tenant, user and bundle names */
+#define CONSOLE_NODE_ID_MAX 128      /* node ids, as admitd takes them */
 #define CONSOLE_TOKEN_MIN 16	     /* shortest token adduser accepts */
 #define CONSOLE_TOKEN_MAX 256
 #define CONSOLE_MAX_BUNDLES 1000     /* bundles per tenant (and rows a list returns) */

@@ -52,15 +52,15 @@ void nodes_on_reprobe(struct httpd_req *req, void *ud)
 {
 	const char *id = httpd_req_arg(req, 0);
 	struct console_user u;
-	char path[CONSOLE_NAME_MAX + 32];
+	char path[CONSOLE_NODE_ID_MAX + 32];
 
 	if (nodes_operator(ud, req, &u, "re-measuring a node") < 0)
 		return;
-	if (!util_valid_name(id, CONSOLE_NAME_MAX)) {
+	if (!util_valid_name(id, CONSOLE_NODE_ID_MAX)) {
 		httpd_reply_error(req, 400,
 				  "'%.80s' is not a node id (1-%d characters of "
 				  "A-Za-z0-9_.-); list the nodes to see their ids",
-				  id, CONSOLE_NAME_MAX);
+				  id, CONSOLE_NODE_ID_MAX);
 		return;
 	}
 	snprintf(path, sizeof(path), "/v1/nodes/%s/reprobe", id);

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define CTL_NODE_ID_MAX 64
+#define CTL_NODE_ID_MAX 128 /* as admitd takes them */
 
 struct node_row {
 	char id[80], cls[48], dev[96], slots[24], speed[24], eff[32], mem[24];
