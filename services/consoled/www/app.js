@@ -207,7 +207,9 @@ function progressCell(p) {
 
 function estimateText(e) {
   if (!e) return "";
-  return money(e.amount) + " · " + e.ranks + " rank" + (e.ranks === 1 ? "" : "s") + " · " +
+  // the node class when it is not the plain one ("2 ranks on h100")
+  const cls = e.node_class && e.node_class !== "cpu" ? " on " + e.node_class : "";
+  return money(e.amount) + " · " + e.ranks + " rank" + (e.ranks === 1 ? "" : "s") + cls + " · " +
     duration(e.seconds);
 }
 
