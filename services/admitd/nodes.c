@@ -495,6 +495,46 @@ bad_node:
 	return -EINVAL;
 }
 
+/* Whether node may be up in class cls with slots of kind dev: one class is
+ * one kind of slot, and the ledger prices at most ADMIT_MAX_CLASSES; 0, or
+ * -EEXIST with the sentence in why. */
+static int class_admissible(struct admitd *a, const char *node, const char *cls,
+			    const char *dev, char *why, size_t whylen)
+{
+	char other[ADMIT_MAX_STR + 1] = "";
+	int64_t count = 0;
+	sqlite3_stmt *st;
+	int r;
+
+	r = store_prep(a->db, "SELECT id FROM nodes WHERE class = ? AND device <> ? AND id <> ? AND"
+		       " down = 0 LIMIT 1", "sss", &st, cls, dev, node);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(other, sizeof(other), "%s", (const char *)sqlite3_column_text(st, 0));
+	store_done(st);
+	if (other[0]) {
+		snprintf(why, whylen, "node class %s trains on %s on node %s and this node's slots "
+			 "are %s; give this node a class of its own (bursar-noded --class)", cls,
+			 strcmp(dev, "cuda") ? "GPUs" : "CPUs", other,
+			 strcmp(dev, "cuda") ? "CPUs" : "GPUs");
+		return -EEXIST;
+	}
+	r = store_prep(a->db, "SELECT count(DISTINCT class) FROM nodes WHERE down = 0 AND"
+		       " class <> ? AND id <> ?", "ss", &st, cls, node);
+	if (r < 0)
+		return r;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		count = sqlite3_column_int64(st, 0);
+	store_done(st);
+	if (count >= ADMIT_MAX_CLASSES) {
+		snprintf(why, whylen, "too many node classes up (limit %d): node %s's class %s "
+			 "would be one more", ADMIT_MAX_CLASSES, node, cls);
+		return -EEXIST;
+	}
+	return 0;
+}
+
 /* Records the node and its reports in one transaction. */
 static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, int n,
 			   json_t *kill, unsigned *status, char *why, size_t whylen)
@@ -505,11 +545,11 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 	const char *dev = json_string_value(json_object_get(b, "device"));
 	json_t *gpus = json_object_get(b, "gpus"), *g;
 	int64_t down = -1, count = 0;
-	char *gj = NULL, other[ADMIT_MAX_STR + 1] = "";
+	char *gj = NULL;
 	double gmem = -1;
 	sqlite3_stmt *st;
+	int same = 0, r;
 	size_t i;
-	int r;
 
 	cls = cls ? cls : "cpu";
 	dev = dev ? dev : "cpu";
@@ -522,49 +562,27 @@ static int heartbeat_store(struct admitd *a, json_t *b, struct hb_report *reps, 
 	r = store_begin(a->db);
 	if (r < 0)
 		return r;
-	/* one class is one kind of slot, and the ledger prices at most 16 */
-	r = store_prep(a->db, "SELECT id FROM nodes WHERE class = ? AND device <> ? AND id <> ? AND"
-		       " down = 0 LIMIT 1", "sss", &st, cls, dev, node);
+	r = store_prep(a->db, "SELECT down, class = ? AND device = ? FROM nodes WHERE id = ?", "sss",
+		       &st, cls, dev, node);
 	if (r < 0)
 		goto out_rollback;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		snprintf(other, sizeof(other), "%s", (const char *)sqlite3_column_text(st, 0));
-	store_done(st);
-	if (other[0]) {
-		snprintf(why, whylen, "node class %s trains on %s on node %s and this node's slots "
-			 "are %s; give this node a class of its own (bursar-noded --class)", cls,
-			 strcmp(dev, "cuda") ? "GPUs" : "CPUs", other,
-			 strcmp(dev, "cuda") ? "CPUs" : "GPUs");
-		*status = 409;
-		r = -EEXIST;
-		goto out_rollback;
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		down = sqlite3_column_int64(st, 0);
+		same = sqlite3_column_int(st, 1);
 	}
-	r = store_prep(a->db, "SELECT count(DISTINCT class) FROM nodes WHERE down = 0 AND"
-		       " class <> ? AND id <> ?", "ss", &st, cls, node);
-	if (r < 0)
-		goto out_rollback;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		count = sqlite3_column_int64(st, 0);
 	store_done(st);
-	if (count >= ADMIT_MAX_CLASSES) {
-		snprintf(why, whylen, "too many node classes up (limit %d): node %s's class %s "
-			 "would be one more", ADMIT_MAX_CLASSES, node, cls);
-		*status = 409;
-		r = -EEXIST;
-		goto out_rollback;
+	/* a node up in the same class and device passed these when it came up */
+	if (down != 0 || !same) {
+		r = class_admissible(a, node, cls, dev, why, whylen);
+		if (r == -EEXIST)
+			*status = 409;
+		if (r < 0)
+			goto out_rollback;
 	}
-	count = 0;
 	if (json_array_size(gpus) && !(gj = json_dumps(gpus, JSON_COMPACT))) {
 		r = -ENOMEM;
 		goto out_rollback;
 	}
-	r = store_prep(a->db, "SELECT down, (SELECT count(*) FROM nodes) FROM nodes WHERE id = ?",
-		       "s", &st, node);
-	if (r < 0)
-		goto out_rollback;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		down = sqlite3_column_int64(st, 0);
-	store_done(st);
 	if (down < 0) {
 		store_int(a->db, "SELECT count(*) FROM nodes", 0, &count);
 		if (count >= ADMIT_MAX_NODES) {
