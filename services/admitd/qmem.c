@@ -103,6 +103,23 @@ void queue_free(struct admitd *a)
 	a->qm = NULL;
 }
 
+/* Appends the rows of st (QMEM_COLS) until the queue is full (overflow) and
+ * finishes st; the last sqlite3_step code. */
+static int append_rows(struct queue_mem *qm, sqlite3_stmt *st)
+{
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (qm->n == ADMIT_MAX_QUEUE) {
+			qm->overflow = 1;
+			break;
+		}
+		append_row(qm, st);
+	}
+	store_done(st);
+	return rc;
+}
+
 int qmem_load(struct admitd *a)
 {
 	struct queue_mem *qm = a->qm;
@@ -116,14 +133,7 @@ int qmem_load(struct admitd *a)
 		       " LIMIT ?", "i", &st, (int64_t)ADMIT_MAX_QUEUE + 1);
 	if (r < 0)
 		return r;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (qm->n == ADMIT_MAX_QUEUE) {
-			qm->overflow = 1;
-			break;
-		}
-		append_row(qm, st);
-	}
-	store_done(st);
+	rc = append_rows(qm, st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return db_errno(rc);
 	qm->loaded = 1;
@@ -147,14 +157,7 @@ int qmem_topup(struct admitd *a)
 		       (int64_t)(ADMIT_MAX_QUEUE - qm->n + 1));
 	if (r < 0)
 		return r;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (qm->n == ADMIT_MAX_QUEUE) {
-			qm->overflow = 1;
-			break;
-		}
-		append_row(qm, st);
-	}
-	store_done(st);
+	rc = append_rows(qm, st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		qm->loaded = 0;
 		return db_errno(rc);
