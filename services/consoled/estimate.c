@@ -9,7 +9,6 @@
  * with the reason. Nothing is stored and nothing is held in the ledger.
  */
 #include "consoled.h"
-#include "hclient.h"
 #include "log.h"
 #include "util.h"
 
@@ -88,7 +87,6 @@ void console_estimate(struct httpd_req *req, void *ud)
 	struct console_user u;
 	json_t *in, *model = NULL, *params = NULL, *body = NULL, *resp = NULL;
 	long st = 0;
-	int r;
 
 	if (console_authed(c, req, &u) < 0)
 		return;
@@ -110,18 +108,9 @@ void console_estimate(struct httpd_req *req, void *ud)
 		httpd_reply_error(req, 500, "out of memory");
 		goto out;
 	}
-	r = hclient_json(c->admitd, "POST", "/v1/estimate", NULL, body, CONSOLE_PEER_TIMEOUT_MS,
-			 &st, &resp);
-	if (r < 0) {
-		log_warn("admission at %s: POST /v1/estimate: %s", c->admitd, hclient_strerror(r));
-		httpd_reply_error(req, 503, "admission service unavailable: %s",
-				  r == -ECONNREFUSED || r == -ENOENT ? "connection refused"
-								     : hclient_strerror(r));
-	} else if (!resp) {
-		httpd_reply_error(req, 502, "admission service answered status %ld without a JSON "
-				  "body", st);
-	} else {
-		httpd_reply_json(req, (unsigned)st, resp);
+	if (console_peer_call(req, &u, c->admitd, "admission", "POST", "/v1/estimate", body, &st,
+			      &resp) == 0) {
+		console_pass_through(req, "admission", st, resp);
 		resp = NULL;
 	}
 out:
