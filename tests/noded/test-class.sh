@@ -39,44 +39,14 @@ ND_SOCK=$T/noded.sock
 LED_DB=$T/ledger/ledgerd.db
 led_pid= adm_pid= nd_pid=
 
-rank_pids() { # pids of this test's bursar-train ranks (BURSAR_RDV names our admitd)
-	local p env
-	for p in /proc/[0-9]*; do
-		env=$(tr '\0' '\n' 2>/dev/null <"$p/environ") || continue
-		grep -qx "BURSAR_RDV=unix:$ADM_SOCK" <<<"$env" || continue
-		[ -n "${1:-}" ] && ! grep -qx "BURSAR_JOB=$1" <<<"$env" && continue
-		echo "${p#/proc/}"
-	done
-}
+. tests/noded/lib.sh
 
-cleanup() {
-	for p in $nd_pid $adm_pid $led_pid; do kill "$p" 2>/dev/null; done
-	sleep 0.3
-	for p in $nd_pid $adm_pid $led_pid; do kill -9 "$p" 2>/dev/null; done
-	for p in $(rank_pids ""); do kill -9 "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	[ -n "${KEEP:-}" ] || rm -rf "$TROOT"
-}
-trap cleanup EXIT
-
-fails=0
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; fails=$((fails + 1)); }
 skip_rest() { # skip_rest WHY CASE...
 	local why=$1 c
 	shift
 	for c in "$@"; do echo "SKIP $c: $why"; done
 }
 
-wait_sock() { # path, seconds
-	local i
-	for ((i = 0; i < $2 * 20; i++)); do [ -S "$1" ] && return 0; sleep 0.05; done
-	return 1
-}
-json() { $PY -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
-job_field() {
-	curl -s --max-time 5 --unix-socket "$ADM_SOCK" "http://x/v1/jobs/$1" | json "j.get('$2')" 2>/dev/null
-}
 sql_led() { # the rows of a query, columns joined by '|' (no sqlite3 CLI needed)
 	$PY -c "
 import sqlite3, sys
@@ -86,14 +56,10 @@ for row in sqlite3.connect(sys.argv[1]).execute(sys.argv[2]):
 
 # Cases 2-5 on a GPU node: no --class, no --slots; the node says what it is.
 gpu_cases() {
-	local cls ngpu got body id i pids p bad n classes kwh idx
+	local cls ngpu got id i pids p bad n classes kwh idx
 	mkdir -p "$T/gpu/data"
 	echo '{"model_type": "gpt2", "n_layer": 2, "n_head": 4, "n_embd": 128, "vocab_size": 256, "n_positions": 64}' >"$T/gpu/config.json"
-	$PY -c "
-import random
-random.seed(7)
-w = 'the quick brown fox jumps over a lazy dog while the cat sleeps on the warm mat'.split()
-print('\n'.join(' '.join(random.choice(w) for _ in range(12)) for _ in range(2000)))" >"$T/gpu/data/a.txt"
+	corpus "$T/gpu/data/a.txt"
 	"$BIN/bursar-ledgerd" --state "$T/ledger" 2>>"$T/ledgerd.log" &
 	led_pid=$!
 	wait_sock "$LED_SOCK" 10 || { echo "FAIL setup: ledgerd did not start"; return; }
@@ -131,13 +97,7 @@ print('\n'.join(' '.join(random.choice(w) for _ in range(12)) for _ in range(200
 	$PY -c "import sys; v = eval(sys.argv[1]); sys.exit(0 if v and v[0] and 50 < v[0] < 5000 else 1)" "$got" &&
 		pass gpu_power_limit_reported || fail gpu_power_limit_reported "admitd has $got W per slot"
 	echo "{\"steps\": 3000, \"batch\": 8, \"seq_len\": 64, \"ranks\": 1, \"device\": \"cuda\", \"node_class\": \"$cls\"}" >"$T/gpu/bursar.json"
-	body=$($PY -c "
-import json, sys
-d = sys.argv[1]
-print(json.dumps({'tenant': 'acme', 'user': 'alice', 'bundle_id': 'b-gpu', 'bundle_dir': d,
-  'name': 'class-gpu', 'model': json.load(open(d + '/config.json')),
-  'params': json.load(open(d + '/bursar.json'))}))" "$T/gpu")
-	id=$(curl -s --max-time 5 --unix-socket "$ADM_SOCK" -X POST -d "$body" http://x/v1/jobs | json "j['id']") ||
+	id=$(submit "$T/gpu") ||
 		{ fail rank_on_its_gpu "submit failed"; return; }
 	for ((i = 0; i < 600; i++)); do
 		pids=$(rank_pids "$id")
@@ -152,16 +112,10 @@ print(json.dumps({'tenant': 'acme', 'user': 'alice', 'bundle_id': 'b-gpu', 'bund
 		tr '\0' '\n' <"/proc/$p/environ" | grep -qx "CUDA_VISIBLE_DEVICES=$idx" || bad="$bad pid $p lacks CUDA_VISIBLE_DEVICES=$idx;"
 	done
 	[ -z "$bad" ] && pass rank_on_its_gpu || fail rank_on_its_gpu "$bad"
-	for ((i = 0; i < 1800; i++)); do
-		case $(job_field "$id" state) in succeeded | failed | cancelled) break ;; esac
-		sleep 0.1
-	done
+	wait_state "$id" any-final 180
 	[ "$(job_field "$id" state)" = succeeded ] ||
 		{ fail ledger_prices_gpu_class_and_energy "job $id is $(job_field "$id" state): $(job_field "$id" error)"; return; }
-	for ((i = 0; i < 100; i++)); do
-		[ "$(curl -s --max-time 5 --unix-socket "$ND_SOCK" http://x/v1/health | json "j['spool_pending']")" = 0 ] && break
-		sleep 0.1
-	done
+	wait_spool_empty 10
 	got=$(sql_led "SELECT count(*), group_concat(DISTINCT node_class), sum(energy_kwh), sum(quantity) FROM entries WHERE job = '$id'")
 	echo "# ledger: records, class, kWh, rank-seconds: $got"
 	IFS='|' read -r n classes kwh _ <<<"$got"
@@ -213,11 +167,7 @@ fi
 mkdir -p "$T/short/data"
 echo '{"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 32, "vocab_size": 256, "n_positions": 64}' >"$T/short/config.json"
 echo '{"steps": 2000, "batch": 2, "seq_len": 32, "ranks": 2, "node_class": "cpu-big"}' >"$T/short/bursar.json"
-$PY -c "
-import random
-random.seed(7)
-w = 'the quick brown fox jumps over a lazy dog while the cat sleeps on the warm mat'.split()
-print('\n'.join(' '.join(random.choice(w) for _ in range(12)) for _ in range(2000)))" >"$T/short/data/a.txt"
+corpus "$T/short/data/a.txt"
 
 "$BIN/bursar-ledgerd" --state "$T/ledger" 2>>"$T/ledgerd.log" &
 led_pid=$!
@@ -268,14 +218,8 @@ case3() {
 
 # 4 and 5: one 2-rank job
 case45() {
-	local id body i pids p bad got want
-	body=$($PY -c "
-import json, sys
-d = sys.argv[1]
-print(json.dumps({'tenant': 'acme', 'user': 'alice', 'bundle_id': 'b-class', 'bundle_dir': d,
-  'name': 'class-test', 'model': json.load(open(d + '/config.json')),
-  'params': json.load(open(d + '/bursar.json'))}))" "$T/short")
-	id=$(curl -s --max-time 5 --unix-socket "$ADM_SOCK" -X POST -d "$body" http://x/v1/jobs | json "j['id']") ||
+	local id i pids p bad got want
+	id=$(submit "$T/short") ||
 		{ fail ranks_run_device_cpu "submit failed"; fail ledger_prices_node_class "submit failed"; return; }
 	for ((i = 0; i < 300; i++)); do
 		pids=$(rank_pids "$id")
@@ -293,16 +237,10 @@ print(json.dumps({'tenant': 'acme', 'user': 'alice', 'bundle_id': 'b-class', 'bu
 		done
 		[ -z "$bad" ] && pass ranks_run_device_cpu || fail ranks_run_device_cpu "$bad"
 	fi
-	for ((i = 0; i < 1200; i++)); do
-		case $(job_field "$id" state) in succeeded | failed | cancelled) break ;; esac
-		sleep 0.1
-	done
+	wait_state "$id" any-final 120
 	[ "$(job_field "$id" state)" = succeeded ] ||
 		{ fail ledger_prices_node_class "job $id is $(job_field "$id" state): $(job_field "$id" error)"; return; }
-	for ((i = 0; i < 100; i++)); do
-		[ "$(curl -s --max-time 5 --unix-socket "$ND_SOCK" http://x/v1/health | json "j['spool_pending']")" = 0 ] && break
-		sleep 0.1
-	done
+	wait_spool_empty 10
 	got=$(sql_led "SELECT count(*), count(DISTINCT rank), group_concat(DISTINCT node_class),
 		min(rate_version), max(rate_version), sum(energy_kwh) FROM entries WHERE job = '$id'")
 	IFS='|' read -r n ranks classes vmin vmax kwh <<<"$got"
