@@ -8,6 +8,7 @@
 #include "model.h"
 #include "optim.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,10 +66,62 @@ static void attn_case(int HS)
 static void test_attn64(void) { attn_case(64); }
 static void test_attn128(void) { attn_case(128); }
 
+/* The one-read cross-entropy kernels against the three-pass one, at GPT-2's
+ * vocabulary (the row in registers) and Llama 3's (online softmax). */
+static void test_crossentropy(void)
+{
+	static const int vocab[] = {333, 50257, 128256};
+	char err[256] = "";
+
+	if (!need_gpu())
+		return;
+	for (size_t i = 0; i < sizeof(vocab) / sizeof(vocab[0]); i++) {
+		double e[2] = {-1, -1};
+		T_EQ_INT(ops->fused_check(0, 96, vocab[i], 0, 7 + i, e, err, sizeof(err)), 0);
+		printf("  cross-entropy V=%d: losses rel err %.2e, gradients %.2e %s\n", vocab[i],
+		       e[0], e[1], err);
+		T_CHECK(e[0] >= 0 && e[0] < 1e-5, "V=%d: losses differ: %g", vocab[i], e[0]);
+		T_CHECK(e[1] >= 0 && e[1] < 1e-2, "V=%d: gradients differ: %g", vocab[i], e[1]);
+	}
+}
+
+/* GPT-2's MLP shapes through the matmul epilogues against matmul + kernels. */
+static void test_epilogues(void)
+{
+	static const char *what[] = {"", "GELU forward (output, pre-activation)",
+				     "GELU backward (input gradient, bias gradient)"};
+	char err[256] = "";
+
+	if (!need_gpu())
+		return;
+	for (int which = 1; which <= 2; which++) {
+		double e[2] = {-1, -1};
+		int r = ops->fused_check(which, 512, which == 1 ? 3072 : 768,
+					 which == 1 ? 768 : 3072, 11, e, err, sizeof(err));
+		if (r == -ENOTSUP) {
+			t_skip(err);
+			return;
+		}
+		T_EQ_INT(r, 0);
+		printf("  %s: rel err %.2e, %.2e %s\n", what[which], e[0], e[1], err);
+		T_CHECK(e[0] >= 0 && e[0] < 1e-2, "%s: %g", what[which], e[0]);
+		T_CHECK(e[1] >= 0 && e[1] < 1e-2, "%s: %g", what[which], e[1]);
+	}
+}
+
+/* BURSAR_CUDA_FUSED for the models make_gpu creates: the matmul epilogues
+ * and the one-read cross-entropy */
+static int fused;
+
 static struct gpu_model *make_gpu(int naive)
 {
 	struct gpu_model *g = NULL;
 	char err[256] = "";
+
+	if (fused)
+		setenv("BURSAR_CUDA_FUSED", "1", 1);
+	else
+		unsetenv("BURSAR_CUDA_FUSED");
 
 	/* 0: the default kernels (flash2.cu's where they apply), 1: the plain
 	 * attention, 2: attention.cu's WMMA kernels */
@@ -163,8 +216,10 @@ static void test_grads(void)
 	T_CHECK(!memcmp(gg, gg2, cpu.n_params * 4), "gradients changed on a rerun");
 	ops->destroy(g);
 	/* the other attention kernels give the same gradients within bf16 */
-	same_as_default(1, "plain", gg, lg, gn);
-	same_as_default(2, "wmma", gg, lg, gn);
+	if (!fused) {
+		same_as_default(1, "plain", gg, lg, gn);
+		same_as_default(2, "wmma", gg, lg, gn);
+	}
 	free(gg);
 	free(gg2);
 	free(gn);
@@ -227,6 +282,15 @@ int main(void)
 	t_run("cuda params round trip", test_roundtrip);
 	t_run("cuda gpt2 loss and gradients vs cpu, deterministic", test_grads);
 	t_run("cuda gpt2 adamw 10 steps vs cpu", test_adamw);
+	t_run("cuda cross-entropy kernels vs three passes (V 333, 50257, 128256)",
+	      test_crossentropy);
+	t_run("cuda matmul epilogues (gelu, its derivative, bias gradients) vs unfused",
+	      test_epilogues);
+	fused = 1;
+	t_run("cuda gpt2 fused (BURSAR_CUDA_FUSED=1) loss and gradients vs cpu, deterministic",
+	      test_grads);
+	t_run("cuda gpt2 fused (BURSAR_CUDA_FUSED=1) adamw 10 steps vs cpu", test_adamw);
+	fused = 0;
 	model_free(&cpu);
 	/* Llama is opt-in in the backend until this passes on a GPU */
 	setenv("BURSAR_CUDA_LLAMA", "1", 1);

@@ -81,6 +81,19 @@ if [ -n "$worst" ] && awk -v w="$worst" 'BEGIN { exit !(w < 0.02) }'; then
 else
 	fail gpu_loss_curve_matches_cpu "worst relative difference $worst"
 fi
+# the fused kernels (BURSAR_CUDA_FUSED=1: GELU and bias gradients in the
+# matmul epilogues, the one-read cross-entropy; opt-in until this passes)
+BURSAR_CUDA_FUSED=1 "$TRAIN" "$tmp/b" --device cuda --out "$tmp/gpuf" >"$tmp/gpuf.jsonl" \
+	2>"$tmp/gpuf.err"
+rc=$?
+worst=$(paste <(losses "$tmp/cpu.jsonl") <(losses "$tmp/gpuf.jsonl") |
+	awk '{d = $1 - $2; if (d < 0) d = -d; d /= $1; if (d > w) w = d} END {printf "%.4f", w}')
+if [ $rc -eq 0 ] && [ "$(losses "$tmp/gpuf.jsonl" | wc -l)" = "$(losses "$tmp/cpu.jsonl" | wc -l)" ] &&
+	[ -n "$worst" ] && awk -v w="$worst" 'BEGIN { exit !(w < 0.02) }'; then
+	pass "fused_kernels_loss_curve_matches_cpu (worst relative difference $worst)"
+else
+	fail fused_kernels_loss_curve_matches_cpu "status $rc, worst relative difference $worst: $(tail -2 "$tmp/gpuf.err")"
+fi
 if $PY - "$tmp/gpu/model.safetensors" "$tmp/cpu/model.safetensors" <<'PY'; then
 import json, struct, sys
 def names(p):

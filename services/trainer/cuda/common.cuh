@@ -44,9 +44,16 @@ void k_gelu_backward(bf16 *d, const bf16 *inp, size_t n, cudaStream_t st);
 // out (OC) += column sums of x (N,OC); bf16 or fp32 rows
 void k_colsum_bf16(float *out, float *scratch, const bf16 *x, int N, int OC, cudaStream_t st);
 void k_colsum_f32(float *out, float *scratch, const float *x, int N, int OC, cudaStream_t st);
-// losses (N); logits (N,Vp) bf16 turned into dlogits * dscale when grad
-void k_crossentropy(float *losses, bf16 *logits, const int *targets, int N, int V, int Vp,
-		    float dscale, int grad, cudaStream_t st);
+// losses (N); logits (N,Vp) bf16 turned into dlogits * dscale when grad, by
+// one of three kernels: three passes (the reference), the row in registers
+// (one read, one write), online softmax (two reads, one write)
+enum { CE_3PASS, CE_REGS, CE_ONLINE };
+// BURSAR_CUDA_CE / BURSAR_CUDA_FUSED as a mode: 0 auto, 1 three passes, 2 online
+int k_crossentropy_mode(void);
+// the variant a mode runs for this row length (mode -1: the environment's)
+int k_crossentropy_variant(int V, int Vp, int mode);
+void k_crossentropy_as(int variant, float *losses, bf16 *logits, const int *targets, int N, int V,
+		       int Vp, float dscale, int grad, cudaStream_t st);
 // *out = mean of x (n), one block, fixed order
 void k_mean(float *out, const float *x, int n, cudaStream_t st);
 // *out = sum of squares of x (n) in fixed order; scratch NORM_BLOCKS floats

@@ -13,7 +13,7 @@ cuda_SRCS := $(wildcard services/trainer/cuda/*.cu)
 cuda_OBJS := $(patsubst %.cu,$(OBJ)/%.o,$(cuda_SRCS))
 
 $(OBJ)/services/trainer/cuda/%.o: services/trainer/cuda/%.cu services/trainer/cuda/common.cuh \
-		services/trainer/cuda/gpu.h
+		services/trainer/cuda/gpu.h services/trainer/cuda/model_int.cuh
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  NVCC    $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@

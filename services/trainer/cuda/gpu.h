@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define GPU_ABI_VERSION 2
+#define GPU_ABI_VERSION 3
 #define GPU_MAX_TENSORS 20
 
 struct gpu_model;
@@ -84,6 +84,18 @@ struct gpu_ops {
 			  double *err_grad, char *err, size_t errlen);
 	/* The last CUDA or cuBLAS error of this model, as a sentence. */
 	const char *(*last_error)(struct gpu_model *m);
+	/* The fused paths against the unfused ones on random data (tests):
+	 *   which 0: the cross-entropy kernels against the three-pass one over
+	 *            N rows of vocabulary M (err_out: losses, gradients);
+	 *   which 1: a GELU layer (N,K) @ (K,M) + bias, the GELU epilogue
+	 *            against matmul + kernel (err_out: output, pre-activation);
+	 *   which 2: its backward, the GELU-derivative and bias-gradient
+	 *            epilogues against matmul + kernels (err_out: input
+	 *            gradient, bias gradient).
+	 * Relative L2 errors; -ENOTSUP and a sentence when cuBLASLt offers no
+	 * such epilogue on this GPU. */
+	int (*fused_check)(int which, int N, int M, int K, uint64_t seed, double err_out[2],
+			   char *err, size_t errlen);
 };
 
 /* The one symbol the library exports. */

@@ -490,7 +490,9 @@ __device__ float block_reduce(float v, int is_max)
 	return v;
 }
 
-// one block per row; logits rows of Vp (V real columns, pad columns zero)
+// One block per row; logits rows of Vp (V real columns, pad columns zero).
+// Three passes over the row with 2-byte loads (BURSAR_CUDA_CE=3pass: the
+// kernel the others are checked against).
 __global__ void crossentropy_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp,
 				    float dscale, int grad)
 {
@@ -519,10 +521,175 @@ __global__ void crossentropy_kernel(float *losses, bf16 *logits, const int *targ
 	}
 }
 
-void k_crossentropy(float *losses, bf16 *logits, const int *targets, int N, int V, int Vp,
-		    float dscale, int grad, cudaStream_t st)
+// The gradient of 8 logits from column c0 on (pad columns: 0).
+__device__ __forceinline__ uint4 ce_grad8(uint4 v, int c0, int V, int tgt, float mx, float inv,
+					  float dscale)
 {
-	crossentropy_kernel<<<N, 1024, 0, st>>>(losses, logits, targets, V, Vp, dscale, grad);
+	const bf16 *e = (const bf16 *)&v;
+	uint4 out;
+	bf16 *o = (bf16 *)&out;
+#pragma unroll
+	for (int j = 0; j < 8; j++) {
+		int c = c0 + j;
+		float g = 0;
+		if (c < V)
+			g = (expf(__bfloat162float(e[j]) - mx) * inv - (c == tgt ? 1.0f : 0.0f)) *
+			    dscale;
+		o[j] = __float2bfloat16(g);
+	}
+	return out;
+}
+
+// The same with the row held in registers: each thread loads VPT 16-byte
+// vectors (8 logits each) once; the max, the sum of exponentials and the
+// gradient all come from those registers, so the logits are read once and
+// written once (3.3 GB each way for GPT-2 at B=32 T=1024, instead of three
+// reads and a write). Needs Vp % 8 == 0 and Vp / 8 <= VPT * blockDim.x.
+template <int VPT>
+__global__ void __launch_bounds__(1024)
+	crossentropy_reg_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp,
+				float dscale, int grad)
+{
+	int row = blockIdx.x, n8 = Vp / 8;
+	bf16 *x = logits + (size_t)row * Vp;
+	int tgt = targets[row];
+	float mx = -INFINITY, sum = 0, xt = 0;
+	uint4 v[VPT];
+
+	if (threadIdx.x == 0) /* read before the barriers of block_reduce, so before any write */
+		xt = __bfloat162float(x[tgt]);
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int i = threadIdx.x + k * blockDim.x;
+		v[k] = i < n8 ? ((const uint4 *)x)[i] : make_uint4(0, 0, 0, 0);
+		const bf16 *e = (const bf16 *)&v[k];
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			if (i * 8 + j < V)
+				mx = fmaxf(mx, __bfloat162float(e[j]));
+	}
+	mx = block_reduce(mx, 1);
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int i = threadIdx.x + k * blockDim.x;
+		const bf16 *e = (const bf16 *)&v[k];
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			if (i * 8 + j < V)
+				sum += expf(__bfloat162float(e[j]) - mx);
+	}
+	sum = block_reduce(sum, 0);
+	if (threadIdx.x == 0)
+		losses[row] = logf(sum) + mx - xt;
+	if (!grad)
+		return;
+	float inv = 1.0f / sum;
+#pragma unroll
+	for (int k = 0; k < VPT; k++) {
+		int i = threadIdx.x + k * blockDim.x;
+		if (i < n8)
+			((uint4 *)x)[i] = ce_grad8(v[k], i * 8, V, tgt, mx, inv, dscale);
+	}
+}
+
+// Rows too long for registers (Llama 3's 128K vocabulary): one pass of
+// 16-byte loads keeps a running max and a sum rescaled to it (online
+// softmax), a second reads the row again (mostly from L2) to write the
+// gradient: two reads and a write instead of three reads and a write.
+__global__ void __launch_bounds__(1024)
+	crossentropy_online_kernel(float *losses, bf16 *logits, const int *targets, int V, int Vp,
+				   float dscale, int grad)
+{
+	int row = blockIdx.x, n8 = Vp / 8;
+	bf16 *x = logits + (size_t)row * Vp;
+	int tgt = targets[row];
+	float mx = -INFINITY, sum = 0, xt = 0;
+
+	if (threadIdx.x == 0)
+		xt = __bfloat162float(x[tgt]);
+	for (int i = threadIdx.x; i < n8; i += blockDim.x) {
+		uint4 v = ((const uint4 *)x)[i];
+		const bf16 *e = (const bf16 *)&v;
+		float f[8], m8 = -INFINITY;
+#pragma unroll
+		for (int j = 0; j < 8; j++) {
+			f[j] = i * 8 + j < V ? __bfloat162float(e[j]) : -INFINITY;
+			m8 = fmaxf(m8, f[j]);
+		}
+		if (m8 > mx) {
+			sum *= expf(mx - m8); /* exp(-inf) = 0 on the first vector */
+			mx = m8;
+		}
+		if (m8 > -INFINITY)
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				sum += expf(f[j] - mx);
+	}
+	/* each thread's (max, sum) rescaled to the row's max, then summed */
+	float rmx = block_reduce(mx, 1);
+	sum = mx > -INFINITY ? sum * expf(mx - rmx) : 0.0f;
+	sum = block_reduce(sum, 0);
+	mx = rmx;
+	if (threadIdx.x == 0)
+		losses[row] = logf(sum) + mx - xt;
+	if (!grad)
+		return;
+	float inv = 1.0f / sum;
+	for (int i = threadIdx.x; i < n8; i += blockDim.x)
+		((uint4 *)x)[i] = ce_grad8(((const uint4 *)x)[i], i * 8, V, tgt, mx, inv, dscale);
+}
+
+// BURSAR_CUDA_CE: "3pass" the first kernel, "online" the two-pass one for
+// every row, "auto" registers where the row fits (Vp <= 8 * 8 * 1024), else
+// the two-pass one. Unset: "auto" with BURSAR_CUDA_FUSED=1, else "3pass"
+// (until gpu-check has run the new kernels on a GPU).
+int k_crossentropy_mode(void)
+{
+	const char *s = getenv("BURSAR_CUDA_CE"), *f = getenv("BURSAR_CUDA_FUSED");
+	if (!s)
+		s = f && atoi(f) ? "auto" : "3pass";
+	return !strcmp(s, "3pass") ? 1 : !strcmp(s, "online") ? 2 : 0;
+}
+
+int k_crossentropy_variant(int V, int Vp, int mode)
+{
+	int vpt = CEIL_DIV(Vp / 8, 1024);
+	if (mode < 0)
+		mode = k_crossentropy_mode();
+	if (mode == 1 || Vp % 8)
+		return CE_3PASS;
+	if (mode == 2 || vpt > 8)
+		return CE_ONLINE;
+	(void)V;
+	return CE_REGS;
+}
+
+void k_crossentropy_as(int variant, float *losses, bf16 *logits, const int *targets, int N, int V,
+		       int Vp, float dscale, int grad, cudaStream_t st)
+{
+	int vpt = CEIL_DIV(Vp / 8, 1024);
+	/* fewer threads for short rows (a test's vocabulary of a few hundred) */
+	int th = vpt > 1 ? 1024 : CEIL_DIV(Vp / 8, 32) * 32;
+
+	if (variant == CE_ONLINE) {
+		crossentropy_online_kernel<<<N, 1024, 0, st>>>(losses, logits, targets, V, Vp,
+								dscale, grad);
+		return;
+	}
+	if (variant != CE_REGS || vpt > 8) {
+		crossentropy_kernel<<<N, 1024, 0, st>>>(losses, logits, targets, V, Vp, dscale, grad);
+		return;
+	}
+	switch (vpt) {
+#define CE_CASE(n)                                                                            \
+	case n:                                                                               \
+		crossentropy_reg_kernel<n><<<N, th, 0, st>>>(losses, logits, targets, V, Vp,  \
+							     dscale, grad);                   \
+		break;
+		CE_CASE(1) CE_CASE(2) CE_CASE(3) CE_CASE(4) CE_CASE(5) CE_CASE(6) CE_CASE(7)
+			CE_CASE(8)
+#undef CE_CASE
+	}
 }
 
 __global__ void mean_kernel(float *out, const float *x, int n)

@@ -25,15 +25,45 @@ int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 		const bf16 *Bm, int tb, int ldb, int M, int N, int K, int ldd, int accum,
 		const bf16 *bias)
 {
-	struct gemm_key key = {M, N, K, ta, tb, lda, ldb, ldd, f32, bias != NULL, accum};
+	return gemm_ex(m, D, f32, A, ta, lda, Bm, tb, ldb, M, N, K, ldd, accum, bias, NULL);
+}
+
+static cublasLtEpilogue_t epilogue_of(int bias, const struct gemm_epi *e)
+{
+	int act = e ? e->act : EPI_NONE, bg = e ? e->bgrad : BGRAD_NONE;
+	if (act == EPI_GELU)
+		return bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+	if (act == EPI_DGELU)
+		return CUBLASLT_EPILOGUE_DGELU;
+	if (bg == BGRAD_A)
+		return CUBLASLT_EPILOGUE_BGRADA;
+	if (bg == BGRAD_B)
+		return CUBLASLT_EPILOGUE_BGRADB;
+	return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
+	    const bf16 *Bm, int tb, int ldb, int M, int N, int K, int ldd, int accum,
+	    const bf16 *bias, const struct gemm_epi *epi)
+{
+	int act = epi ? epi->act : EPI_NONE, bg = epi ? epi->bgrad : BGRAD_NONE;
+	struct gemm_key key = {M, N, K, ta, tb, lda, ldb, ldd, f32, bias != NULL, accum,
+			       act, act ? epi->aux_ld : 0, bg};
 	cublasLtMatmulDesc_t desc = NULL;
 	cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
 	cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-	cudaDataType_t dt = f32 ? CUDA_R_32F : CUDA_R_16BF, bt = CUDA_R_16BF;
+	cudaDataType_t dt = f32 ? CUDA_R_32F : CUDA_R_16BF, bt = CUDA_R_16BF, gt = CUDA_R_32F;
+	cublasLtEpilogue_t ep = epilogue_of(bias != NULL, epi);
 	float alpha = 1.0f, beta = accum ? 1.0f : 0.0f;
 	cublasLtMatmulAlgo_t *algo = NULL;
-	int r = -EIO;
+	int fused = act != EPI_NONE || bg != BGRAD_NONE, r = -EIO;
 
+	if ((bg && bias) || (act && bg) || (act == EPI_DGELU && bias) ||
+	    (act && (!epi->aux || epi->aux_ld < M || epi->aux_ld % 8)) ||
+	    (bg && !epi->bgrad_out)) {
+		snprintf(m->err, sizeof(m->err), "gemm_ex: an epilogue it does not offer");
+		return -EINVAL;
+	}
 	for (int i = 0; i < m->n_cache; i++)
 		if (!memcmp(&m->cache[i].k, &key, sizeof(key))) {
 			algo = &m->cache[i].algo;
@@ -43,15 +73,32 @@ int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 	    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)) ||
 	    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)))
 		goto out_msg;
-	if (bias) {
-		cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-		if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep,
-						   sizeof(ep)) ||
-		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-						   sizeof(bias)) ||
-		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
-						   sizeof(bt)))
-			goto out_msg;
+	if (ep != CUBLASLT_EPILOGUE_DEFAULT &&
+	    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof(ep)))
+		goto out_msg;
+	if (bias && (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+						    sizeof(bias)) ||
+		     cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+						    sizeof(bt))))
+		goto out_msg;
+	if (act) {
+		int64_t aux_ld = epi->aux_ld;
+		const void *aux = epi->aux;
+		if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+						   &aux, sizeof(aux)) ||
+		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+						   &aux_ld, sizeof(aux_ld)) ||
+		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
+						   &bt, sizeof(bt)))
+			goto unsupported;
+	}
+	if (bg) {
+		float *out = epi->bgrad_out;
+		if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &out,
+						   sizeof(out)) ||
+		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &gt,
+						   sizeof(gt)))
+			goto unsupported;
 	}
 	if (cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? K : M, ta ? M : K, lda) ||
 	    cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? N : K, tb ? K : N, ldb) ||
@@ -77,6 +124,8 @@ int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 		    !found) {
 			if (pref)
 				cublasLtMatmulPreferenceDestroy(pref);
+			if (fused)
+				goto unsupported;
 			snprintf(m->err, sizeof(m->err),
 				 "cuBLASLt has no algorithm for a %dx%dx%d bf16 matmul", M, N, K);
 			goto out;
@@ -92,11 +141,20 @@ int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 			algo = &one;
 		}
 	}
-	if (cublasLtMatmul(m->lt, desc, &alpha, A, la, Bm, lb, &beta, D, ld, D, ld, algo, m->ws,
-			   WORKSPACE, m->st))
-		goto out_msg;
+	{
+		cublasStatus_t s = cublasLtMatmul(m->lt, desc, &alpha, A, la, Bm, lb, &beta, D, ld, D,
+						  ld, algo, m->ws, WORKSPACE, m->st);
+		/* an epilogue refused at launch: nothing was written */
+		if (fused && (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE))
+			goto unsupported;
+		if (s != CUBLAS_STATUS_SUCCESS)
+			goto out_msg;
+	}
 	mark(m, T_GEMM);
 	r = 0;
+	goto out;
+unsupported:
+	r = -ENOTSUP;
 	goto out;
 out_msg:
 	snprintf(m->err, sizeof(m->err), "cuBLASLt failed on a %dx%dx%d bf16 matmul", M, N, K);
@@ -119,16 +177,66 @@ static int linear_forward(struct gpu_model *m, bf16 *out, const bf16 *inp, const
 	return gemm(m, out, 0, w, 0, OC, inp, 0, IC, OC, N, IC, OC, 0, bias);
 }
 
-// dinp (N,IC) bf16 = dout @ w^T; dw (IC,OC) += inp^T @ dout; dbias (OC) += colsum(dout)
+// pre (N,OC) = inp @ w + bias and out = gelu(pre): in the matmul's epilogue
+// with BURSAR_CUDA_FUSED=1 (where cuBLASLt offers it), else a GELU kernel
+static int linear_gelu_forward(struct gpu_model *m, bf16 *out, bf16 *pre, const bf16 *inp,
+			       const bf16 *w, const bf16 *bias, int N, int IC, int OC)
+{
+	int r;
+
+	if (m->fuse_gelu && !m->no_epi_gelu) {
+		struct gemm_epi e = {EPI_GELU, pre, OC, BGRAD_NONE, NULL};
+		r = gemm_ex(m, out, 0, w, 0, OC, inp, 0, IC, OC, N, IC, OC, 0, bias, &e);
+		if (r != -ENOTSUP)
+			return r;
+		m->no_epi_gelu = 1;
+	}
+	if ((r = linear_forward(m, pre, inp, w, bias, N, IC, OC)))
+		return r;
+	k_gelu_forward(out, pre, (size_t)N * OC, m->st);
+	mark(m, T_GELU);
+	return 0;
+}
+
+// dinp (N,IC) bf16 = dout @ w^T, times gelu'(pre) when pre (N,IC) is given;
+// dw (IC,OC) += inp^T @ dout; dbias (OC) += colsum(dout). With
+// BURSAR_CUDA_FUSED=1 the GELU derivative and the bias sums ride in the
+// matmuls' epilogues (where cuBLASLt offers them).
 static int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *dbias,
 			   const bf16 *dout, const float *dout_f32, const bf16 *inp, const bf16 *w,
-			   int N, int IC, int OC)
+			   int N, int IC, int OC, const bf16 *pre)
 {
-	int r = gemm(m, dinp, 0, w, 1, OC, dout, 0, OC, IC, N, OC, IC, 0, NULL);
+	int r = -ENOTSUP;
+
+	if (pre && m->fuse_gelu && !m->no_epi_dgelu) {
+		struct gemm_epi e = {EPI_DGELU, (bf16 *)pre, IC, BGRAD_NONE, NULL};
+		if ((r = gemm_ex(m, dinp, 0, w, 1, OC, dout, 0, OC, IC, N, OC, IC, 0, NULL, &e)) ==
+		    -ENOTSUP)
+			m->no_epi_dgelu = 1;
+	}
+	if (r == -ENOTSUP) {
+		if ((r = gemm(m, dinp, 0, w, 1, OC, dout, 0, OC, IC, N, OC, IC, 0, NULL)))
+			return r;
+		if (pre) {
+			k_gelu_backward(dinp, pre, (size_t)N * IC, m->st);
+			mark(m, T_GELU);
+		}
+	}
 	if (r)
 		return r;
-	r = gemm(m, dw, 1, dout, 0, OC, inp, 1, IC, OC, IC, N, OC, 1, NULL);
-	if (r)
+	if (m->fuse_bgrad && !m->no_epi_bgrad) {
+		struct gemm_epi e = {EPI_NONE, NULL, 0, BGRAD_A, m->bgrad_tmp};
+		r = gemm_ex(m, dw, 1, dout, 0, OC, inp, 1, IC, OC, IC, N, OC, 1, NULL, &e);
+		if (!r) {
+			k_rows_sum(dbias, m->bgrad_tmp, 1, OC, m->st);
+			mark(m, T_BIAS);
+			return 0;
+		}
+		if (r != -ENOTSUP)
+			return r;
+		m->no_epi_bgrad = 1;
+	}
+	if ((r = gemm(m, dw, 1, dout, 0, OC, inp, 1, IC, OC, IC, N, OC, 1, NULL)))
 		return r;
 	if (dout_f32)
 		k_colsum_f32(dbias, m->scratch, dout_f32, N, OC, m->st);
@@ -199,14 +307,14 @@ static uint64_t gpu_memory_bytes(const struct gpu_dims *d, int B, int T)
 		return params + llama_act_bytes(d, B, T) +
 		       2 * (N * Vp + N * C + N * (Q > C ? Q : C) + N * 3 * Q) +
 		       4 * (N * C + scratch_floats(d) + attn_scratch_floats(&la, 0) + N) + WORKSPACE +
-		       24 * N + 4ull * d->V;
+		       24 * N + 4ull * d->V + 4 * widest(d);
 	}
 	uint64_t acts = 4 * (N * C + 2 * L * N * C + 6 * L * N + (uint64_t)B * d->NH * T * L) +
 			2 * (L * N * C * 2 + L * N * 3 * C + L * N * C + 2 * L * N * 4 * C +
 			     N * C + N * Vp + N * C);
 	uint64_t bwd = 4 * N * C + 2 * (N * C * 2 + N * 4 * C + N * 3 * C) +
 		       4 * (scratch_floats(d) + attn_scratch_floats(&a, 0) + N);
-	return params + acts + bwd + WORKSPACE + 24 * N + 4ull * d->V;
+	return params + acts + bwd + WORKSPACE + 24 * N + 4ull * d->V + 4 * widest(d);
 }
 
 static void gpu_destroy(struct gpu_model *m)
@@ -218,7 +326,7 @@ static void gpu_destroy(struct gpu_model *m)
 		       m->lnf_rstd, m->lse, m->ln1, m->ln2, m->qkv, m->atty, m->fch, m->fchg,
 		       m->lnf, m->logits, m->tmp, m->dres, m->scratch, m->attn_scratch,
 		       m->losses, m->dloss, m->dres_bf, m->dC, m->d4, m->dqkv, m->d_in, m->d_tg,
-		       m->d_order, m->d_starts, m->d_toks, m->ws};
+		       m->d_order, m->d_starts, m->d_toks, m->ws, m->bgrad_tmp};
 	void *pinned[] = {m->h_in, m->h_tg, m->h_order, m->h_starts, m->h_toks, m->h_loss};
 
 	for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++)
@@ -303,6 +411,11 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	/* flash2.cu where it applies (head size 64), unless BURSAR_CUDA_FLASH2=0
 	 * asks for attention.cu's WMMA kernels */
 	m->flash2 = !getenv("BURSAR_CUDA_FLASH2") || atoi(getenv("BURSAR_CUDA_FLASH2"));
+	/* BURSAR_CUDA_FUSED=1: the matmul epilogues (GELU, its derivative, bias
+	 * gradients); off by default until gpu-check has run them on a GPU */
+	m->fuse_gelu = m->fuse_bgrad =
+		getenv("BURSAR_CUDA_FUSED") && atoi(getenv("BURSAR_CUDA_FUSED"));
+	m->ce_mode = k_crossentropy_mode();
 	C = m->C;
 	L = m->L;
 	NH = m->NH;
@@ -376,6 +489,7 @@ static int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, i
 	DALLOC(m->d_starts, N + 1);
 	DALLOC(m->d_toks, N);
 	DALLOC(m->ws, WORKSPACE);
+	DALLOC(m->bgrad_tmp, widest(d));
 	HALLOC(m->h_in, N);
 	HALLOC(m->h_tg, N);
 	HALLOC(m->h_order, N);
@@ -499,7 +613,8 @@ int logits_and_loss(struct gpu_model *m, int head, int grad, float grad_scale)
 	// logits (N, Vp) = lnf (N,C) @ head^T; the loss; dlogits in place when grad
 	if ((r = gemm(m, m->logits, 0, PB(head), 1, C, m->lnf, 0, C, m->Vp, N, C, m->Vp, 0, NULL)))
 		return r;
-	k_crossentropy(m->losses, m->logits, m->d_tg, N, m->V, m->Vp, grad_scale / N, grad, m->st);
+	k_crossentropy_as(k_crossentropy_variant(m->V, m->Vp, m->ce_mode), m->losses, m->logits,
+			  m->d_tg, N, m->V, m->Vp, grad_scale / N, grad, m->st);
 	k_mean(m->dloss, m->losses, N, m->st);
 	mark(m, T_CE);
 	return 0;
@@ -537,11 +652,9 @@ static int forward(struct gpu_model *m, int grad, float grad_scale)
 				     m->ln2_rstd + (size_t)l * N, residual, m->tmp, PF(LN2W) + lc,
 				     PF(LN2B) + lc, N, C, eps, m->st);
 		mark(m, T_LN);
-		if ((r = linear_forward(m, fch, ln2, PB(FCW) + lc * 4 * C, PB(FCB) + lc * 4, N, C,
-					4 * C)))
+		if ((r = linear_gelu_forward(m, fchg, fch, ln2, PB(FCW) + lc * 4 * C,
+					     PB(FCB) + lc * 4, N, C, 4 * C)))
 			return r;
-		k_gelu_forward(fchg, fch, NC * 4, m->st);
-		mark(m, T_GELU);
 		if ((r = linear_forward(m, m->tmp, fchg, PB(FCPROJW) + lc * 4 * C, PB(FCPROJB) + lc,
 					N, 4 * C, C)))
 			return r;
@@ -578,12 +691,11 @@ static int backward(struct gpu_model *m)
 
 		if ((r = linear_backward(m, m->d4, GR(FCPROJW) + lc * 4 * C, GR(FCPROJB) + lc,
 					 m->dres_bf, m->dres, m->fchg + l * NC * 4,
-					 PB(FCPROJW) + lc * 4 * C, N, 4 * C, C)))
+					 PB(FCPROJW) + lc * 4 * C, N, 4 * C, C, m->fch + l * NC * 4)))
 			return r;
-		k_gelu_backward(m->d4, m->fch + l * NC * 4, NC * 4, m->st);
-		mark(m, T_GELU);
 		if ((r = linear_backward(m, m->dC, GR(FCW) + lc * 4 * C, GR(FCB) + lc * 4, m->d4,
-					 NULL, m->ln2 + l * NC, PB(FCW) + lc * 4 * C, N, C, 4 * C)))
+					 NULL, m->ln2 + l * NC, PB(FCW) + lc * 4 * C, N, C, 4 * C,
+					 NULL)))
 			return r;
 		k_layernorm_backward(m->dres, m->dres_bf, GR(LN2W) + lc, GR(LN2B) + lc, m->scratch,
 				     m->dC, m->res2 + l * NC, PF(LN2W) + lc,
@@ -592,14 +704,15 @@ static int backward(struct gpu_model *m)
 		mark(m, T_LNB);
 		if ((r = linear_backward(m, m->dC, GR(ATTPROJW) + lc * C, GR(ATTPROJB) + lc,
 					 m->dres_bf, m->dres, m->atty + l * NC, PB(ATTPROJW) + lc * C,
-					 N, C, C)))
+					 N, C, C, NULL)))
 			return r;
 		k_attn_backward(m->dqkv, m->attn_scratch, m->dC, m->atty + l * NC,
 				m->lse + (size_t)l * B * NH * T, m->qkv + l * NC * 3, &a,
 				m->naive_attn, m->st);
 		mark(m, T_ATTB);
 		if ((r = linear_backward(m, m->dC, GR(QKVW) + lc * 3 * C, GR(QKVB) + lc * 3, m->dqkv,
-					 NULL, m->ln1 + l * NC, PB(QKVW) + lc * 3 * C, N, C, 3 * C)))
+					 NULL, m->ln1 + l * NC, PB(QKVW) + lc * 3 * C, N, C, 3 * C,
+					 NULL)))
 			return r;
 		k_layernorm_backward(m->dres, m->dres_bf, GR(LN1W) + lc, GR(LN1B) + lc, m->scratch,
 				     m->dC, residual, PF(LN1W) + lc, m->ln1_mean + (size_t)l * N,
@@ -881,11 +994,183 @@ out:
 	return r;
 }
 
+/* rel L2 error of x against ref, fp32 on the device, n elements */
+static double rel_err_f32(const float *x, const float *ref, size_t n)
+{
+	float *hx = (float *)malloc(n * 4), *hr = (float *)malloc(n * 4);
+	double num = 0, den = 0;
+
+	cudaMemcpy(hx, x, n * 4, cudaMemcpyDeviceToHost);
+	cudaMemcpy(hr, ref, n * 4, cudaMemcpyDeviceToHost);
+	for (size_t i = 0; i < n; i++) {
+		if (!isfinite(hx[i]))
+			num = INFINITY;
+		num += ((double)hx[i] - hr[i]) * ((double)hx[i] - hr[i]);
+		den += (double)hr[i] * hr[i];
+	}
+	free(hx);
+	free(hr);
+	return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* The cross-entropy kernels against the three-pass one: N rows of V. */
+static int ce_check(struct gpu_model *m, int N, int V, uint64_t seed, double e[2])
+{
+	int Vp = pad_v(V), *tg = NULL, *htg = (int *)malloc(N * sizeof(int));
+	size_t n = (size_t)N * Vp;
+	bf16 *ref = NULL, *x = NULL;
+	float *lref = NULL, *l = NULL;
+	int r = -EIO;
+
+	if (!htg || cudaMalloc((void **)&ref, n * 2) || cudaMalloc((void **)&x, n * 2) ||
+	    cudaMalloc((void **)&lref, N * 4) || cudaMalloc((void **)&l, N * 4) ||
+	    cudaMalloc((void **)&tg, N * sizeof(int))) {
+		snprintf(m->err, sizeof(m->err), "cudaMalloc failed");
+		goto out;
+	}
+	for (int i = 0; i < N; i++)
+		htg[i] = (int)((seed + (uint64_t)i * 2654435761u) % (uint64_t)V);
+	cudaMemcpy(tg, htg, N * sizeof(int), cudaMemcpyHostToDevice);
+	/* logits of a few units, as a trained model's are */
+	k_fill_random(ref, n, seed, 6.0f, m->st);
+	k_crossentropy_as(CE_3PASS, lref, ref, tg, N, V, Vp, 1.0f / N, 1, m->st);
+	e[0] = e[1] = 0;
+	for (int v = CE_REGS; v <= CE_ONLINE; v++) {
+		if (k_crossentropy_variant(V, Vp, v == CE_REGS ? 0 : 2) != v)
+			continue; /* the row does not fit in registers */
+		k_fill_random(x, n, seed, 6.0f, m->st);
+		cudaMemsetAsync(l, 0xff, N * 4, m->st);
+		k_crossentropy_as(v, l, x, tg, N, V, Vp, 1.0f / N, 1, m->st);
+		if (cudaStreamSynchronize(m->st) != cudaSuccess) {
+			snprintf(m->err, sizeof(m->err), "cross-entropy kernels failed: %s",
+				 cudaGetErrorString(cudaGetLastError()));
+			goto out;
+		}
+		double el = rel_err_f32(l, lref, N), eg = rel_err(x, ref, n);
+		if (!(el <= e[0]))
+			e[0] = el;
+		if (!(eg <= e[1]))
+			e[1] = eg;
+	}
+	r = 0;
+out:
+	free(htg);
+	cudaFree(ref);
+	cudaFree(x);
+	cudaFree(lref);
+	cudaFree(l);
+	cudaFree(tg);
+	return r;
+}
+
+/* A GELU layer of (N,K) @ (K,M) + bias through the epilogues against the
+ * matmul and the kernels: forward (which 1) or backward (which 2). */
+static int epilogue_check(struct gpu_model *m, int which, int N, int M, int K, uint64_t seed,
+			  double e[2])
+{
+	size_t nin = (size_t)N * K, nout = (size_t)N * M;
+	bf16 *inp = NULL, *w = NULL, *b = NULL, *o[2] = {}, *p[2] = {}, *dout = NULL;
+	float *dw[2] = {}, *db[2] = {};
+	int r = -EIO;
+
+	if (cudaMalloc((void **)&inp, nin * 2) || cudaMalloc((void **)&w, (size_t)K * M * 2) ||
+	    cudaMalloc((void **)&b, M * 2) || cudaMalloc((void **)&dout, nout * 2))
+		goto oom;
+	for (int i = 0; i < 2; i++)
+		if (cudaMalloc((void **)&o[i], (which == 1 ? nout : nin) * 2) ||
+		    cudaMalloc((void **)&p[i], (which == 1 ? nout : nin) * 2) ||
+		    cudaMalloc((void **)&dw[i], (size_t)K * M * 4) ||
+		    cudaMalloc((void **)&db[i], M * 4))
+			goto oom;
+	k_fill_random(inp, nin, seed, 1.0f, m->st);
+	k_fill_random(w, (size_t)K * M, seed + 1, 0.05f, m->st);
+	k_fill_random(b, M, seed + 2, 0.5f, m->st);
+	k_fill_random(dout, nout, seed + 3, 1.0f, m->st);
+	for (int i = 0; i < 2; i++) { /* 0 fused, 1 not */
+		m->fuse_gelu = m->fuse_bgrad = i == 0;
+		if (which == 1) {
+			r = linear_gelu_forward(m, o[i], p[i], inp, w, b, N, K, M);
+		} else {
+			/* pre-activations of a few units around the GELU's bend */
+			k_fill_random(p[i], nin, seed + 4, 3.0f, m->st);
+			cudaMemsetAsync(dw[i], 0, (size_t)K * M * 4, m->st);
+			cudaMemsetAsync(db[i], 0, M * 4, m->st);
+			r = linear_backward(m, o[i], dw[i], db[i], dout, NULL, inp, w, N, K, M, p[i]);
+		}
+		if (r)
+			goto out;
+		if (i == 0 && (which == 1 ? m->no_epi_gelu : m->no_epi_dgelu || m->no_epi_bgrad)) {
+			snprintf(m->err, sizeof(m->err), "cuBLASLt offers no %s epilogue for a "
+				 "%dx%dx%d bf16 matmul on this GPU (the unfused kernels run instead)",
+				 which == 1 ? "GELU" : m->no_epi_dgelu ? "GELU-derivative" :
+				 "bias-gradient", M, N, K);
+			r = -ENOTSUP;
+			goto out;
+		}
+	}
+	if (cudaStreamSynchronize(m->st) != cudaSuccess) {
+		snprintf(m->err, sizeof(m->err), "epilogue check failed: %s",
+			 cudaGetErrorString(cudaGetLastError()));
+		r = -EIO;
+		goto out;
+	}
+	if (which == 1) {
+		e[0] = rel_err(o[0], o[1], nout);
+		e[1] = rel_err(p[0], p[1], nout);
+	} else {
+		double ew = rel_err_f32(dw[0], dw[1], (size_t)K * M);
+		e[0] = rel_err(o[0], o[1], nin);
+		e[1] = rel_err_f32(db[0], db[1], M);
+		if (!(ew < 1e-5)) /* the same matmul: the weight gradient must not move */
+			e[1] = ew > e[1] ? ew : e[1];
+	}
+	r = 0;
+	goto out;
+oom:
+	snprintf(m->err, sizeof(m->err), "cudaMalloc failed");
+out:
+	cudaFree(inp);
+	cudaFree(w);
+	cudaFree(b);
+	cudaFree(dout);
+	for (int i = 0; i < 2; i++) {
+		cudaFree(o[i]);
+		cudaFree(p[i]);
+		cudaFree(dw[i]);
+		cudaFree(db[i]);
+	}
+	return r;
+}
+
+static int gpu_fused_check(int which, int N, int M, int K, uint64_t seed, double err_out[2],
+			   char *err, size_t errlen)
+{
+	struct gpu_dims d = {};
+	struct gpu_model *m;
+	int r;
+
+	if (which < 0 || which > 2 || N < 1 || M < 2 || (which && (M % 8 || K < 8 || K % 8))) {
+		snprintf(err, errlen, "fused_check: bad arguments");
+		return -EINVAL;
+	}
+	/* a throwaway model: the stream, cuBLASLt, and scratch rows M wide */
+	d.L = 1, d.NH = 1, d.C = which ? CEIL_DIV(M, 256) * 64 : 64, d.V = 64, d.maxT = 64;
+	if ((r = gpu_create(&m, &d, 1, 64, err, errlen)))
+		return r;
+	m->err[0] = 0;
+	r = which == 0 ? ce_check(m, N, M, seed, err_out)
+		       : epilogue_check(m, which, N, M, K, seed, err_out);
+	if (r)
+		snprintf(err, errlen, "%s", m->err[0] ? m->err : "failed");
+	gpu_destroy(m);
+	return r;
+}
+
 static const struct gpu_ops ops = {
 	GPU_ABI_VERSION, gpu_probe,	  gpu_memory_bytes, gpu_create,	    gpu_destroy,
 	gpu_set_params,	 gpu_get_params,  gpu_get_grads,    gpu_set_grads,  gpu_get_moments,
 	gpu_set_moments, gpu_zero_grads,  gpu_step,	    gpu_grad_norm,  gpu_adamw,
-	gpu_probe_flops, gpu_attn_check,  gpu_last_error,
+	gpu_probe_flops, gpu_attn_check,  gpu_last_error,   gpu_fused_check,
 };
 
 extern "C" __attribute__((visibility("default"))) const struct gpu_ops *bursar_gpu_ops(void)

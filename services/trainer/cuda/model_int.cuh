@@ -31,7 +31,20 @@ static const char *const t_names[T_NCAT] = {"matmul", "attn fwd", "attn bwd", "l
 #define WORKSPACE (32u << 20)
 
 struct gemm_key {
-	int M, N, K, ta, tb, lda, ldb, ldd, f32, bias, accum;
+	int M, N, K, ta, tb, lda, ldb, ldd, f32, bias, accum, act, aux_ld, bgrad;
+};
+
+/* What a matmul's epilogue does besides adding a bias (gemm_ex). */
+enum { EPI_NONE, EPI_GELU, EPI_DGELU };
+enum { BGRAD_NONE, BGRAD_A, BGRAD_B };
+struct gemm_epi {
+	int act;           /* EPI_GELU: D = gelu(A.B + bias), aux = A.B + bias;
+			      EPI_DGELU: D = A.B * gelu'(aux) */
+	bf16 *aux;         /* M x N, column-major, leading dimension aux_ld (bf16) */
+	int aux_ld;
+	int bgrad;         /* BGRAD_A: the M row sums of op(A) over K; BGRAD_B: the N
+			      column sums of op(B) over K; written (not added) to bgrad_out */
+	float *bgrad_out;
 };
 
 struct gemm_slot {
@@ -62,6 +75,11 @@ struct gpu_model {
 	bf16 *qkv_ll, *gate, *up, *swi, *dqkv_ll, *dgate, *dup;
 	float *rstd1, *rstd2, *rstdf, *rope_cos, *rope_sin, *dCf;
 	int U, naive_attn, flash2, timing;
+	/* BURSAR_CUDA_FUSED=1: GELU in the matmul epilogues, bias gradients from
+	 * the weight-gradient matmuls; no_*: cuBLASLt had no kernel for it here */
+	int fuse_gelu, fuse_bgrad, no_epi_gelu, no_epi_dgelu, no_epi_bgrad;
+	int ce_mode; /* k_crossentropy_mode() at create */
+	float *bgrad_tmp; /* widest row, for the bias-gradient epilogue */
 	cudaEvent_t ev[3];
 	cudaEvent_t *tev; /* T_MAXEV, timing 2 only */
 	int tcat[T_MAXEV], nev;
@@ -86,6 +104,11 @@ static inline void mark(struct gpu_model *m, int cat)
  * accumulation; D fp32 (f32) or bf16; bias (M) bf16 added when not NULL. */
 int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda, const bf16 *Bm,
 	 int tb, int ldb, int M, int N, int K, int ldd, int accum, const bf16 *bias);
+/* The same with an epilogue; -ENOTSUP (and nothing done, no error kept)
+ * when cuBLASLt has no kernel for it: the caller does it the unfused way. */
+int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
+	    const bf16 *Bm, int tb, int ldb, int M, int N, int K, int ldd, int accum,
+	    const bf16 *bias, const struct gemm_epi *epi);
 
 /* logits of lnf against tensor head (Vp rows), the mean loss into dloss and,
  * with grad, the logits' gradient in place (model.cu) */
