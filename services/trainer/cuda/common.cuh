@@ -48,9 +48,11 @@ void k_colsum_f32(float *out, float *scratch, const float *x, int N, int OC, cud
 // one of three kernels: three passes (the reference), the row in registers
 // (one read, one write), online softmax (two reads, one write)
 enum { CE_3PASS, CE_REGS, CE_ONLINE };
-// BURSAR_CUDA_CE / BURSAR_CUDA_FUSED as a mode: 0 auto, 1 three passes, 2 online
+// BURSAR_CUDA_CE / BURSAR_CUDA_FUSED as a mode
+enum { CE_MODE_AUTO, CE_MODE_3PASS, CE_MODE_ONLINE };
 int k_crossentropy_mode(void);
-// the variant a mode runs for this row length (mode -1: the environment's)
+// the variant a mode runs for this row length (mode -1: the environment's);
+// rows whose Vp is not a multiple of 8 always take the three passes
 int k_crossentropy_variant(int V, int Vp, int mode);
 void k_crossentropy_as(int variant, float *losses, bf16 *logits, const int *targets, int N, int V,
 		       int Vp, float dscale, int grad, cudaStream_t st);

@@ -86,15 +86,16 @@ struct gpu_ops {
 	const char *(*last_error)(struct gpu_model *m);
 	/* The fused paths against the unfused ones on random data (tests):
 	 *   which 0: the cross-entropy kernels against the three-pass one over
-	 *            N rows of vocabulary M (err_out: losses, gradients);
+	 *            N rows of vocabulary M (err_out: losses, the logits'
+	 *            gradient off the target column, on it);
 	 *   which 1: a GELU layer (N,K) @ (K,M) + bias, the GELU epilogue
 	 *            against matmul + kernel (err_out: output, pre-activation);
 	 *   which 2: its backward, the GELU-derivative and bias-gradient
 	 *            epilogues against matmul + kernels (err_out: input
-	 *            gradient, bias gradient).
+	 *            gradient, bias gradient, weight gradient).
 	 * Relative L2 errors; -ENOTSUP and a sentence when cuBLASLt offers no
 	 * such epilogue on this GPU. */
-	int (*fused_check)(int which, int N, int M, int K, uint64_t seed, double err_out[2],
+	int (*fused_check)(int which, int N, int M, int K, uint64_t seed, double err_out[3],
 			   char *err, size_t errlen);
 };
 

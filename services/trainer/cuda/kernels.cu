@@ -648,7 +648,9 @@ int k_crossentropy_mode(void)
 	const char *s = getenv("BURSAR_CUDA_CE"), *f = getenv("BURSAR_CUDA_FUSED");
 	if (!s)
 		s = f && atoi(f) ? "auto" : "3pass";
-	return !strcmp(s, "3pass") ? 1 : !strcmp(s, "online") ? 2 : 0;
+	return !strcmp(s, "3pass")	 ? CE_MODE_3PASS
+	       : !strcmp(s, "online") ? CE_MODE_ONLINE
+				      : CE_MODE_AUTO;
 }
 
 int k_crossentropy_variant(int V, int Vp, int mode)
@@ -656,9 +658,9 @@ int k_crossentropy_variant(int V, int Vp, int mode)
 	int vpt = CEIL_DIV(Vp / 8, 1024);
 	if (mode < 0)
 		mode = k_crossentropy_mode();
-	if (mode == 1 || Vp % 8)
+	if (mode == CE_MODE_3PASS || Vp % 8)
 		return CE_3PASS;
-	if (mode == 2 || vpt > 8)
+	if (mode == CE_MODE_ONLINE || vpt > 8)
 		return CE_ONLINE;
 	(void)V;
 	return CE_REGS;
@@ -671,6 +673,8 @@ void k_crossentropy_as(int variant, float *losses, bf16 *logits, const int *targ
 	/* fewer threads for short rows (a test's vocabulary of a few hundred) */
 	int th = vpt > 1 ? 1024 : CEIL_DIV(Vp / 8, 32) * 32;
 
+	if (Vp % 8) /* the one-read kernels move 8 logits at a time */
+		variant = CE_3PASS;
 	if (variant == CE_ONLINE) {
 		crossentropy_online_kernel<<<N, 1024, 0, st>>>(losses, logits, targets, V, Vp,
 								dscale, grad);

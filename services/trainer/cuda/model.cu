@@ -42,6 +42,26 @@ static cublasLtEpilogue_t epilogue_of(int bias, const struct gemm_epi *e)
 	return bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
 }
 
+static const char *epilogue_name(cublasLtEpilogue_t ep)
+{
+	switch (ep) {
+	case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
+	case CUBLASLT_EPILOGUE_GELU_AUX: return "GELU_AUX";
+	case CUBLASLT_EPILOGUE_DGELU: return "DGELU";
+	case CUBLASLT_EPILOGUE_BGRADA: return "BGRADA";
+	case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
+	default: return "plain";
+	}
+}
+
+/* A fused path refused: the separate kernels run from now on, and the
+ * trainer says so once (the reason is in m->err). */
+static void epi_refused(struct gpu_model *m, int *flag)
+{
+	*flag = 1;
+	fprintf(stderr, "bursar-train: %s; the separate kernels run instead\n", m->err);
+}
+
 int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 	    const bf16 *Bm, int tb, int ldb, int M, int N, int K, int ldd, int accum,
 	    const bf16 *bias, const struct gemm_epi *epi)
@@ -57,6 +77,8 @@ int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int ld
 	float alpha = 1.0f, beta = accum ? 1.0f : 0.0f;
 	cublasLtMatmulAlgo_t *algo = NULL;
 	int fused = act != EPI_NONE || bg != BGRAD_NONE, r = -EIO;
+	const char *stage = "";
+	int status = 0;
 
 	if ((bg && bias) || (act && bg) || (act == EPI_DGELU && bias) ||
 	    (act && (!epi->aux || epi->aux_ld < M || epi->aux_ld % 8)) ||
@@ -89,16 +111,20 @@ int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int ld
 		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
 						   &aux_ld, sizeof(aux_ld)) ||
 		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE,
-						   &bt, sizeof(bt)))
+						   &bt, sizeof(bt))) {
+			stage = "its auxiliary matrix";
 			goto unsupported;
+		}
 	}
 	if (bg) {
 		float *out = epi->bgrad_out;
 		if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &out,
 						   sizeof(out)) ||
 		    cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &gt,
-						   sizeof(gt)))
+						   sizeof(gt))) {
+			stage = "an fp32 bias gradient";
 			goto unsupported;
+		}
 	}
 	if (cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ta ? K : M, ta ? M : K, lda) ||
 	    cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, tb ? N : K, tb ? K : N, ldb) ||
@@ -124,8 +150,10 @@ int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int ld
 		    !found) {
 			if (pref)
 				cublasLtMatmulPreferenceDestroy(pref);
-			if (fused)
+			if (fused) {
+				stage = "no algorithm";
 				goto unsupported;
+			}
 			snprintf(m->err, sizeof(m->err),
 				 "cuBLASLt has no algorithm for a %dx%dx%d bf16 matmul", M, N, K);
 			goto out;
@@ -145,8 +173,11 @@ int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int ld
 		cublasStatus_t s = cublasLtMatmul(m->lt, desc, &alpha, A, la, Bm, lb, &beta, D, ld, D,
 						  ld, algo, m->ws, WORKSPACE, m->st);
 		/* an epilogue refused at launch: nothing was written */
-		if (fused && (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE))
+		if (fused && (s == CUBLAS_STATUS_NOT_SUPPORTED || s == CUBLAS_STATUS_INVALID_VALUE)) {
+			stage = "refused at launch";
+			status = (int)s;
 			goto unsupported;
+		}
 		if (s != CUBLAS_STATUS_SUCCESS)
 			goto out_msg;
 	}
@@ -154,6 +185,11 @@ int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int ld
 	r = 0;
 	goto out;
 unsupported:
+	/* the caller falls back to the separate kernels; the reason stays in
+	 * m->err for epi_refused's line and fused_check's sentence */
+	snprintf(m->err, sizeof(m->err),
+		 "cuBLASLt offers no %s epilogue for a %dx%dx%d bf16 matmul (%s%s%.0d)",
+		 epilogue_name(ep), M, N, K, stage, status ? ", status " : "", status);
 	r = -ENOTSUP;
 	goto out;
 out_msg:
@@ -189,7 +225,7 @@ static int linear_gelu_forward(struct gpu_model *m, bf16 *out, bf16 *pre, const 
 		r = gemm_ex(m, out, 0, w, 0, OC, inp, 0, IC, OC, N, IC, OC, 0, bias, &e);
 		if (r != -ENOTSUP)
 			return r;
-		m->no_epi_gelu = 1;
+		epi_refused(m, &m->no_epi_gelu);
 	}
 	if ((r = linear_forward(m, pre, inp, w, bias, N, IC, OC)))
 		return r;
@@ -212,7 +248,7 @@ static int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *db
 		struct gemm_epi e = {EPI_DGELU, (bf16 *)pre, IC, BGRAD_NONE, NULL};
 		if ((r = gemm_ex(m, dinp, 0, w, 1, OC, dout, 0, OC, IC, N, OC, IC, 0, NULL, &e)) ==
 		    -ENOTSUP)
-			m->no_epi_dgelu = 1;
+			epi_refused(m, &m->no_epi_dgelu);
 	}
 	if (r == -ENOTSUP) {
 		if ((r = gemm(m, dinp, 0, w, 1, OC, dout, 0, OC, IC, N, OC, IC, 0, NULL)))
@@ -224,6 +260,9 @@ static int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *db
 	}
 	if (r)
 		return r;
+	/* BGRADA sums the bf16 dout even where the fp32 one (dout_f32, the
+	 * residual stream's) is at hand: the sums run in fp32, so only each
+	 * element's bf16 rounding enters, as in autocast PyTorch and llm.c */
 	if (m->fuse_bgrad && !m->no_epi_bgrad) {
 		struct gemm_epi e = {EPI_NONE, NULL, 0, BGRAD_A, m->bgrad_tmp};
 		r = gemm_ex(m, dw, 1, dout, 0, OC, inp, 1, IC, OC, IC, N, OC, 1, NULL, &e);
@@ -234,7 +273,7 @@ static int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *db
 		}
 		if (r != -ENOTSUP)
 			return r;
-		m->no_epi_bgrad = 1;
+		epi_refused(m, &m->no_epi_bgrad);
 	}
 	if ((r = gemm(m, dw, 1, dout, 0, OC, inp, 1, IC, OC, IC, N, OC, 1, NULL)))
 		return r;
@@ -908,28 +947,45 @@ out:
 }
 
 /* rel L2 error of x against ref, both bf16 on the device, n elements */
+/* n bf16 device values as host floats (malloc'd; NULL when out of memory) */
+static float *host_f32(const bf16 *x, size_t n)
+{
+	float *h = (float *)malloc(n * 4), *d = NULL;
+
+	if (!h || cudaMalloc((void **)&d, n * 4)) {
+		free(h);
+		return NULL;
+	}
+	k_bf16_to_f32(d, x, n, 0);
+	cudaMemcpy(h, d, n * 4, cudaMemcpyDeviceToHost);
+	cudaFree(d);
+	return h;
+}
+
+/* adds x's squared distance from ref to *num and ref's square to *den */
+static void sq_acc(float x, float ref, double *num, double *den)
+{
+	if (!isfinite(x))
+		*num = INFINITY;
+	*num += ((double)x - ref) * ((double)x - ref);
+	*den += (double)ref * ref;
+}
+
+static double rel_of(double num, double den) { return den > 0 ? sqrt(num / den) : sqrt(num); }
+
 static double rel_err(const bf16 *x, const bf16 *ref, size_t n)
 {
-	float *hx = (float *)malloc(n * 4), *hr = (float *)malloc(n * 4), *dx, *dr;
+	float *hx = host_f32(x, n), *hr = host_f32(ref, n);
 	double num = 0, den = 0;
 
-	cudaMalloc((void **)&dx, n * 4);
-	cudaMalloc((void **)&dr, n * 4);
-	k_bf16_to_f32(dx, x, n, 0);
-	k_bf16_to_f32(dr, ref, n, 0);
-	cudaMemcpy(hx, dx, n * 4, cudaMemcpyDeviceToHost);
-	cudaMemcpy(hr, dr, n * 4, cudaMemcpyDeviceToHost);
-	for (size_t i = 0; i < n; i++) {
-		if (!isfinite(hx[i]))
-			num = INFINITY;
-		num += ((double)hx[i] - hr[i]) * ((double)hx[i] - hr[i]);
-		den += (double)hr[i] * hr[i];
-	}
-	cudaFree(dx);
-	cudaFree(dr);
+	if (!hx || !hr)
+		num = INFINITY;
+	else
+		for (size_t i = 0; i < n; i++)
+			sq_acc(hx[i], hr[i], &num, &den);
 	free(hx);
 	free(hr);
-	return den > 0 ? sqrt(num / den) : sqrt(num);
+	return rel_of(num, den);
 }
 
 static int gpu_attn_check(int B, int T, int NH, int HS, uint64_t seed, double *err_out,
@@ -1000,21 +1056,47 @@ static double rel_err_f32(const float *x, const float *ref, size_t n)
 	float *hx = (float *)malloc(n * 4), *hr = (float *)malloc(n * 4);
 	double num = 0, den = 0;
 
-	cudaMemcpy(hx, x, n * 4, cudaMemcpyDeviceToHost);
-	cudaMemcpy(hr, ref, n * 4, cudaMemcpyDeviceToHost);
-	for (size_t i = 0; i < n; i++) {
-		if (!isfinite(hx[i]))
-			num = INFINITY;
-		num += ((double)hx[i] - hr[i]) * ((double)hx[i] - hr[i]);
-		den += (double)hr[i] * hr[i];
+	if (!hx || !hr) {
+		num = INFINITY;
+	} else {
+		cudaMemcpy(hx, x, n * 4, cudaMemcpyDeviceToHost);
+		cudaMemcpy(hr, ref, n * 4, cudaMemcpyDeviceToHost);
+		for (size_t i = 0; i < n; i++)
+			sq_acc(hx[i], hr[i], &num, &den);
 	}
 	free(hx);
 	free(hr);
-	return den > 0 ? sqrt(num / den) : sqrt(num);
+	return rel_of(num, den);
+}
+
+/* The logits' gradients (N,Vp) against ref's: off the target column (the
+ * softmax, small values) into *off, on it (p - 1, which would swamp the
+ * rest in one norm) into *on. */
+static void ce_grad_err(const bf16 *x, const bf16 *ref, const int *htg, int N, int Vp,
+			double *off, double *on)
+{
+	size_t n = (size_t)N * Vp;
+	float *hx = host_f32(x, n), *hr = host_f32(ref, n);
+	double num[2] = {}, den[2] = {};
+
+	if (!hx || !hr) {
+		num[0] = num[1] = INFINITY;
+	} else {
+		for (int r = 0; r < N; r++)
+			for (int c = 0; c < Vp; c++) {
+				size_t i = (size_t)r * Vp + c;
+				int t = c == htg[r];
+				sq_acc(hx[i], hr[i], &num[t], &den[t]);
+			}
+	}
+	free(hx);
+	free(hr);
+	*off = rel_of(num[0], den[0]);
+	*on = rel_of(num[1], den[1]);
 }
 
 /* The cross-entropy kernels against the three-pass one: N rows of V. */
-static int ce_check(struct gpu_model *m, int N, int V, uint64_t seed, double e[2])
+static int ce_check(struct gpu_model *m, int N, int V, uint64_t seed, double e[3])
 {
 	int Vp = pad_v(V), *tg = NULL, *htg = (int *)malloc(N * sizeof(int));
 	size_t n = (size_t)N * Vp;
@@ -1030,13 +1112,15 @@ static int ce_check(struct gpu_model *m, int N, int V, uint64_t seed, double e[2
 	}
 	for (int i = 0; i < N; i++)
 		htg[i] = (int)((seed + (uint64_t)i * 2654435761u) % (uint64_t)V);
-	cudaMemcpy(tg, htg, N * sizeof(int), cudaMemcpyHostToDevice);
+	/* on the model's stream: a plain cudaMemcpy does not order itself
+	 * with a non-blocking stream */
+	cudaMemcpyAsync(tg, htg, N * sizeof(int), cudaMemcpyHostToDevice, m->st);
 	/* logits of a few units, as a trained model's are */
 	k_fill_random(ref, n, seed, 6.0f, m->st);
 	k_crossentropy_as(CE_3PASS, lref, ref, tg, N, V, Vp, 1.0f / N, 1, m->st);
-	e[0] = e[1] = 0;
+	e[0] = e[1] = e[2] = 0;
 	for (int v = CE_REGS; v <= CE_ONLINE; v++) {
-		if (k_crossentropy_variant(V, Vp, v == CE_REGS ? 0 : 2) != v)
+		if (k_crossentropy_variant(V, Vp, v == CE_REGS ? CE_MODE_AUTO : CE_MODE_ONLINE) != v)
 			continue; /* the row does not fit in registers */
 		k_fill_random(x, n, seed, 6.0f, m->st);
 		cudaMemsetAsync(l, 0xff, N * 4, m->st);
@@ -1046,11 +1130,14 @@ static int ce_check(struct gpu_model *m, int N, int V, uint64_t seed, double e[2
 				 cudaGetErrorString(cudaGetLastError()));
 			goto out;
 		}
-		double el = rel_err_f32(l, lref, N), eg = rel_err(x, ref, n);
+		double el = rel_err_f32(l, lref, N), eoff, eon;
+		ce_grad_err(x, ref, htg, N, Vp, &eoff, &eon);
 		if (!(el <= e[0]))
 			e[0] = el;
-		if (!(eg <= e[1]))
-			e[1] = eg;
+		if (!(eoff <= e[1]))
+			e[1] = eoff;
+		if (!(eon <= e[2]))
+			e[2] = eon;
 	}
 	r = 0;
 out:
@@ -1066,7 +1153,7 @@ out:
 /* A GELU layer of (N,K) @ (K,M) + bias through the epilogues against the
  * matmul and the kernels: forward (which 1) or backward (which 2). */
 static int epilogue_check(struct gpu_model *m, int which, int N, int M, int K, uint64_t seed,
-			  double e[2])
+			  double e[3])
 {
 	size_t nin = (size_t)N * K, nout = (size_t)N * M;
 	bf16 *inp = NULL, *w = NULL, *b = NULL, *o[2] = {}, *p[2] = {}, *dout = NULL;
@@ -1099,11 +1186,8 @@ static int epilogue_check(struct gpu_model *m, int which, int N, int M, int K, u
 		}
 		if (r)
 			goto out;
+		/* m->err holds gemm_ex's reason */
 		if (i == 0 && (which == 1 ? m->no_epi_gelu : m->no_epi_dgelu || m->no_epi_bgrad)) {
-			snprintf(m->err, sizeof(m->err), "cuBLASLt offers no %s epilogue for a "
-				 "%dx%dx%d bf16 matmul on this GPU (the unfused kernels run instead)",
-				 which == 1 ? "GELU" : m->no_epi_dgelu ? "GELU-derivative" :
-				 "bias-gradient", M, N, K);
 			r = -ENOTSUP;
 			goto out;
 		}
@@ -1117,12 +1201,11 @@ static int epilogue_check(struct gpu_model *m, int which, int N, int M, int K, u
 	if (which == 1) {
 		e[0] = rel_err(o[0], o[1], nout);
 		e[1] = rel_err(p[0], p[1], nout);
+		e[2] = 0;
 	} else {
-		double ew = rel_err_f32(dw[0], dw[1], (size_t)K * M);
 		e[0] = rel_err(o[0], o[1], nin);
 		e[1] = rel_err_f32(db[0], db[1], M);
-		if (!(ew < 1e-5)) /* the same matmul: the weight gradient must not move */
-			e[1] = ew > e[1] ? ew : e[1];
+		e[2] = rel_err_f32(dw[0], dw[1], (size_t)K * M);
 	}
 	r = 0;
 	goto out;
@@ -1142,7 +1225,7 @@ out:
 	return r;
 }
 
-static int gpu_fused_check(int which, int N, int M, int K, uint64_t seed, double err_out[2],
+static int gpu_fused_check(int which, int N, int M, int K, uint64_t seed, double err_out[3],
 			   char *err, size_t errlen)
 {
 	struct gpu_dims d = {};
