@@ -2,6 +2,7 @@
  * (calls are rare: control plane, not data plane). */
 #include "hclient.h"
 #include "log.h"
+#include "util.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -117,17 +118,100 @@ struct call {
 	curl_off_t upload_len;
 	const char *content_type;
 	int timeout_ms;
+	int probe; /* the gate's own probe: not gated */
 	struct sink sink;
 };
+
+/* ---- the gate (hclient.h) ---- */
+
+#define GATE_MAX 8
+#define GATE_BACKOFF_MIN_US 1000000ull
+#define GATE_BACKOFF_MAX_US 8000000ull
+
+struct gate {
+	char base[256];
+	int closed;
+	uint64_t since_us, next_us, backoff_us;
+	unsigned long failed_fast;
+};
+
+static const char *gate_probe_path; /* NULL: calls are not gated */
+static struct gate gates[GATE_MAX];
+static int n_gates;
+
+void hclient_gate_enable(const char *probe_path) { gate_probe_path = probe_path; }
+
+static struct gate *gate_of(const char *base)
+{
+	if (!gate_probe_path || strlen(base) >= sizeof(gates[0].base))
+		return NULL;
+	for (int i = 0; i < n_gates; i++)
+		if (!strcmp(gates[i].base, base))
+			return &gates[i];
+	if (n_gates == GATE_MAX)
+		return NULL; /* more peers than a daemon has: those go ungated */
+	snprintf(gates[n_gates].base, sizeof(gates[0].base), "%s", base);
+	return &gates[n_gates++];
+}
+
+static int perform(struct call *k, long *status);
+
+/* A closed gate lets a call through only once a probe got an answer; the
+ * probes back off from 1 s to 8 s. */
+static int gate_passes(struct gate *g)
+{
+	struct call probe = {.base = g->base, .method = "GET", .path = gate_probe_path,
+			     .timeout_ms = HCLIENT_PROBE_MS, .probe = 1};
+	uint64_t now = util_now_us();
+	long status = 0;
+	int r;
+
+	if (!g->closed)
+		return 1;
+	if (now < g->next_us)
+		return 0;
+	r = perform(&probe, &status);
+	free(probe.sink.buf);
+	if (r == -ETIMEDOUT) {
+		g->backoff_us = g->backoff_us * 2 > GATE_BACKOFF_MAX_US ? GATE_BACKOFF_MAX_US
+									: g->backoff_us * 2;
+		g->next_us = util_now_us() + g->backoff_us;
+		return 0;
+	}
+	/* an answer, or an error that comes at once (refused, no socket): the
+	 * call itself is no longer a stall */
+	log_info("%s answers again after %.1f s (%lu call%s to it failed at once meanwhile)",
+		 g->base, (double)(util_now_us() - g->since_us) / 1e6, g->failed_fast,
+		 g->failed_fast == 1 ? "" : "s");
+	g->closed = 0;
+	return 1;
+}
+
+static void gate_close(struct gate *g, const struct call *k)
+{
+	g->closed = 1;
+	g->since_us = util_now_us();
+	g->backoff_us = GATE_BACKOFF_MIN_US;
+	g->next_us = g->since_us + g->backoff_us;
+	g->failed_fast = 0;
+	log_warn("%s did not answer %s %s within %d ms; calls to it fail at once until it "
+		 "answers %s again (checked every 1-8 s)",
+		 g->base, k->method, k->path, k->timeout_ms, gate_probe_path);
+}
 
 static int perform(struct call *k, long *status)
 {
 	struct curl_slist *hdrs = NULL;
 	char auth[512], ct[128];
+	struct gate *g = k->probe ? NULL : gate_of(k->base);
 	CURLcode cc;
 	CURL *c;
 	int r;
 
+	if (g && !gate_passes(g)) {
+		g->failed_fast++;
+		return -ETIMEDOUT;
+	}
 	c = curl_easy_init();
 	if (!c)
 		return -ENOMEM;
@@ -169,6 +253,8 @@ static int perform(struct call *k, long *status)
 				r = -ENOENT;
 		}
 		log_debug("http %s %s%s: %s", k->method, k->base, k->path, curl_easy_strerror(cc));
+		if (g && r == -ETIMEDOUT)
+			gate_close(g, k);
 		goto out_cleanup;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);

@@ -5,6 +5,16 @@
 #include <jansson.h>
 
 #define HCLIENT_MAX_RESPONSE (16u << 20)
+#define HCLIENT_PROBE_MS 250 /* the gate's probe of a peer that stopped answering */
+
+/* Gates every later call of this process by its peer (base): a call that
+ * times out (a hung or stopped daemon, a host gone) closes the peer's gate,
+ * and until a GET probe_path to it gets any answer within HCLIENT_PROBE_MS
+ * (probes 1 s apart, backing off to 8 s) its calls fail at once with
+ * -ETIMEDOUT instead of each waiting out its timeout. Daemons turn it on
+ * (svc_setup) so a hung peer costs their event loop one timeout, not one per
+ * call; a command-line tool keeps waiting. NULL turns it off. Single-threaded. */
+void hclient_gate_enable(const char *probe_path);
 
 /* Sends body (borrowed, may be NULL) as JSON and parses a JSON reply.
  * Returns 0 when any HTTP status came back (*status set, *resp the parsed

@@ -1,5 +1,6 @@
 /* svc — sd-event loop setup shared by every daemon. */
 #include "svc.h"
+#include "hclient.h"
 #include "log.h"
 
 #include <errno.h>
@@ -30,6 +31,8 @@ int svc_setup(struct svc *s, const char *name)
 
 	log_init(name);
 	s->name = name;
+	/* every daemon's peers answer GET /v1/health */
+	hclient_gate_enable("/v1/health");
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGTERM);

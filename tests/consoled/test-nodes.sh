@@ -4,7 +4,7 @@
 # (tests/lib.sh): an operator lists the nodes (the stack's CPU node, as admitd
 # itself lists it), a user gets 403 for the list and for a reprobe, a reprobe
 # is accepted for a real node and refused with a sentence for an unknown or
-# malformed id, and `bursarctl nodes` prints the node's row and the per-class
+# malformed id, a hung admitd costs consoled one timeout and then 503s at once, and `bursarctl nodes` prints the node's row and the per-class
 # totals (its --format json is admitd's table, parseable), and with admitd
 # killed both say the admission service is unavailable.
 set -u
@@ -132,6 +132,29 @@ out=$(ctl "$ALICE" estimate "$STATE/bundle" --set device=cpu 2>&1)
 grep -Eq "^\* +[12] " <<<"$out" && ! grep -q "CLASS" <<<"$out" && ! grep -q "^energy:" <<<"$out" &&
 	grep -q "not on h100: it asks for device cpu" <<<"$out" &&
 	pass cli_estimate_device_cpu || fail cli_estimate_device_cpu "$out"
+
+# admitd hung (SIGSTOP: its socket accepts, nothing answers): the first call
+# waits out consoled's 5 s peer timeout and says so; the calls after it get
+# their 503 at once (the peer gate, hclient.h) where each would have held
+# consoled's one event loop for 5 s; the ledger's routes keep working; and
+# when admitd answers again, so do its routes
+kill -STOP "${STACK_PID[admitd]}"
+api "$OP" GET /api/v1/nodes
+[ "$ST" = 503 ] && jq -e '.error | test("admission service unavailable: timed out")' \
+	<<<"$OUT" >/dev/null && pass admitd_hung_503 || fail admitd_hung_503 "$ST $OUT"
+slow=
+for _ in 1 2 3 4 5; do
+	code=$(curl -s -m 3 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $OP" \
+		"$URL/api/v1/nodes")
+	[ "$code" = 503 ] || slow="$slow $code"
+done
+api "$ALICE" GET /api/v1/balance
+[ -z "$slow" ] && [ "$ST" = 200 ] && pass admitd_hung_fails_fast ||
+	fail admitd_hung_fails_fast "answers not 503 within 3 s:${slow:- none}; balance $ST"
+kill -CONT "${STACK_PID[admitd]}"
+stack_wait "[ \"\$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer $OP' \
+	$URL/api/v1/nodes)\" = 200 ]" 20 && grep -q "admitd.sock answers again" "$STATE/logs/consoled.log" &&
+	pass admitd_back || fail admitd_back "still not 200 after SIGCONT: $(tail -3 "$STATE/logs/consoled.log")"
 
 # admitd gone: a 503 that names the service, never a hang or an empty table
 stack_kill admitd KILL

@@ -15,7 +15,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static char tmpdir[256];
@@ -365,6 +367,58 @@ static void test_http(void)
 		 -ECONNREFUSED);
 }
 
+/* The peer gate (hclient.h): a peer whose socket accepts and never answers
+ * (a stopped daemon) costs the first call its timeout; the next fails at
+ * once; when the peer answers again the probe (due 1 s after the gate
+ * closed) reopens the gate and calls go through. */
+static void test_gate(void)
+{
+	struct httpd_config cfg = {.routes = routes, .n_routes = ARRAY_SIZE(routes)};
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char base[sizeof(sa.sun_path) + 8];
+	json_t *resp = NULL;
+	uint64_t t0, dt;
+	pthread_t th;
+	long st = 0;
+	int fd;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/gate.sock", tmpdir);
+	snprintf(base, sizeof(base), "unix:%s", sa.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	T_CHECK(fd >= 0 && !bind(fd, (struct sockaddr *)&sa, sizeof(sa)) && !listen(fd, 16),
+		"a listener that never accepts");
+	hclient_gate_enable("/echo/health");
+	t0 = util_now_us();
+	T_EQ_INT(hclient_json(base, "GET", "/echo/a", NULL, NULL, 300, &st, &resp), -ETIMEDOUT);
+	dt = util_now_us() - t0;
+	T_CHECK(dt >= 250000, "the first call waits out its timeout: %llu us",
+		(unsigned long long)dt);
+	t0 = util_now_us();
+	T_EQ_INT(hclient_json(base, "GET", "/echo/b", NULL, NULL, 5000, &st, &resp), -ETIMEDOUT);
+	dt = util_now_us() - t0;
+	T_CHECK(dt < 1000000, "the next call fails at once, not after its 5 s: %llu us",
+		(unsigned long long)dt);
+	close(fd);
+	unlink(sa.sun_path);
+
+	T_EQ_INT(sd_event_new(&srv_ev), 0);
+	T_EQ_INT(httpd_new(srv_ev, &cfg, &srv), 0);
+	T_EQ_INT(httpd_listen(srv, base), 0);
+	pthread_create(&th, NULL, server_main, NULL);
+	usleep(1100000);
+	T_EQ_INT(hclient_json(base, "GET", "/echo/c", NULL, NULL, 2000, &st, &resp), 0);
+	T_EQ_INT(st, 200);
+	T_EQ_STR(json_string_value(json_object_get(resp, "arg")), "c");
+	json_decref(resp);
+	resp = NULL;
+	T_EQ_INT(hclient_json(base, "POST", "/quit", NULL, NULL, 2000, &st, &resp), 0);
+	json_decref(resp);
+	pthread_join(th, NULL);
+	httpd_free(srv);
+	srv_ev = sd_event_unref(srv_ev);
+	hclient_gate_enable(NULL);
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-common.XXXXXX");
@@ -378,6 +432,7 @@ int main(void)
 	t_run("common-bundle-tokenizer", test_bundle_tokenizer);
 	t_run("common-db-migrate", test_db_migrate);
 	t_run("common-http-and-outbox", test_http);
+	t_run("common-hclient-gate", test_gate);
 	util_rm_rf(tmpdir);
 	curl_global_cleanup();
 	return t_done();
