@@ -101,7 +101,7 @@ static void on_tick(void *ud)
 	uint64_t now = util_now_us();
 
 	nodes_check_timeouts(a);
-	queue_refresh_rate(a, 0);
+	queue_refresh_rate(a, 0, NULL, 0);
 	queue_schedule(a);
 	sync_submissions(a);
 	budget_tick(a);
@@ -251,7 +251,7 @@ int main(int argc, char **argv)
 		}
 	}
 	a.start_us = util_wall_us();
-	queue_refresh_rate(&a, 1);
+	queue_refresh_rate(&a, 1, NULL, 0);
 	queue_schedule(&a);
 	r = svc_periodic(&a.svc, TICK_US, on_tick, &a);
 	if (r == 0)

@@ -154,6 +154,7 @@ struct admitd {
 	} rates[ADMIT_MAX_CLASSES]; /* every class ledgerd has a rate for */
 	int n_rates;
 	double kwh_price; /* $ per kWh from ledgerd (0: not priced, or unknown) */
+	long long rate_version; /* ledgerd's rate version of the cache (0: none) */
 	uint64_t rate_next_us;
 	/* estimate outbox backoff */
 	uint64_t flush_next_us, flush_backoff_us;
@@ -339,7 +340,9 @@ json_t *queue_stats_json(struct admitd *a);
 /* Cancels a job; *status receives the HTTP status to answer with. */
 int queue_cancel(struct admitd *a, const char *id, unsigned *status, char *err, size_t errlen);
 /* Refreshes the cached ledgerd rate when due. */
-void queue_refresh_rate(struct admitd *a, int force);
+/* Reads ledgerd's rates when due (force: now); 0, or -errno with the reason
+ * in err (the cached or default rate stays in use). */
+int queue_refresh_rate(struct admitd *a, int force, char *err, size_t errlen);
 
 /* ---- budget.c: holds in ledgerd ---- */
 

@@ -441,6 +441,30 @@ static void reprobe_node(struct httpd_req *req, void *ud)
 		httpd_reply_json(req, 202, json_pack("{s:s, s:b}", "node", id, "reprobe", 1));
 }
 
+/* POST /v1/rates/refresh (operator): reads ledgerd's rates now instead of
+ * at the next minute, so a rate just set prices the next submission; queued
+ * jobs keep the price they were admitted with. */
+static void refresh_rates(struct httpd_req *req, void *ud)
+{
+	struct admitd *a = ud;
+	char err[256];
+	json_t *cls;
+
+	if (api_need_operator(req, "reloading the rates", NULL, 0) < 0)
+		return;
+	if (queue_refresh_rate(a, 1, err, sizeof(err)) < 0) {
+		httpd_reply_error(req, 503, "%s", err);
+		return;
+	}
+	cls = json_object();
+	for (int i = 0; cls && i < a->n_rates; i++)
+		json_object_set_new(cls, a->rates[i].cls, json_real(a->rates[i].rank_second));
+	a->sched_dirty = 1;
+	httpd_reply_json(req, 200, json_pack("{s:I, s:o*, s:f}", "version",
+					     (json_int_t)a->rate_version, "rank_second", cls,
+					     "kwh", a->kwh_price));
+}
+
 static void tenants_list_route(struct httpd_req *req, void *ud)
 {
 	tenants_list(req, ud);
@@ -486,6 +510,7 @@ const struct httpd_route admit_routes[] = {
 	{"GET", "/v1/tenants/{}", tenants_get_route, 0, 0},
 	{"PUT", "/v1/tenants/{}", tenants_put_route, 0, 0},
 	{"GET", "/v1/sched", sched_stats, 0, 0},
+	{"POST", "/v1/rates/refresh", refresh_rates, 0, 0},
 	{"GET", "/v1/health", health, 0, 0},
 };
 const size_t admit_n_routes = ARRAY_SIZE(admit_routes);

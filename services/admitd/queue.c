@@ -35,15 +35,17 @@ struct node_free {
 	int free;
 };
 
-void queue_refresh_rate(struct admitd *a, int force)
+int queue_refresh_rate(struct admitd *a, int force, char *err, size_t errlen)
 {
 	uint64_t now = util_now_us();
 	json_t *resp = NULL, *v;
 	long status = 0;
 	int r;
 
-	if (!a->ledgerd || (!force && now < a->rate_next_us))
-		return;
+	if (!a->ledgerd)
+		return util_fail(err, errlen, -ENOENT, "admitd runs without a ledgerd (--ledgerd)");
+	if (!force && now < a->rate_next_us)
+		return 0;
 	r = hclient_json(a->ledgerd, "GET", "/v1/rates", NULL, NULL, 1000, &status, &resp);
 	v = json_object_get(resp, "rank_second");
 	if (r == 0 && status == 200 && json_is_number(v) && json_number_value(v) > 0 &&
@@ -70,15 +72,22 @@ void queue_refresh_rate(struct admitd *a, int force)
 		v = json_object_get(resp, "kwh");
 		a->kwh_price = json_is_number(v) && json_number_value(v) > 0 &&
 			       json_number_value(v) < 1e4 ? json_number_value(v) : 0;
+		a->rate_version = json_integer_value(json_object_get(resp, "version"));
 		a->rate_next_us = now + 60 * 1000000ull;
+		r = 0;
 	} else {
 		if (a->rate_next_us == 0 || a->rate_known)
 			log_warn("cannot read rates from ledgerd %s: %s; pricing with %s", a->ledgerd,
 				 r < 0 ? hclient_strerror(r) : "unexpected reply",
 				 a->rate_known ? "the cached rate" : "the default $0.0002/rank-s");
 		a->rate_next_us = now + 10 * 1000000ull;
+		r = r < 0 ? util_fail(err, errlen, r, "cannot read rates from ledgerd: %s",
+				      hclient_strerror(r))
+			  : util_fail(err, errlen, -EPROTO, "ledgerd answered GET /v1/rates with "
+				      "status %ld and no usable rate", status);
 	}
 	json_decref(resp);
+	return r;
 }
 
 void queue_priced_free(struct queue_priced *q)

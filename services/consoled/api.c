@@ -33,19 +33,24 @@ static const char *peer_strerror(int r)
 	return r == -ECONNREFUSED || r == -ENOENT ? "connection refused" : hclient_strerror(r);
 }
 
+int console_peer_try(const struct console_user *u, const char *base, const char *method,
+		     const char *path, json_t *body, long *status, json_t **resp)
+{
+	char role[64], tenant[CONSOLE_NAME_MAX + 32];
+	const char *hdrs[] = {role, tenant, NULL};
+
+	snprintf(role, sizeof(role), "X-Bursar-Role: %s", u->role);
+	snprintf(tenant, sizeof(tenant), "X-Bursar-Tenant: %s", u->tenant);
+	return hclient_json_h(base, method, path, NULL, hdrs, body, CONSOLE_PEER_TIMEOUT_MS,
+			      status, resp);
+}
+
 /* Calls a peer; on an unreachable peer replies 503 and returns its error. */
 int console_peer_call(struct httpd_req *req, const struct console_user *u, const char *base,
 		      const char *what, const char *method, const char *path, json_t *body,
 		      long *status, json_t **resp)
 {
-	char role[64], tenant[CONSOLE_NAME_MAX + 32];
-	const char *hdrs[] = {role, tenant, NULL};
-	int r;
-
-	snprintf(role, sizeof(role), "X-Bursar-Role: %s", u->role);
-	snprintf(tenant, sizeof(tenant), "X-Bursar-Tenant: %s", u->tenant);
-	r = hclient_json_h(base, method, path, NULL, hdrs, body, CONSOLE_PEER_TIMEOUT_MS, status,
-			   resp);
+	int r = console_peer_try(u, base, method, path, body, status, resp);
 
 	if (r < 0) {
 		log_warn("%s at %s: %s %s: %s", what, base, method, path, hclient_strerror(r));

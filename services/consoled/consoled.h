@@ -106,5 +106,8 @@ int console_authed(struct console *c, struct httpd_req *req, struct console_user
 int console_peer_call(struct httpd_req *req, const struct console_user *u, const char *base,
 		      const char *what, const char *method, const char *path, json_t *body,
 		      long *status, json_t **resp);
+/* The same call without a reply: hclient's result (0 or -errno). */
+int console_peer_try(const struct console_user *u, const char *base, const char *method,
+		     const char *path, json_t *body, long *status, json_t **resp);
 /* Replies with a peer's JSON answer as is, or 502 when it sent none. */
 void console_pass_through(struct httpd_req *req, const char *what, long status, json_t *resp);

@@ -192,8 +192,10 @@ void money_on_rates_get(struct httpd_req *req, void *ud)
 /* POST /api/v1/rates (operator): ledgerd's body, checked there. */
 void money_on_rates_post(struct httpd_req *req, void *ud)
 {
+	struct console *c = ud;
 	struct console_user u;
-	json_t *body;
+	json_t *body, *resp = NULL;
+	long st = 0;
 
 	if (console_authed(ud, req, &u) < 0 || money_operator(req, &u, "changing rates") < 0)
 		return;
@@ -201,6 +203,33 @@ void money_on_rates_post(struct httpd_req *req, void *ud)
 	if (!body)
 		return;
 	log_info("rates changed by %s/%s", u.tenant, u.user);
-	money_proxy(ud, req, &u, "POST", "/v1/rates", body);
+	if (console_peer_call(req, &u, c->ledgerd, "ledger", "POST", "/v1/rates", body, &st,
+			      &resp) == 0) {
+		/* admission reads rates every minute; a new version prices the
+		 * next submission at once. Its answer goes along ("admission"):
+		 * the version it now prices with, or why it could not reload. */
+		if (st == 200 && json_is_object(resp)) {
+			json_t *ar = NULL;
+			long ast = 0;
+			int r = console_peer_try(&u, c->admitd, "POST", "/v1/rates/refresh", NULL,
+						 &ast, &ar);
+
+			if (r == 0 && ast == 200 && json_is_object(ar)) {
+				json_object_set(resp, "admission", ar);
+			} else {
+				const char *e = json_string_value(json_object_get(ar, "error"));
+				char why[512];
+
+				snprintf(why, sizeof(why), "admission did not reload the rates (%s); "
+					 "it reads them within a minute",
+					 r < 0 ? hclient_strerror(r) : e ? e : "unexpected reply");
+				log_warn("%s", why);
+				json_object_set_new(resp, "admission",
+						    json_pack("{s:s}", "error", why));
+			}
+			json_decref(ar);
+		}
+		console_pass_through(req, "ledger", st, resp);
+	}
 	json_decref(body);
 }

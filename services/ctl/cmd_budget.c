@@ -220,6 +220,16 @@ int cmd_rates(struct ctl *c, int argc, char **argv)
 		r = ctl_call(c, "POST", "/api/v1/rates", body, &rt);
 		if (r < 0)
 			goto out;
+		if (!json) {
+			json_t *adm = json_object_get(rt, "admission");
+			const char *e = json_string_value(json_object_get(adm, "error"));
+
+			if (e)
+				printf("warning: %s\n", e);
+			else if (json_is_object(adm))
+				printf("admission prices new submissions with rate version %lld now\n",
+				       (long long)json_integer_value(json_object_get(adm, "version")));
+		}
 		json_decref(rt);
 		rt = NULL;
 	}

@@ -174,4 +174,24 @@ api GET "/v1/jobs/$B"
 want b_waits "$(j 'd["state"], d["estimate"]["node_class"], d["reason"]')" "('queued', 'h100', 'queued: no node of class h100 is up; it starts when one is back')"
 end
 
+begin rate_set_later_is_used_after_a_refresh
+# an operator sets the missing rate: POST /v1/rates/refresh (what consoled
+# calls after a rate change) makes admission price with it at once instead
+# of at its next minute's read; a user may not ask for it. Last: the
+# ledger keeps a class's rate from then on
+hb f1 2 1e11 '"class":"fast"'
+lapi POST /v1/rates '{"rank_hour": {"cpu": 0.72, "h100": 7.2, "fast": 1.8}, "kwh": 0.15}'
+want set "$LCODE" 200
+V=$(lj 'd["version"]')
+code=$(curl -s -o "$T/resp" -w '%{http_code}' --unix-socket "$SOCK" -X POST \
+	-H 'X-Bursar-Role: user' -H 'X-Bursar-Tenant: acme' http://admitd/v1/rates/refresh)
+want user_refused "$code $(j '"operator role" in d["error"]')" "403 True"
+estimate "$GPT2" '{"steps":100,"batch":8,"node_class":"fast"}'
+want not_yet "$CODE" 400
+api POST /v1/rates/refresh
+want refreshed "$CODE $(j 'd["version"], round(d["rank_second"]["fast"], 6)')" "200 ($V, 0.0005)"
+estimate "$GPT2" '{"steps":100,"batch":8,"node_class":"fast"}'
+want offered "$CODE $(j 'd["node_class"], round(d["rank_second"], 6)')" "200 ('fast', 0.0005)"
+end
+
 [ "$FAILS" -eq 0 ]
