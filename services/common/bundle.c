@@ -159,8 +159,10 @@ static int parse_gpt2(json_t *cfg, struct model_config *m, char *err, size_t err
 	for (const char *const *p = (const char *const[]){"resid_pdrop", "embd_pdrop", "attn_pdrop",
 							    NULL}; *p; p++) {
 		v = json_object_get(cfg, *p);
-		if (v && !json_is_number(v))
-			return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be a number", *p);
+		if (v && (!json_is_number(v) || !(json_number_value(v) >= 0) ||
+			  !(json_number_value(v) < 1)))
+			return util_fail(err, errlen, -EINVAL, "config.json: '%s' must be a number "
+					 "in [0, 1)", *p);
 		if (v && json_number_value(v) > m->dropout)
 			m->dropout = json_number_value(v);
 	}
@@ -288,10 +290,15 @@ static int parse_llama(json_t *cfg, struct model_config *m, char *err, size_t er
 		return r;
 	if ((r = expect_value(cfg, "hidden_act", json_string("silu"), err, errlen)))
 		return r;
+	/* a base below 1 turns the rotation frequencies into infinities */
+	if (m->rope_theta < 1)
+		return util_fail(err, errlen, -EINVAL, "config.json: 'rope_theta' must be at least 1 "
+				 "(it is %g)", m->rope_theta);
 	v = json_object_get(cfg, "attention_dropout");
-	if (v && !json_is_number(v))
+	if (v && (!json_is_number(v) || !(json_number_value(v) >= 0) ||
+		  !(json_number_value(v) < 1)))
 		return util_fail(err, errlen, -EINVAL, "config.json: 'attention_dropout' must be a "
-			    "number");
+			    "number in [0, 1)");
 	if (v)
 		m->dropout = json_number_value(v);
 	/* pretraining_tp only splits the matmuls; the maths is the same */

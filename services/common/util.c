@@ -59,8 +59,16 @@ int util_mkdir_p(const char *path)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdir(tmp, 0750) < 0 && errno != EEXIST)
-		return -errno;
+	if (mkdir(tmp, 0750) < 0) {
+		struct stat st;
+
+		if (errno != EEXIST)
+			return -errno;
+		if (stat(tmp, &st) < 0)
+			return -errno;
+		if (!S_ISDIR(st.st_mode))
+			return -ENOTDIR; /* a file is in the way */
+	}
 	return 0;
 }
 
@@ -71,7 +79,8 @@ int util_read_file(const char *path, size_t cap, char **out, size_t *len)
 	size_t got = 0;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO is refused below (not a regular file), not waited on */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0) {

@@ -244,6 +244,9 @@ static void heartbeat_launch(struct noded *n, json_t *l)
 		linebuf_init(&j->ranks[i].lb);
 	}
 	j->size = (int)json_integer_value(json_object_get(l, "size"));
+	if (json_is_object(json_object_get(l, "params")) &&
+	    !(j->params = json_dumps(json_object_get(l, "params"), JSON_COMPACT | JSON_SORT_KEYS)))
+		goto out_free;
 	snprintf(j->bundle_dir, sizeof(j->bundle_dir), "%s",
 		 json_string_value(json_object_get(l, "bundle_dir")));
 	snprintf(j->rdv, sizeof(j->rdv), "%s", json_string_value(json_object_get(l, "rdv")));

@@ -79,6 +79,7 @@ void job_free(struct job *j)
 			close(rk->out_fd);
 	}
 	free(j->ranks);
+	free(j->params);
 	if (j->train_log_fd >= 0)
 		close(j->train_log_fd);
 	sd_event_source_disable_unref(j->kill_timer);
@@ -158,7 +159,10 @@ __attribute__((noreturn)) static void launch_child(const char *trainer, char *co
 	int fd;
 
 	setpgid(0, pgid);
+	/* SIGUSR1 (checkpoint) held: bursar-train lets it in once its handler
+	 * is installed, so one sent while the rank starts is not its death */
 	sigemptyset(&ss);
+	sigaddset(&ss, SIGUSR1);
 	sigprocmask(SIG_SETMASK, &ss, NULL);
 	sigaction(SIGPIPE, &sa, NULL);
 	fd = open("/dev/null", O_RDONLY);
@@ -440,12 +444,15 @@ static int launch_rank(struct noded *n, struct job *j, int i)
 {
 	struct rank *rk = &j->ranks[i];
 	char path[PATH_MAX + 32], **env;
+	char params[PATH_MAX + 16];
 	char *argv[] = {(char *)n->trainer, j->bundle_dir, "--out", j->out_dir, "--ckpt",
-			j->ckpt_dir, "--device", (char *)noded_device(n), NULL};
+			j->ckpt_dir, "--device", (char *)noded_device(n),
+			j->params ? "--params" : NULL, params, NULL};
 	uint64_t cpu, start;
 	int pfd[2], errfd, r;
 	pid_t pid;
 
+	snprintf(params, sizeof(params), "%s/params.json", j->dir);
 	snprintf(path, sizeof(path), "%s/rank-%d.log", j->dir, rk->rank);
 	errfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
 	if (errfd < 0)
@@ -520,6 +527,17 @@ int launch_job(struct noded *n, struct job *j)
 	if (r < 0) {
 		snprintf(j->error, sizeof(j->error), "cannot create %s: %s", j->out_dir, strerror(-r));
 		goto out_fail;
+	}
+	/* the training params admission priced (its overrides of bursar.json
+	 * included): the trainer runs those, not the bundle's own */
+	if (j->params) {
+		snprintf(path, sizeof(path), "%s/params.json", j->dir);
+		r = util_write_file_atomic(path, j->params, strlen(j->params));
+		if (r < 0) {
+			snprintf(j->error, sizeof(j->error), "cannot write %s: %s", path,
+				 strerror(-r));
+			goto out_fail;
+		}
 	}
 	snprintf(path, sizeof(path), "%s/train.log", j->dir);
 	j->train_log_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);

@@ -117,6 +117,7 @@ struct job {
 	char id[NODED_ID_MAX], tenant[NODED_ID_MAX], user[NODED_ID_MAX];
 	char bundle_dir[PATH_MAX], rdv[PATH_MAX], rdv_key[NODED_ID_MAX];
 	char dir[PATH_MAX], out_dir[PATH_MAX], ckpt_dir[PATH_MAX];
+	char *params; /* the launch's training params (JSON) as admission priced them, or NULL */
 	int size;
 	int n_ranks;
 	struct rank *ranks;

@@ -182,6 +182,9 @@ int ckpt_load(const char *dir, struct model *g, struct adamw *o, long *step,
 	size_t len;
 	int r;
 
+	/* -ENOENT means "no checkpoint yet" (no latest) and nothing else: a
+	 * checkpoint that is named but damaged or gone is an error, never a
+	 * fresh start (whose first save would prune what is left of it) */
 	snprintf(path, sizeof(path), "%s/latest", dir);
 	r = util_read_file(path, 64, &name, &len);
 	if (r == -ENOENT)
@@ -198,13 +201,19 @@ int ckpt_load(const char *dir, struct model *g, struct adamw *o, long *step,
 	snprintf(path, sizeof(path), "%s/state.json", sub);
 	r = util_read_file(path, CKPT_MAX_STATE, &buf, &len);
 	if (r < 0) {
-		r = util_fail(err, errlen, r, "cannot read '%s': %s", path, strerror(-r));
+		r = util_fail(err, errlen, r == -ENOENT ? -EIO : r, "%s/latest names %s, and "
+			      "'%s' cannot be read: %s", dir, name, path, strerror(-r));
 		goto out;
 	}
 	st = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	r = check_state(st, g, p, sub, err, errlen);
 	if (r < 0)
 		goto out;
+	if (get_int(st, "step") != strtol(name + 5, NULL, 10)) {
+		r = util_fail(err, errlen, -EINVAL, "%s/state.json says step %ld, but it lies in %s",
+			      sub, get_int(st, "step"), name);
+		goto out;
+	}
 	snprintf(path, sizeof(path), "%s/model.safetensors", sub);
 	r = st_load(path, g, err, errlen);
 	moment_view(g, o->m, &view);
@@ -218,7 +227,7 @@ int ckpt_load(const char *dir, struct model *g, struct adamw *o, long *step,
 	if (r < 0) {
 		char why[384];
 		snprintf(why, sizeof(why), "%s", err);
-		r = util_fail(err, errlen, r, "checkpoint %s: %s", sub, why);
+		r = util_fail(err, errlen, r == -ENOENT ? -EIO : r, "checkpoint %s: %s", sub, why);
 		goto out;
 	}
 	*step = get_int(st, "step");

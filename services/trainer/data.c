@@ -91,6 +91,14 @@ static int grow(struct data *d, size_t *alloc, size_t len)
 
 		while (na < d->n + len + 1)
 			na *= 2;
+		if (d->budget) { /* doubling stops at the budget; past it, the error */
+			uint64_t room = d->budget > d->file_bytes ? d->budget - d->file_bytes : 0;
+
+			if ((uint64_t)(d->n + len + 1) * sizeof(int) > room)
+				return -EDQUOT;
+			if ((uint64_t)na * sizeof(int) > room)
+				na = room / sizeof(int);
+		}
 		nt = realloc(d->tok, na * sizeof(int));
 		if (!nt)
 			return -ENOMEM;
@@ -158,6 +166,9 @@ static int load_jsonl(struct data *d, size_t *alloc, const char *path, char *buf
 			continue;
 		}
 		j = json_loadb(buf + pos, l, 0, &je);
+		if (!j)
+			return util_fail(err, errlen, -EINVAL, "%s line %d: not JSON: %s (column %d)",
+					 path, line, je.text, je.column);
 		t = json_object_get(j, "text");
 		if (!json_is_string(t)) {
 			json_decref(j);
@@ -174,15 +185,15 @@ static int load_jsonl(struct data *d, size_t *alloc, const char *path, char *buf
 	return 0;
 }
 
-int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *out, char *err,
-	      size_t errlen)
+int data_load(const char *bundle_dir, int vocab_size, int seq_len, uint64_t budget,
+	      struct data *out, char *err, size_t errlen)
 {
-	struct data d = {.eot = vocab_size > 256 ? vocab_size - 1 : 0};
+	struct data d = {.eot = vocab_size > 256 ? vocab_size - 1 : 0, .budget = budget};
 	struct paths ps = {0};
 	char dir[PATH_MAX];
 	size_t alloc = 0, n_val;
 	struct tok tk;
-	int r;
+	int r, fi = 0;
 
 	snprintf(dir, sizeof(dir), "%s/tokenizer.json", bundle_dir);
 	if (access(dir, F_OK) == 0) {
@@ -215,7 +226,16 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 	for (int i = 0; i < ps.n && r == 0; i++) {
 		char *buf;
 		size_t len;
+		struct stat st;
 
+		fi = i;
+		/* the file's bytes next to the tokens so far, checked before reading */
+		if (budget && stat(ps.v[i], &st) == 0 &&
+		    (uint64_t)st.st_size + (uint64_t)d.n * sizeof(int) > budget) {
+			r = -EDQUOT;
+			break;
+		}
+		d.file_bytes = budget ? (uint64_t)st.st_size : 0;
 		r = util_read_file(ps.v[i], (size_t)DATA_MAX_TOKENS + 1, &buf, &len);
 		if (r < 0) {
 			r = util_fail(err, errlen, r, "cannot read '%s': %s", ps.v[i], strerror(-r));
@@ -226,12 +246,18 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *
 		else if (len)
 			r = push(&d, &alloc, (unsigned char *)buf, len, d.eot);
 		free(buf);
+		d.file_bytes = 0;
 		if (r == -EFBIG)
 			r = util_fail(err, errlen, r, "data/ holds more than %u tokens (the limit)",
 				 DATA_MAX_TOKENS);
 		else if (r == -ENOMEM)
 			r = util_fail(err, errlen, r, "out of memory loading data/");
 	}
+	if (r == -EDQUOT)
+		r = util_fail(err, errlen, r, "data/ does not fit in the %.1f MiB the memory limit "
+			      "leaves after the model (%zu tokens loaded before or from '%s'); "
+			      "raise BURSAR_TRAIN_MAX_MEM or use less data", budget / 1048576.0, d.n,
+			      ps.v[fi]);
 	if (r < 0)
 		goto out;
 	n_val = d.n / 20;

@@ -21,11 +21,15 @@ struct data {
 			* vocab_size > 256, else byte 0 */
 	int n_docs;
 	struct tok *tokenizer; /* while loading only */
+	uint64_t budget;       /* while loading: bytes the tokens and a file may take (0: any) */
+	uint64_t file_bytes;   /* while loading: the file being read */
 };
 
-/* Loads dir/data. err gets a sentence on failure. */
-int data_load(const char *bundle_dir, int vocab_size, int seq_len, struct data *d, char *err,
-	      size_t errlen);
+/* Loads dir/data within budget bytes (the tokens plus the file being read;
+ * 0: no limit): -EDQUOT and a sentence when they would take more. err gets
+ * a sentence on failure. */
+int data_load(const char *bundle_dir, int vocab_size, int seq_len, uint64_t budget,
+	      struct data *d, char *err, size_t errlen);
 void data_free(struct data *d);
 /* Fills inputs/targets (B,T) with the B sequences of global rows
  * [row0, row0+B) of step `step` in a global batch of gb rows. */

@@ -147,7 +147,10 @@ float crossentropy_forward(float *probs, float *losses, const float *logits, con
 		float *p = probs + (size_t)n * V;
 
 		softmax_row(p, logits + (size_t)n * V, V);
-		losses[n] = -logf(p[targets[n]] > 1e-30f ? p[targets[n]] : 1e-30f);
+		float pt = p[targets[n]];
+
+		/* clamped from below only: a NaN stays a NaN, for the trainer to see */
+		losses[n] = -logf(pt < 1e-30f ? 1e-30f : pt);
 		total += losses[n];
 	}
 	return (float)(total / N);

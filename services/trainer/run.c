@@ -26,6 +26,7 @@
 #include "zero.h"
 
 #include <cblas.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -99,6 +100,7 @@ struct rank_state {
 	int B, T;     /* micro-batch */
 	int accum;    /* micro-batches per rank per step */
 	long start;   /* steps already done (resumed checkpoint) */
+	uint64_t host_need; /* host bytes the model takes (the data gets the rest of the cap) */
 	int *inputs, *targets;
 	float *acc;   /* summed gradients when accum > 1 */
 	double peak_flops;
@@ -154,6 +156,67 @@ static int pick_micro_batch(struct rank_state *s, int rows)
 			s->T, limit / 1048576.0);
 		return 2;
 	}
+	s->host_need = need;
+	return 0;
+}
+
+/* dir exists (made if need be) and takes a new file, checked before
+ * training: a bad --out or --ckpt fails in a second, not after the run. */
+static int probe_dir(const char *dir, const char *what)
+{
+	char path[PATH_MAX];
+	int r = util_mkdir_p(dir), fd;
+
+	if (r < 0) {
+		log_err("cannot create the %s '%s': %s", what, dir, strerror(-r));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/.bursar-probe-%d", dir, (int)getpid());
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_err("cannot write in the %s '%s': %s", what, dir, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	unlink(path);
+	return 0;
+}
+
+#define TRAIN_MAX_PARAMS_FILE (64 << 10)
+
+int train_load_bundle(const struct train_opts *o, struct bundle_info *bi, char *err,
+		      size_t errlen)
+{
+	char *buf = NULL, why[384];
+	json_error_t je;
+	size_t len;
+	json_t *j;
+	int r = bundle_check(o->bundle, bi, err, errlen);
+
+	if (r < 0) {
+		snprintf(why, sizeof(why), "%s", err[0] ? err : strerror(-r));
+		return util_fail(err, errlen, r, "bundle '%s' is not usable: %s", o->bundle, why);
+	}
+	if (o->params) {
+		r = util_read_file(o->params, TRAIN_MAX_PARAMS_FILE, &buf, &len);
+		if (r < 0)
+			return util_fail(err, errlen, r, "--params '%s': %s", o->params,
+					 strerror(-r));
+		j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+		free(buf);
+		if (!json_is_object(j)) {
+			json_decref(j);
+			return util_fail(err, errlen, -EINVAL, "--params '%s': not a JSON object "
+					 "(%s)", o->params, j ? "wrong type" : je.text);
+		}
+		r = trainparams_apply(j, &bi->model, &bi->params, why, sizeof(why));
+		json_decref(j);
+		if (r < 0)
+			return util_fail(err, errlen, r, "--params '%s': %s", o->params,
+					 strncmp(why, "bursar.json: ", 13) ? why : why + 13);
+	}
+	if (o->steps > 0)
+		bi->params.steps = o->steps;
 	return 0;
 }
 
@@ -166,13 +229,19 @@ static int setup_model(struct rank_state *s)
 	struct stat st;
 	int r;
 
-	r = bundle_check(o->bundle, &s->bi, err, sizeof(err));
-	if (r < 0) {
-		log_err("bundle '%s' is not usable: %s", o->bundle, err[0] ? err : strerror(-r));
+	if (train_load_bundle(o, &s->bi, err, sizeof(err)) < 0) {
+		log_err("%s", err);
 		return 2;
 	}
-	if (o->steps > 0)
-		p->steps = o->steps;
+	if (o->rank == 0 && ((o->out && probe_dir(o->out, "output directory") < 0) ||
+			     (o->ckpt && probe_dir(o->ckpt, "checkpoint directory") < 0)))
+		return 2;
+	if (o->rank == 0 && s->bi.model.dropout > 0)
+		log_warn("config.json asks for dropout %g; bursar trains without dropout",
+			 s->bi.model.dropout);
+	if (o->rank == 0 && p->warmup > 0 && p->warmup >= p->steps)
+		log_warn("the warmup (%ld steps) is as long as the run (%ld steps): the learning rate "
+			 "never reaches \"lr\"", (long)p->warmup, (long)p->steps);
 	if (p->batch % o->size) {
 		log_err("the global batch of %d sequences cannot be split evenly across %d ranks; "
 			"set \"batch\" in bursar.json to a multiple of %d", p->batch, o->size,
@@ -216,7 +285,11 @@ static int setup_model(struct rank_state *s)
 		if (r)
 			return r;
 	}
-	r = data_load(o->bundle, s->bi.model.vocab_size, s->T, &s->data, err, sizeof(err));
+	if (s->gpu.on) /* the host holds the weights, gradients and moments */
+		s->host_need = modelcfg_n_params(&s->bi.model) * 16;
+	r = data_load(o->bundle, s->bi.model.vocab_size, s->T,
+		      memory_limit() > s->host_need ? memory_limit() - s->host_need : 1, &s->data,
+		      err, sizeof(err));
 	if (r < 0) {
 		log_err("cannot load the training data of '%s': %s", o->bundle, err);
 		return 2;
@@ -363,7 +436,7 @@ static int write_outputs(struct rank_state *s)
 	if (st_save(path, &s->model, err, sizeof(err)) < 0 ||
 	    (snprintf(path, sizeof(path), "%s/config.json", s->o->out),
 	     st_save_config(path, &s->model, err, sizeof(err)) < 0)) {
-		log_err("cannot write the checkpoint: %s", err);
+		log_err("cannot write the trained model to '%s': %s", s->o->out, err);
 		return 1;
 	}
 	return 0;
@@ -583,9 +656,17 @@ static int train_loop(struct rank_state *s, float *final_loss)
 			adamw_range(&s->opt, &s->model, 0, s->model.n_params, 0, lr,
 				    (float)p->weight_decay);
 		}
+		if (!isfinite(norm)) {
+			/* every rank has the same averaged gradients: all stop here */
+			log_err("the gradient norm became %f at step %ld (loss %f); lower \"lr\" (now "
+				"%g) or check the data and the weights", norm, step + 1, ls[0], p->lr);
+			return 1;
+		}
 		comm_s = bcoll_comm_seconds(s->comm) - c0;
 		comm_total += comm_s;
 		step_s = (util_now_us() - t0) / 1e6;
+		if (!(step_s > 0))
+			step_s = 1e-6; /* the rates below stay finite: the line stays JSON */
 		emit("{\"event\": \"step\", \"rank\": %d, \"step\": %ld, \"steps\": %ld, \"loss\": "
 		     "%.6f, \"lr\": %.6g, \"tokens_per_s\": %.1f, \"step_ms\": %.3f, \"comm_ms\": "
 		     "%.3f, \"comm_s\": %.6f, \"mfu\": %.4f, \"grad_norm\": %.4f}",

@@ -181,7 +181,8 @@ static void widen(float *p, size_t n, int bf16)
 }
 
 static int load_tensor(int fd, const struct model *g, int i, json_t *t, const char *name,
-		       uint64_t data_start, uint64_t data_len, char *err, size_t errlen)
+		       uint64_t data_start, uint64_t data_len, const char *fname, char *err,
+		       size_t errlen)
 {
 	struct model_tensor_ref ref;
 	float *p = model_named(g, i, &ref);
@@ -193,38 +194,166 @@ static int load_tensor(int fd, const struct model *g, int i, json_t *t, const ch
 	int es = !dt ? 0 : !strcmp(dt, "F32") ? 4 : !strcmp(dt, "BF16") || !strcmp(dt, "F16") ? 2 : 0;
 
 	if (!es)
-		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has dtype %s, "
-			    "supported: F32, BF16, F16", name, dt ? dt : "(missing)");
+		return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' has dtype %s, "
+			    "supported: F32, BF16, F16", fname, name, dt ? dt : "(missing)");
 	if (!json_is_array(shape) || json_array_size(shape) != (size_t)ref.ndim)
-		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' must have %d "
-			    "dimensions", name, ref.ndim);
+		return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' must have %d "
+			    "dimensions", fname, name, ref.ndim);
 	for (int k = 0; k < ref.ndim; k++) {
 		json_t *x = json_array_get(shape, k);
 		if (!json_is_integer(x) || json_integer_value(x) != ref.shape[k])
-			return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' dimension "
-				    "%d is %lld, the config needs %lld", name, k,
+			return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' dimension "
+				    "%d is %lld, the config needs %lld", fname, name, k,
 				    json_is_integer(x) ? (long long)json_integer_value(x) : -1LL,
 				    (long long)ref.shape[k]);
 		n *= (uint64_t)ref.shape[k];
 	}
 	if (!json_is_array(offs) || json_array_size(offs) != 2 ||
 	    !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1)))
-		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' has no valid "
-			    "data_offsets", name);
+		return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' has no valid "
+			    "data_offsets", fname, name);
 	a = (uint64_t)json_integer_value(json_array_get(offs, 0));
 	b = (uint64_t)json_integer_value(json_array_get(offs, 1));
 	if (json_integer_value(json_array_get(offs, 0)) < 0 || b < a || b - a != n * es ||
 	    b > data_len)
-		return util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%s' data_offsets "
+		return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' data_offsets "
 			    "[%llu, %llu] do not hold %llu %s values inside the %llu data bytes",
-			    name, (unsigned long long)a, (unsigned long long)b,
+			    fname, name, (unsigned long long)a, (unsigned long long)b,
 			    (unsigned long long)n, dt, (unsigned long long)data_len);
 	got = pread(fd, (char *)p + (4 - es) * n, n * es, (off_t)(data_start + a));
 	if (got != (ssize_t)(n * es))
-		return util_fail(err, errlen, -EIO, "model.safetensors: short read of tensor '%s'", name);
+		return util_fail(err, errlen, -EIO, "%s: short read of tensor '%s'", fname, name);
 	if (es == 2)
 		widen(p, n, !strcmp(dt, "BF16"));
+	/* a NaN or infinity would train to NaN and be written back out */
+	for (uint64_t k = 0; k < n; k++)
+		if (!isfinite(p[k]))
+			return util_fail(err, errlen, -EINVAL, "%s: tensor '%s' holds %s at element "
+					 "%llu", fname, name, isnan(p[k]) ? "NaN" : "an infinity",
+					 (unsigned long long)k);
 	return 0;
+}
+
+/* The bytes of a safetensors dtype, 0 for one the format does not have. */
+static int dtype_size(const char *dt)
+{
+	static const struct {
+		const char *name;
+		int size;
+	} d[] = {{"F64", 8}, {"I64", 8}, {"U64", 8}, {"F32", 4}, {"I32", 4}, {"U32", 4},
+		 {"F16", 2}, {"BF16", 2}, {"I16", 2}, {"U16", 2}, {"I8", 1}, {"U8", 1},
+		 {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+
+	for (size_t i = 0; dt && i < sizeof(d) / sizeof(d[0]); i++)
+		if (!strcmp(dt, d[i].name))
+			return d[i].size;
+	return 0;
+}
+
+struct span {
+	uint64_t a, b;
+	const char *name;
+};
+
+static int span_cmp(const void *x, const void *y)
+{
+	const struct span *p = x, *q = y;
+
+	return p->a < q->a ? -1 : p->a > q->a ? 1 : p->b < q->b ? -1 : p->b > q->b;
+}
+
+/* What the safetensors format itself requires of a header, for every entry
+ * (those we ignore too), as its reference reader checks: __metadata__ an
+ * object of strings; each tensor a known dtype, a shape of non-negative
+ * integers and data_offsets that hold exactly its bytes; the tensors' bytes
+ * tile the data region with no gap, overlap or trailing bytes. */
+static int check_layout(json_t *h, uint64_t data_len, const char *fname, char *err,
+			size_t errlen)
+{
+	size_t n = 0, cap = json_object_size(h);
+	struct span *sp = calloc(cap ? cap : 1, sizeof(*sp));
+	uint64_t end = 0;
+	const char *name;
+	json_t *t;
+	int r = 0;
+
+	if (!sp)
+		return util_fail(err, errlen, -ENOMEM, "out of memory");
+	json_object_foreach(h, name, t) {
+		json_t *shape = json_object_get(t, "shape"), *offs = json_object_get(t, "data_offsets");
+		int es = dtype_size(json_string_value(json_object_get(t, "dtype")));
+		uint64_t count = 1, a, b;
+		size_t k;
+		json_t *x;
+
+		if (!strcmp(name, "__metadata__")) {
+			const char *mk;
+			json_t *mv;
+
+			if (!json_is_object(t)) {
+				r = util_fail(err, errlen, -EINVAL, "%s: __metadata__ must be an object "
+					      "of strings", fname);
+				goto out;
+			}
+			json_object_foreach(t, mk, mv)
+				if (!json_is_string(mv)) {
+					r = util_fail(err, errlen, -EINVAL, "%s: __metadata__ '%.80s' "
+						      "is not a string", fname, mk);
+					goto out;
+				}
+			continue;
+		}
+		if (!json_is_object(t) || !es || !json_is_array(shape) || !json_is_array(offs) ||
+		    json_array_size(offs) != 2 || !json_is_integer(json_array_get(offs, 0)) ||
+		    !json_is_integer(json_array_get(offs, 1)) ||
+		    json_integer_value(json_array_get(offs, 0)) < 0 ||
+		    json_integer_value(json_array_get(offs, 1)) < 0) {
+			r = util_fail(err, errlen, -EINVAL, "%s: entry '%.80s' is not a tensor (a "
+				      "safetensors dtype, a shape and two data_offsets)", fname, name);
+			goto out;
+		}
+		json_array_foreach(shape, k, x) {
+			if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+			    (json_integer_value(x) > 0 &&
+			     count > (UINT64_MAX / es) / (uint64_t)json_integer_value(x))) {
+				r = util_fail(err, errlen, -EINVAL, "%s: tensor '%.80s' has a bad shape",
+					      fname, name);
+				goto out;
+			}
+			count *= (uint64_t)json_integer_value(x);
+		}
+		a = (uint64_t)json_integer_value(json_array_get(offs, 0));
+		b = (uint64_t)json_integer_value(json_array_get(offs, 1));
+		if (b < a || b - a != count * es || b > data_len) {
+			r = util_fail(err, errlen, -EINVAL, "%s: tensor '%.80s' of dtype %s: "
+				      "data_offsets [%llu, %llu] do not hold its %llu bytes inside the "
+				      "%llu data bytes", fname, name,
+				      json_string_value(json_object_get(t, "dtype")),
+				      (unsigned long long)a, (unsigned long long)b,
+				      (unsigned long long)(count * es), (unsigned long long)data_len);
+			goto out;
+		}
+		sp[n++] = (struct span){a, b, name};
+	}
+	qsort(sp, n, sizeof(*sp), span_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (sp[i].a != end) {
+			r = util_fail(err, errlen, -EINVAL, "%s: tensor '%.80s' starts at data byte "
+				      "%llu, where %llu was expected (tensors overlap or leave a gap)",
+				      fname, sp[i].name, (unsigned long long)sp[i].a,
+				      (unsigned long long)end);
+			goto out;
+		}
+		end = sp[i].b;
+	}
+	if (end != data_len)
+		r = util_fail(err, errlen, -EINVAL, "%s: %llu bytes after the last tensor's data "
+			      "(the tensors hold %llu of the %llu data bytes)", fname,
+			      (unsigned long long)(data_len - end), (unsigned long long)end,
+			      (unsigned long long)data_len);
+out:
+	free(sp);
+	return r;
 }
 
 /* Loads the tensors of one file into g, marking them in seen. With map
@@ -238,10 +367,11 @@ static int load_file(const char *path, struct model *g, char *seen, int *nfound,
 	struct stat st;
 	json_error_t je;
 	json_t *h = NULL, *t;
-	const char *name;
+	const char *name, *fname = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 	int fd, r = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO in the bundle is refused, not waited on */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return util_fail(err, errlen, -errno, "cannot open '%s': %s", path, strerror(errno));
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -249,15 +379,15 @@ static int load_file(const char *path, struct model *g, char *seen, int *nfound,
 		goto out;
 	}
 	if (st.st_size < 8 || pread(fd, lenbuf, 8, 0) != 8) {
-		r = util_fail(err, errlen, -EINVAL, "model.safetensors is truncated (%lld bytes)",
-			 (long long)st.st_size);
+		r = util_fail(err, errlen, -EINVAL, "%s is truncated (%lld bytes)", fname,
+			      (long long)st.st_size);
 		goto out;
 	}
 	for (int i = 7; i >= 0; i--)
 		hlen = (hlen << 8) | lenbuf[i];
 	if (hlen < 2 || hlen > ST_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
-		r = util_fail(err, errlen, -EINVAL, "model.safetensors: header length %llu is invalid "
-			 "(file %lld bytes, limit %u)", (unsigned long long)hlen,
+		r = util_fail(err, errlen, -EINVAL, "%s: header length %llu is invalid "
+			 "(file %lld bytes, limit %u)", fname, (unsigned long long)hlen,
 			 (long long)st.st_size, ST_MAX_HEADER);
 		goto out;
 	}
@@ -267,41 +397,44 @@ static int load_file(const char *path, struct model *g, char *seen, int *nfound,
 		goto out;
 	}
 	if (pread(fd, head, hlen, 8) != (ssize_t)hlen) {
-		r = util_fail(err, errlen, -EIO, "model.safetensors: short read of the header");
+		r = util_fail(err, errlen, -EIO, "%s: short read of the header", fname);
 		goto out;
 	}
 	h = json_loadb(head, hlen, JSON_REJECT_DUPLICATES, &je);
 	if (!json_is_object(h)) {
-		r = util_fail(err, errlen, -EINVAL, "model.safetensors: the header is not a JSON object "
-			 "(%s)", h ? "wrong type" : je.text);
+		r = util_fail(err, errlen, -EINVAL, "%s: the header is not a JSON object "
+			 "(%s)", fname, h ? "wrong type" : je.text);
 		goto out;
 	}
+	r = check_layout(h, (uint64_t)st.st_size - 8 - hlen, fname, err, errlen);
+	if (r < 0)
+		goto out;
 	json_object_foreach(h, name, t) {
 		int i;
 
 		if (!strcmp(name, "__metadata__"))
 			continue;
 		if (map && strcmp(json_string_value(json_object_get(map, name)) ?: "", shard)) {
-			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%.80s' is not "
-				      "mapped to this shard by the index's weight_map", name);
+			r = util_fail(err, errlen, -EINVAL, "%s: tensor '%.80s' is not "
+				      "mapped to this shard by the index's weight_map", fname, name);
 			goto out;
 		}
 		i = find_named(g, name);
 		if (i < 0 && ignorable(g, name))
 			continue;
 		if (i < 0 || !json_is_object(t)) {
-			r = util_fail(err, errlen, -EINVAL, "model.safetensors: unexpected tensor '%.80s' "
-				 "for a %s with %d layers", name,
+			r = util_fail(err, errlen, -EINVAL, "%s: unexpected tensor '%.80s' "
+				 "for a %s with %d layers", fname, name,
 				 g->d.arch == ARCH_GPT2 ? "GPT-2" : "Llama", g->d.L);
 			goto out;
 		}
 		if (seen[i]) {
-			r = util_fail(err, errlen, -EINVAL, "model.safetensors: tensor '%.80s' appears "
-				 "twice", name);
+			r = util_fail(err, errlen, -EINVAL, "%s: tensor '%.80s' appears "
+				 "twice", fname, name);
 			goto out;
 		}
-		r = load_tensor(fd, g, i, t, name, 8 + hlen, (uint64_t)st.st_size - 8 - hlen, err,
-				errlen);
+		r = load_tensor(fd, g, i, t, name, 8 + hlen, (uint64_t)st.st_size - 8 - hlen, fname,
+				err, errlen);
 		if (r < 0)
 			goto out;
 		seen[i] = 1;
@@ -357,8 +490,10 @@ static void name_shard(char *err, size_t errlen, const char *shard)
 	char tmp[512];
 	const char *msg = err;
 
-	if (!strncmp(msg, "model.safetensors: ", 19))
-		msg += 19;
+	size_t l = strlen(shard);
+
+	if (!strncmp(msg, shard, l) && !strncmp(msg + l, ": ", 2))
+		msg += l + 2;
 	snprintf(tmp, sizeof(tmp), "shard '%s': %s", shard, msg);
 	snprintf(err, errlen, "%s", tmp);
 }

@@ -4,6 +4,7 @@
  * trip and rejection of malformed files, the lr schedule, clipping, and that
  * AdamW moves the loss down on a fixed batch. */
 #include "../../tests/t.h"
+#include "layers.h"
 #include "model.h"
 #include "optim.h"
 #include "safetensors.h"
@@ -177,6 +178,19 @@ static void t_schedule(void)
 	T_CHECK(fabsf(optim_lr("cosine", 1.0f, 0, 1, 0) - 1.0f) < 1e-6f, "single step");
 }
 
+/* A NaN logit gives a NaN loss (for the trainer to stop on), not the
+ * clamp's -log(1e-30) = 69.08 that hid it; a tiny probability is clamped. */
+static void t_ce_nan(void)
+{
+	float logits[4] = {0, NAN, 1, 2}, tiny[2] = {0, 200}, probs[4], loss[1];
+	int t = 0;
+
+	T_CHECK(isnan(crossentropy_forward(probs, loss, logits, &t, 1, 4)), "NaN logit: loss %g",
+		loss[0]);
+	T_CHECK(fabsf(crossentropy_forward(probs, loss, tiny, &t, 1, 2) - 69.0776f) < 1e-3,
+		"tiny probability: loss %g, want -log(1e-30)", loss[0]);
+}
+
 static void t_clip(void)
 {
 	float g[2] = {3, 4};
@@ -274,6 +288,7 @@ int main(void)
 	t_run("adamw_sharded_equals_whole", t_adamw_shards);
 	t_run("lr_schedule", t_schedule);
 	t_run("grad_clip", t_clip);
+	t_run("crossentropy_nan_not_hidden", t_ce_nan);
 	t_run("safetensors_round_trip", t_safetensors_round_trip);
 	t_run("safetensors_malformed_rejected", t_safetensors_malformed);
 	{

@@ -399,22 +399,31 @@ static int load_merges(struct tok *t, json_t *merges, char *err, size_t errlen)
 	return 0;
 }
 
-static void added_tokens(struct tok *t, json_t *added)
+/* The special tokens: end-of-text among them. A malformed entry is an
+ * error: a missing id read as 0 would make a byte the end-of-text token. */
+static int added_tokens(struct tok *t, json_t *added, char *err, size_t errlen)
 {
 	size_t i;
 	json_t *a;
 
+	if (added && !json_is_array(added))
+		return util_fail(err, errlen, -EINVAL, "tokenizer.json: 'added_tokens' must be a "
+				 "list");
 	json_array_foreach(added, i, a) {
 		const char *c = json_string_value(json_object_get(a, "content"));
-		json_int_t id = json_integer_value(json_object_get(a, "id"));
+		json_t *jid = json_object_get(a, "id");
+		json_int_t id = json_integer_value(jid);
 
-		if (!c || id < 0 || id >= TOK_MAX_VOCAB)
-			continue;
+		if (!c || !json_is_integer(jid) || id < 0 || id >= TOK_MAX_VOCAB)
+			return util_fail(err, errlen, -EINVAL, "tokenizer.json: added_tokens[%zu] "
+					 "needs an integer 'id' in [0, %d) and a string 'content'",
+					 i, TOK_MAX_VOCAB);
 		if (id + 1 > t->n_ids)
 			t->n_ids = (int)id + 1;
 		if (!strcmp(c, "<|endoftext|>") || !strcmp(c, "<|end_of_text|>"))
 			t->eos = (int)id;
 	}
+	return 0;
 }
 
 int tok_load(const char *path, struct tok *t, char *err, size_t errlen)
@@ -468,7 +477,9 @@ int tok_load(const char *path, struct tok *t, char *err, size_t errlen)
 			goto out;
 		}
 	}
-	added_tokens(t, json_object_get(j, "added_tokens"));
+	r = added_tokens(t, json_object_get(j, "added_tokens"), err, errlen);
+	if (r < 0)
+		goto out;
 	t->sym = malloc(TOK_MAX_PIECE * sizeof(int));
 	t->scratch = malloc(TOK_MAX_PIECE * 2 + 1);
 	if (!t->sym || !t->scratch)

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,6 +50,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: bursar-train BUNDLE_DIR [--out DIR] [--steps S] [--ranks N] "
 			"[--ckpt DIR] [--zero 0|1] [--device cpu|cuda|auto]\n"
+			"                   [--params FILE]   (training params over bursar.json)\n"
 			"       bursar-train --probe [--device cpu|cuda]\n");
 }
 
@@ -121,13 +123,32 @@ static void stop_all(pid_t *pids, int n, int sig)
 			kill(pids[i], sig);
 }
 
+/* The bundle and its batch split checked once, before n ranks are forked
+ * only to fail alike; 0, or the exit status. */
+static int local_batch_ok(const struct train_opts *o, int n)
+{
+	struct bundle_info bi;
+	char err[512] = "";
+
+	if (train_load_bundle(o, &bi, err, sizeof(err)) < 0) {
+		log_err("%s", err);
+		return 2;
+	}
+	if (bi.params.batch % n) {
+		log_err("the global batch of %d sequences cannot be split evenly across %d ranks; "
+			"set \"batch\" in bursar.json to a multiple of %d", bi.params.batch, n, n);
+		return 2;
+	}
+	return 0;
+}
+
 /* Forks n ranks of this same program (exec, so each starts clean) meeting in
  * a fresh directory; the first failure stops the rest. */
-static int run_local(int n, char **argv, int argc)
+static int run_local(int n, char **argv, int argc, const sigset_t *usr1)
 {
 	char tmpl[] = "/tmp/bursar-train-rdv-XXXXXX", rdv[PATH_MAX], num[16], size[16];
 	char *args[32];
-	pid_t pids[TRAIN_MAX_RANKS] = {0};
+	pid_t pids[TRAIN_MAX_LOCAL_RANKS] = {0};
 	int left = n, status = 0, na = 0, threads, ckpted = 0;
 	struct sigaction sa = {.sa_handler = on_term_parent}, su = {.sa_handler = on_usr1_parent};
 
@@ -147,6 +168,8 @@ static int run_local(int n, char **argv, int argc)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGUSR1, &su, NULL);
+	/* the ranks start with SIGUSR1 held (the mask survives exec) and let it
+	 * in once their handler is in; here it is let in after the forks */
 	for (int r = 0; r < n; r++) {
 		pids[r] = fork();
 		if (pids[r] < 0) {
@@ -157,6 +180,9 @@ static int run_local(int n, char **argv, int argc)
 			break;
 		}
 		if (pids[r] == 0) {
+			/* a rank does not outlive this parent (kill -9 included) */
+			if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1)
+				_exit(127);
 			snprintf(num, sizeof(num), "%d", r);
 			setenv("BURSAR_RANK", num, 1);
 			setenv("BURSAR_SIZE", size, 1);
@@ -168,6 +194,7 @@ static int run_local(int n, char **argv, int argc)
 			_exit(127);
 		}
 	}
+	sigprocmask(SIG_UNBLOCK, usr1, NULL);
 	while (left > 0) {
 		int st;
 		pid_t p = waitpid(-1, &st, 0);
@@ -269,6 +296,14 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_term_rank}, su = {.sa_handler = on_usr1_rank};
 	long ranks = 0;
 	const char *core;
+	sigset_t usr1;
+
+	/* SIGUSR1 (checkpoint and exit) held until its handler is in: before
+	 * that its default action would kill the rank. The mask and a pending
+	 * signal survive the re-exec below. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, NULL);
 
 	/* OpenMP threads that spin between parallel regions steal the cores
 	 * OpenBLAS's own threads need (2x slower on 2 cores). libgomp reads the
@@ -293,6 +328,8 @@ int main(int argc, char **argv)
 			o.dump_grads = argv[++i];
 		} else if (!strcmp(a, "--ckpt") && i + 1 < argc) {
 			o.ckpt = argv[++i];
+		} else if (!strcmp(a, "--params") && i + 1 < argc) {
+			o.params = argv[++i];
 		} else if (!strcmp(a, "--zero") && i + 1 < argc) {
 			long z;
 
@@ -317,9 +354,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 		} else if (!strcmp(a, "--ranks") && i + 1 < argc) {
-			if (parse_long(argv[++i], 1, TRAIN_MAX_RANKS, &ranks) < 0) {
+			if (parse_long(argv[++i], 1, TRAIN_MAX_LOCAL_RANKS, &ranks) < 0) {
 				log_err("--ranks '%s' must be a number in [1, %d]", argv[i],
-					TRAIN_MAX_RANKS);
+					TRAIN_MAX_LOCAL_RANKS);
 				return 2;
 			}
 		} else if (a[0] == '-' || o.bundle) {
@@ -333,8 +370,14 @@ int main(int argc, char **argv)
 		usage();
 		return 2;
 	}
-	if (ranks > 0 && !getenv("BURSAR_RANK"))
-		return run_local((int)ranks, argv, argc);
+	if (ranks > 0 && !getenv("BURSAR_RANK")) {
+		int r = local_batch_ok(&o, (int)ranks);
+
+		if (r)
+			return r;
+		r = run_local((int)ranks, argv, argc, &usr1);
+		return r;
+	}
 	if (env_rank(&o) < 0)
 		return 2;
 	snprintf(term_msg, sizeof(term_msg), "bursar-train: rank %d of %d stopped by a signal\n",
@@ -342,5 +385,6 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGUSR1, &su, NULL);
+	sigprocmask(SIG_UNBLOCK, &usr1, NULL); /* one that came early lands now */
 	return train_rank(&o);
 }

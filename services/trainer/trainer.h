@@ -2,6 +2,7 @@
  * rank's training run, the HTTP rendezvous and the matmul probe. */
 #pragma once
 #include "bcoll.h"
+#include "bundle.h"
 
 #include <signal.h>
 
@@ -17,7 +18,14 @@ struct train_opts {
 	const char *ckpt;     /* checkpoint directory (resume from it), NULL: none */
 	int zero;             /* 1: ZeRO-1, AdamW moments sharded across ranks (zero.h) */
 	const char *device;   /* "cpu" | "cuda" | "auto"; NULL: bursar.json's "device" */
+	const char *params;   /* JSON file of training params over bursar.json (the job's
+			       * params as admission priced them: noded writes it), or NULL */
 };
+
+/* The bundle as this run trains it: bundle_check, then o->params over its
+ * bursar.json, then --steps. 0, or -errno with a sentence in err. */
+int train_load_bundle(const struct train_opts *o, struct bundle_info *bi, char *err,
+		      size_t errlen);
 
 /* Exit status of a rank that checkpointed on request (SIGUSR1) and stopped
  * before its last step: "checkpointed, resume later" (EX_TEMPFAIL). */
@@ -26,7 +34,8 @@ struct train_opts {
 /* Set by the SIGUSR1 handler: checkpoint at the next step boundary, exit 75. */
 extern volatile sig_atomic_t train_stop_requested;
 
-#define TRAIN_MAX_RANKS 256
+#define TRAIN_MAX_RANKS 1024     /* ranks of one job (libbcoll's, admitd's, bursar.json's) */
+#define TRAIN_MAX_LOCAL_RANKS 256 /* ranks --ranks forks on this machine */
 #define TRAIN_RDV_TIMEOUT_MS 120000
 
 /* Runs one rank to the end. Returns the process exit status: 0 success,

@@ -2,7 +2,8 @@
 # End-to-end: the demo path with assertions. Real daemons on real sockets, a
 # real 2-rank training job, the real ledger file. Checks that the job
 # succeeds, its loss falls, the bill equals the sum of its ledger entries, the
-# chain verifies, the outputs download, and tenants cannot see each other.
+# chain verifies, the outputs download, tenants cannot see each other, and a
+# submission's overrides of bursar.json are what trains.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . tests/lib.sh
@@ -71,4 +72,15 @@ n=$(curl -sf -H "Authorization: Bearer $other" "$URL/api/v1/jobs" | jq '.jobs | 
 check e2e-other-tenant-list-empty test "$n" = 0
 n=$(curl -sf -H "Authorization: Bearer $other" "$URL/api/v1/ledger" | jq '.entries | length')
 check e2e-other-tenant-ledger-empty test "$n" = 0
+
+# what admission priced is what trains: a submission's overrides of
+# bursar.json (here steps 120 -> 9) reach the trainer (noded passes the job's
+# params to bursar-train), so the job runs 9 steps and is billed for them
+out=$("$BIN/bursarctl" submit "$STATE/sample" --name e2e-set --set steps=9 2>&1)
+job2=$(echo "$out" | sed -n 's/^job \(j-[0-9a-z]*\):.*/\1/p')
+timeout 300 "$BIN/bursarctl" watch "$job2" >"$STATE/watch2.log" 2>&1
+j2=$(curl -sf -H "Authorization: Bearer $TOKEN" "$URL/api/v1/jobs/$job2")
+check e2e-overrides-reach-the-trainer test \
+	"$(echo "$j2" | jq -r '[.state, .params.steps, .progress.step, .progress.steps] | join(" ")')" = \
+	"succeeded 9 9 9"
 exit $FAILED
