@@ -359,6 +359,7 @@ void budget_tick(struct admitd *a);
 struct tenant_quota {
 	int max_ranks, max_jobs; /* 0: no limit */
 	double share;
+	int max_priority; /* the highest priority its users may ask for (operators: any) */
 };
 /* The tenant's quota (defaults when it has no row). */
 int tenants_quota(sqlite3 *db, const char *tenant, struct tenant_quota *q);

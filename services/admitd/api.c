@@ -266,6 +266,24 @@ static void post_job(struct httpd_req *req, void *ud)
 			goto out;
 		}
 	}
+	/* a priority preempts other tenants' jobs: a user asks for at most
+	 * what an operator gave the tenant (max_priority, default 0) */
+	{
+		const char *role = httpd_req_header(req, ADMIT_ROLE_HEADER);
+		const char *tenant = json_string_value(json_object_get(b, "tenant"));
+		int64_t prio = json_object_get(b, "priority") ?
+				       json_integer_value(json_object_get(b, "priority")) : p.priority;
+		struct tenant_quota tq;
+
+		if (role && strcmp(role, "operator") && tenant &&
+		    tenants_quota(a->db, tenant, &tq) == 0 && prio > tq.max_priority) {
+			httpd_reply_error(req, 403, "priority %lld is above the %d tenant %s may use; "
+					  "an operator raises it (PUT /v1/tenants/%s "
+					  "{\"max_priority\": N})", (long long)prio,
+					  tq.max_priority, tenant, tenant);
+			goto out;
+		}
+	}
 	mj = modelcfg_to_json(&m);
 	pj = trainparams_to_json(&p);
 	util_random_hex(hex, 6);

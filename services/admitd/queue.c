@@ -514,7 +514,7 @@ static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, i
 		       int sorted, const int *started, int free)
 {
 	static struct {
-		char id[ADMIT_MAX_STR + 1];
+		char id[ADMIT_MAX_STR + 1], tenant[ADMIT_MAX_STR + 1];
 		int ranks, prio;
 	} runs[QUEUE_PREEMPT_MAX];
 	char why[ADMIT_MAX_ERROR];
@@ -543,7 +543,8 @@ static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, i
 		if (started[i] || q[i].ranks <= free || q[i].prio <= low)
 			continue;
 		if (n_runs < 0) {
-			r = store_prep(a->db, "SELECT id, ranks, prio FROM jobs WHERE state = 'running'"
+			r = store_prep(a->db, "SELECT id, ranks, prio, tenant FROM jobs WHERE state ="
+				       " 'running'"
 				       " AND cancel_requested = 0 AND coalesce(class, 'cpu') = ? AND "
 				       QUEUE_CAN_CHECKPOINT " ORDER BY prio, seq DESC LIMIT ?", "si",
 				       &st, cls, (int64_t)QUEUE_PREEMPT_MAX);
@@ -554,6 +555,8 @@ static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, i
 					 (const char *)sqlite3_column_text(st, 0));
 				runs[n_runs].ranks = sqlite3_column_int(st, 1);
 				runs[n_runs].prio = sqlite3_column_int(st, 2);
+				snprintf(runs[n_runs].tenant, sizeof(runs[0].tenant), "%s",
+					 (const char *)sqlite3_column_text(st, 3));
 			}
 			store_done(st);
 		}
@@ -561,9 +564,16 @@ static int preempt_for(struct admitd *a, const char *cls, struct sched_job *q, i
 			freed += runs[m++].ranks;
 		if (freed < q[i].ranks)
 			continue;
-		snprintf(why, sizeof(why), "preempted by higher-priority job %s (priority %d)",
-			 qmem_name(a->qm, row)->id, row->prio);
 		for (int k = 0; k < m && r == 0; k++) {
+			const struct qname *nm = qmem_name(a->qm, row);
+
+			/* another tenant's job id is not the victim's to see */
+			if (!strcmp(nm->tenant, runs[k].tenant))
+				snprintf(why, sizeof(why), "preempted by higher-priority job %s "
+					 "(priority %d)", nm->id, row->prio);
+			else
+				snprintf(why, sizeof(why), "preempted by a higher-priority job of "
+					 "another tenant (priority %d)", row->prio);
 			r = store_run(a->db, "UPDATE jobs SET preempt = ? WHERE id = ?", "ss", why,
 				      runs[k].id);
 			log_info("job %s: %s; asking its nodes to checkpoint it", runs[k].id, why);

@@ -95,6 +95,9 @@ static const char *const store_migrations[] = {
 	"ALTER TABLE nodes ADD COLUMN watts_reported REAL;"
 	"ALTER TABLE nodes ADD COLUMN watts REAL;"
 	"ALTER TABLE nodes ADD COLUMN watts_jobs INTEGER NOT NULL DEFAULT 0;",
+	/* 9: the highest priority a tenant's users may ask for (an operator
+	 * sets it; priorities preempt other tenants' jobs) */
+	"ALTER TABLE tenants ADD COLUMN max_priority INTEGER NOT NULL DEFAULT 0;",
 };
 
 int store_open(const char *path, sqlite3 **out)

@@ -28,14 +28,16 @@ int tenants_quota(sqlite3 *db, const char *tenant, struct tenant_quota *q)
 	q->max_ranks = 0;
 	q->max_jobs = 0;
 	q->share = 1;
-	r = store_prep(db, "SELECT max_ranks, max_jobs, share FROM tenants WHERE id = ?", "s", &st,
-		       tenant);
+	q->max_priority = 0;
+	r = store_prep(db, "SELECT max_ranks, max_jobs, share, max_priority FROM tenants WHERE"
+		       " id = ?", "s", &st, tenant);
 	if (r < 0)
 		return r;
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		q->max_ranks = sqlite3_column_int(st, 0);
 		q->max_jobs = sqlite3_column_int(st, 1);
 		q->share = sqlite3_column_double(st, 2);
+		q->max_priority = sqlite3_column_int(st, 3);
 	}
 	store_done(st);
 	return 0;
@@ -61,8 +63,9 @@ static json_t *tenant_json(sqlite3 *db, const char *t)
 		queued = sqlite3_column_int64(st, 2);
 	}
 	store_done(st);
-	return json_pack("{s:s, s:i, s:i, s:f, s:{s:I, s:I, s:I}}", "tenant", t, "max_ranks",
-			 q.max_ranks, "max_jobs", q.max_jobs, "share", q.share, "running",
+	return json_pack("{s:s, s:i, s:i, s:f, s:i, s:{s:I, s:I, s:I}}", "tenant", t, "max_ranks",
+			 q.max_ranks, "max_jobs", q.max_jobs, "share", q.share, "max_priority",
+			 q.max_priority, "running",
 			 "ranks", (json_int_t)ranks, "jobs", (json_int_t)jobs, "queued",
 			 (json_int_t)queued);
 }
@@ -75,8 +78,8 @@ static int opt_int(json_t *b, const char *k, int max, int *out, char *err, size_
 	if (!v)
 		return 0;
 	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
-		return util_fail(err, errlen, -EINVAL, "'%s' must be an integer in [0, %d] (0: no "
-				 "limit)", k, max);
+		return util_fail(err, errlen, -EINVAL, "'%s' must be an integer in [0, %d]%s", k,
+				 max, strcmp(k, "max_priority") ? " (0: no limit)" : "");
 	*out = (int)json_integer_value(v);
 	return 0;
 }
@@ -98,15 +101,17 @@ void tenants_put(struct httpd_req *req, struct admitd *a)
 		goto out;
 	}
 	json_object_foreach(b, k, v) {
-		if (strcmp(k, "max_ranks") && strcmp(k, "max_jobs") && strcmp(k, "share")) {
-			httpd_reply_error(req, 400, "unknown key '%.40s' (max_ranks, max_jobs, share)",
-					  k);
+		if (strcmp(k, "max_ranks") && strcmp(k, "max_jobs") && strcmp(k, "share") &&
+		    strcmp(k, "max_priority")) {
+			httpd_reply_error(req, 400, "unknown key '%.40s' (max_ranks, max_jobs, share, "
+					  "max_priority)", k);
 			goto out;
 		}
 	}
 	if (tenants_quota(a->db, t, &q) < 0 ||
 	    opt_int(b, "max_ranks", TENANT_MAX_RANKS, &q.max_ranks, err, sizeof(err)) < 0 ||
-	    opt_int(b, "max_jobs", TENANT_MAX_JOBS, &q.max_jobs, err, sizeof(err)) < 0) {
+	    opt_int(b, "max_jobs", TENANT_MAX_JOBS, &q.max_jobs, err, sizeof(err)) < 0 ||
+	    opt_int(b, "max_priority", ADMIT_MAX_PRIO, &q.max_priority, err, sizeof(err)) < 0) {
 		httpd_reply_error(req, 400, "%s", err);
 		goto out;
 	}
@@ -118,16 +123,17 @@ void tenants_put(struct httpd_req *req, struct admitd *a)
 	}
 	if (v)
 		q.share = json_number_value(v);
-	if (store_run(a->db, "INSERT INTO tenants (id, max_ranks, max_jobs, share, updated_us)"
-		      " VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET max_ranks ="
+	if (store_run(a->db, "INSERT INTO tenants (id, max_ranks, max_jobs, share, max_priority,"
+		      " updated_us) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET max_ranks ="
 		      " excluded.max_ranks, max_jobs = excluded.max_jobs, share = excluded.share,"
-		      " updated_us = excluded.updated_us", "siidi", t, (int64_t)q.max_ranks,
-		      (int64_t)q.max_jobs, q.share, (int64_t)util_wall_us()) < 0) {
+		      " max_priority = excluded.max_priority, updated_us = excluded.updated_us",
+		      "siidii", t, (int64_t)q.max_ranks, (int64_t)q.max_jobs, q.share,
+		      (int64_t)q.max_priority, (int64_t)util_wall_us()) < 0) {
 		httpd_reply_error(req, 500, "cannot store the quota of tenant %s", t);
 		goto out;
 	}
-	log_info("tenant %s: max_ranks %d, max_jobs %d, share %g", t, q.max_ranks, q.max_jobs,
-		 q.share);
+	log_info("tenant %s: max_ranks %d, max_jobs %d, share %g, max_priority %d", t,
+		 q.max_ranks, q.max_jobs, q.share, q.max_priority);
 	queue_schedule(a);
 	v = tenant_json(a->db, t);
 	if (v)

@@ -536,6 +536,8 @@ int httpd_new(sd_event *ev, const struct httpd_config *cfg, struct httpd **out)
 		h->cfg.timeout_s = 30;
 	if (!h->cfg.max_conns)
 		h->cfg.max_conns = 256;
+	if (!h->cfg.max_conns_per_ip)
+		h->cfg.max_conns_per_ip = h->cfg.max_conns / 4 ? h->cfg.max_conns / 4 : 1;
 	if (cfg->upload_dir) {
 		h->upload_dir = strdup(cfg->upload_dir);
 		if (!h->upload_dir) {
@@ -566,6 +568,9 @@ int httpd_listen(struct httpd *h, const char *addr)
 				  MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
 				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->cfg.timeout_s,
 				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->cfg.max_conns,
+				  /* Unix sockets are the daemons' own peers: no per-address cap */
+				  MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+				  strncmp(addr, "unix:", 5) ? h->cfg.max_conns_per_ip : 0u,
 				  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
 				  MHD_OPTION_END);
 	if (!l->mhd) {

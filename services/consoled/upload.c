@@ -217,7 +217,7 @@ static const char *refused_type(struct archive_entry *e)
  * directory's contents up one level (a tarball of "mybundle/..."). */
 static int strip_top(const char *dest)
 {
-	char only[256] = "";
+	char only[256] = "", tmp[32];
 	struct dirent *de;
 	int dfd, sfd, n = 0, r = 0;
 	DIR *d;
@@ -245,11 +245,26 @@ static int strip_top(const char *dest)
 		if (fstatat(dfd, only, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
 			goto out_close;
 	}
-	if (renameat(dfd, only, dfd, ".strip") < 0) {
+	/* a temporary name none of the directory's own entries has (a fixed
+	 * ".strip" failed on a bundle holding one) */
+	{
+		char probe[sizeof(only) + sizeof(tmp) + 1], hex[17];
+		struct stat st;
+
+		do {
+			if (util_random_hex(hex, 8) < 0) {
+				r = -EIO;
+				goto out_close;
+			}
+			snprintf(tmp, sizeof(tmp), ".strip-%s", hex);
+			snprintf(probe, sizeof(probe), "%s/%s", only, tmp);
+		} while (fstatat(dfd, probe, &st, AT_SYMLINK_NOFOLLOW) == 0);
+	}
+	if (renameat(dfd, only, dfd, tmp) < 0) {
 		r = -errno;
 		goto out_close;
 	}
-	sfd = openat(dfd, ".strip", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	sfd = openat(dfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (sfd < 0) {
 		r = -errno;
 		goto out_close;
@@ -264,7 +279,7 @@ static int strip_top(const char *dest)
 	if (d)
 		closedir(d);
 	close(sfd);
-	if (!r && unlinkat(dfd, ".strip", AT_REMOVEDIR) < 0)
+	if (!r && unlinkat(dfd, tmp, AT_REMOVEDIR) < 0)
 		r = -errno;
 out_close:
 	close(dfd);
@@ -294,6 +309,21 @@ static int extract_entry(struct archive *a, struct archive_entry *e, int dirfd, 
 	return write_entry(a, dirfd, rel, declared, total, lim, name, err, errlen);
 }
 
+/* 1 when path starts like a gzip or zstd stream: its damage is a corrupt
+ * upload (400), not an unsupported format (415) */
+static int compressed(const char *path)
+{
+	unsigned char m[4] = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC), n;
+
+	if (fd < 0)
+		return 0;
+	n = (int)read(fd, m, sizeof(m));
+	close(fd);
+	return (n >= 2 && m[0] == 0x1f && m[1] == 0x8b) ||
+	       (n == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd);
+}
+
 int upload_extract(const char *archive, const char *dest, const struct upload_limits *lim,
 		   uint64_t *files, uint64_t *bytes, char *err, size_t errlen)
 {
@@ -316,15 +346,21 @@ int upload_extract(const char *archive, const char *dest, const struct upload_li
 	archive_read_support_filter_gzip(a);
 	archive_read_support_filter_zstd(a);
 	if (archive_read_open_filename(a, archive, UPLOAD_BLOCK) != ARCHIVE_OK) {
-		r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, tar.gz or "
-			 "tar.zst): %s", archive_error_string(a));
+		if (compressed(archive)) /* a gzip or zstd stream that breaks off */
+			r = util_fail(err, errlen, -EBADMSG, "corrupt or truncated archive: %s",
+				      archive_error_string(a));
+		else
+			r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, tar.gz "
+				      "or tar.zst): %s", archive_error_string(a));
 		goto out_free;
 	}
 	while ((k = archive_read_next_header(a, &e)) != ARCHIVE_EOF) {
 		const char *name, *why;
 
 		if (k < ARCHIVE_WARN) {
-			if (n == 0 && archive_format(a) == 0)
+			/* a gzip or zstd stream that breaks off is a damaged upload,
+			 * not an unsupported format */
+			if (n == 0 && archive_format(a) == 0 && !compressed(archive))
 				r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, "
 					 "tar.gz or tar.zst): %s", archive_error_string(a));
 			else

@@ -208,9 +208,11 @@ static int parse_classes(json_t *obj, int micro, struct ledger_rate *out, char *
 	json_object_foreach(obj, name, v) {
 		struct ledger_class_rate *c = (struct ledger_class_rate *)find_class(out, name);
 
-		if (!util_valid_name(name, LEDGER_MAX_CLASS_NAME))
+		/* the names admission and the node agents use (bundle_valid_class) */
+		if (!name[0] || strlen(name) > LEDGER_MAX_CLASS_NAME ||
+		    strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_.-") != strlen(name))
 			return fail(why, n, "node class '%.40s' is not 1..%d characters of "
-				    "[A-Za-z0-9_.-]", name, LEDGER_MAX_CLASS_NAME);
+				    "[a-z0-9_.-]", name, LEDGER_MAX_CLASS_NAME);
 		snprintf(what, sizeof(what), "the rank-hour price of class '%s'", name);
 		if (!c) {
 			if (out->n_classes >= LEDGER_MAX_CLASSES)
@@ -222,6 +224,9 @@ static int parse_classes(json_t *obj, int micro, struct ledger_rate *out, char *
 		r = parse_price(v, micro, LEDGER_MAX_RANK_HOUR, what, &c->rank_hour_micro, why, n);
 		if (r < 0)
 			return r;
+		/* admission offers no class at 0 (and would price work as free) */
+		if (c->rank_hour_micro == 0)
+			return fail(why, n, "%s must be above 0", what);
 	}
 	return 0;
 }

@@ -143,7 +143,8 @@ hb node-a 4 "$(rep "$P0" running)"
 want "node asked to preempt the low job" "$(j 'd["preempt"]')" "['$P0']"
 hb node-a 4 "{\"job\":\"$P0\",\"state\":\"preempted\",\"progress\":{\"step\":12,\"steps\":1000000}}"
 want "low back in the queue" "$(state "$P0")" queued
-want "reason names the job, priority and step" "$(j '[e["reason"] for e in d["events"] if e["state"] == "queued"][-1]')" "preempted by higher-priority job $PH (priority 5); resumes from step 12"
+# PH is beta's: acme's job is told the priority and the step, not beta's job id
+want "reason names the priority and step, not another tenant's job" "$(j '[e["reason"] for e in d["events"] if e["state"] == "queued"][-1]')" "preempted by a higher-priority job of another tenant (priority 5); resumes from step 12"
 want "high runs" "$(state "$PH")" running
 hb node-a 4 "$(rep "$P0" preempted),$(rep "$PH" running)"
 want "a stale report changes nothing" "$(state "$P0")" queued
@@ -210,5 +211,35 @@ else
 	want "released" "$(python3 -c 'import json;d=json.load(open("'$T/lresp'"));print(d["state"])')" released
 	end
 fi
+
+
+begin users_priority_capped_by_the_tenant
+# consoled forwards its caller's role: a user may ask for a priority up to
+# the tenant's max_priority (0 until an operator raises it), as it preempts
+# other tenants' jobs; an operator (or no role: admitd's own callers) any
+body="{\"tenant\":\"gamma\",\"user\":\"carol\",\"bundle_id\":\"b-1\",\"bundle_dir\":\"/srv/b-1\",\"model\":$MODEL,\"params\":{\"steps\":10,\"batch\":8}"
+as_user() { # BODY-SUFFIX: a submission as gamma's user
+	CODE=$(curl -s -m 10 --unix-socket "$SOCK" -o "$T/resp" -w '%{http_code}' -X POST \
+		-H 'Content-Type: application/json' -H 'X-Bursar-Role: user' \
+		-H 'X-Bursar-Tenant: gamma' --data-binary "$body$1}" http://admitd/v1/jobs)
+}
+as_user ',"priority":5'
+want "refused" "$CODE" 403
+want "says why and how" "$(j 'd["error"]')" 'priority 5 is above the 0 tenant gamma may use; an operator raises it (PUT /v1/tenants/gamma {"max_priority": N})'
+body="${body%\}}"',"priority":7}'
+as_user ''
+want "bursar.json's priority counts too" "$CODE" 403
+body="${body%,\"priority\":7\}}}"
+as_user ''
+want "the default priority is fine" "$CODE" 201
+api PUT /v1/tenants/gamma '{"max_priority": 5}'
+want "an operator raises it" "$CODE $(j 'd["max_priority"]')" "200 5"
+as_user ',"priority":5'
+want "now allowed" "$CODE" 201
+as_user ',"priority":6'
+want "still capped" "$CODE" 403
+api PUT /v1/tenants/gamma '{"max_priority": 101}'
+want "bounded" "$CODE" 400
+end
 
 [ "$FAILS" -eq 0 ]

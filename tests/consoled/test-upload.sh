@@ -92,6 +92,8 @@ mkdir -p "$W/good/mb/data"
 echo '{"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "vocab_size": 256, "n_positions": 64}' >"$W/good/mb/config.json"
 echo '{"steps": 5, "batch": 2, "seq_len": 16}' >"$W/good/mb/bursar.json"
 head -c 4000 /dev/urandom | base64 >"$W/good/mb/data/a.txt"
+# an entry named like the old fixed temporary name of the top-level strip
+mkdir -p "$W/good/mb/.strip" && echo x >"$W/good/mb/.strip/x"
 
 tar -C "$W/good" -cf "$W/good.tar" mb
 tar -C "$W/good" -czf "$W/good.tar.gz" mb
@@ -144,6 +146,7 @@ echo "hello, this is not an archive" >"$W/not-archive"
 head -c 100000 /dev/urandom >"$W/too-large"
 mktar "$W/trunc-src.tar" "file:config.json:$CFG" "file:data/a.txt:$(head -c 30000 /dev/zero | tr '\0' a)"
 head -c 9000 "$W/trunc-src.tar" >"$W/truncated.tar"
+gzip -c "$W/trunc-src.tar" | head -c 200 >"$W/truncated.tar.gz"
 many=("file:config.json:$CFG"); for i in $(seq 25); do many+=("file:data/$i.txt:t"); done
 mktar "$W/too-many.tar" "${many[@]}"
 mktar "$W/dotdot.tar" "file:config.json:$CFG" "file:data/a.txt:t" "file:../../../escape:pwned"
@@ -165,6 +168,7 @@ rm -rf "$W/sparse"
 bad_cases=(
 	"not_archive not-archive 415 not a tar archive"
 	"truncated truncated.tar 400 truncated"
+	"truncated_gzip truncated.tar.gz 400 corrupt or truncated archive"
 	"too_large too-large 413 too large"
 	"too_many_files too-many.tar 400 too many files"
 	"dotdot dotdot.tar 400 '../../../escape': '..' is not allowed"

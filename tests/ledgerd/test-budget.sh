@@ -206,6 +206,11 @@ ingest node-n "[$(rec 1 j-gpu acme alice 3600)]"
 eq rates_new_version_applies "$(sql "SELECT amount_micro, rate_version FROM entries WHERE source = 'node-n'")" "1440000|3"
 req POST /v1/rates '{"rank_hour": {"cpu": -1}}'
 eq rates_negative_400 "$CODE" 400
+# what admission could not use is refused here, not accepted as the new version
+req POST /v1/rates '{"rank_hour": {"cpu": 0}}'
+eq rates_zero_400 "$CODE $(js '"must be above 0" in j["error"]')" "400 True"
+req POST /v1/rates '{"rank_hour": {"H100": 1}}'
+eq rates_class_name_400 "$CODE $(js '"[a-z0-9_.-]" in j["error"]')" "400 True"
 req POST /v1/rates '{"cpu": 1}'
 eq rates_unknown_field_400 "$CODE $(js '"unknown field" in j["error"]')" "400 True"
 eq rates_triggers "$(sql 'DELETE FROM rate_classes' 2>&1 | grep -c 'never edited')" 1
