@@ -204,7 +204,11 @@ struct store_fresh {
 	} events[3];
 };
 json_t *store_job_fresh(const struct store_fresh *f);
-int store_job_list(sqlite3 *db, const char *tenant, int limit, json_t **out);
+/* The newest jobs first, at most limit, of tenant (NULL: all) in state
+ * ("": any, "active": unfinished) with seq < before (0: from the newest);
+ * *next_before: the cursor of the next page when this one is full, else 0. */
+int store_job_list(sqlite3 *db, const char *tenant, const char *state, int64_t before, int limit,
+		   json_t **out, int64_t *next_before);
 /* Moves a job to state with a reason; records an event when the state changes. */
 int store_set_state(sqlite3 *db, const char *id, const char *state, const char *reason);
 /* Replaces the reason when it differs (no event). */

@@ -321,11 +321,16 @@ static void list_jobs(struct httpd_req *req, void *ud)
 {
 	struct admitd *a = ud;
 	const char *tenant = httpd_req_query(req, "tenant");
-	const char *ls = httpd_req_query(req, "limit");
+	const char *ls = httpd_req_query(req, "limit"), *state = httpd_req_query(req, "state");
+	const char *bs = httpd_req_query(req, "before");
+	static const char *const states[] = {"active", "submitted", "priced", "queued", "running",
+					     "paused", "succeeded", "failed", "cancelled"};
 	long limit = API_DEFAULT_LIST;
+	long long before = 0;
+	int64_t next = 0;
 	json_t *jobs;
 	char *end;
-	int r;
+	int r, ok = !state;
 
 	if (tenant && !util_valid_name(tenant, ADMIT_MAX_STR)) {
 		httpd_reply_error(req, 400, "'tenant' must be a name of 1-%d chars [A-Za-z0-9_.-]",
@@ -340,12 +345,30 @@ static void list_jobs(struct httpd_req *req, void *ud)
 			return;
 		}
 	}
-	r = store_job_list(a->db, tenant, (int)limit, &jobs);
+	for (size_t i = 0; state && i < ARRAY_SIZE(states); i++)
+		ok |= !strcmp(state, states[i]);
+	if (!ok) {
+		httpd_reply_error(req, 400, "'state' must be active (the unfinished jobs) or a job "
+				  "state (submitted, priced, queued, running, paused, succeeded, "
+				  "failed, cancelled), got '%.20s'", state);
+		return;
+	}
+	if (bs) {
+		before = strtoll(bs, &end, 10);
+		if (*end || end == bs || before < 1) {
+			httpd_reply_error(req, 400, "'before' must be the 'next_before' of a previous "
+					  "page, got '%.20s'", bs);
+			return;
+		}
+	}
+	r = store_job_list(a->db, tenant, state ? state : "", before, (int)limit, &jobs, &next);
 	if (r < 0) {
 		httpd_reply_error(req, 500, "cannot list jobs: %s", strerror(-r));
 		return;
 	}
-	httpd_reply_json(req, 200, json_pack("{s:o}", "jobs", jobs));
+	/* next_before: where the next (older) page starts, when there may be one */
+	httpd_reply_json(req, 200, json_pack("{s:o, s:o}", "jobs", jobs, "next_before",
+					     next ? json_integer(next) : json_null()));
 }
 
 static void get_job(struct httpd_req *req, void *ud)

@@ -434,23 +434,36 @@ int store_job_get(sqlite3 *db, const char *id, json_t **out)
 	return 0;
 }
 
-int store_job_list(sqlite3 *db, const char *tenant, int limit, json_t **out)
+int store_job_list(sqlite3 *db, const char *tenant, const char *state, int64_t before, int limit,
+		   json_t **out, int64_t *next_before)
 {
 	sqlite3_stmt *st;
 	json_t *a;
-	int r, rc;
+	int r, rc, n = 0;
 
+	*next_before = 0;
+	if (before <= 0)
+		before = INT64_MAX;
 	if (tenant)
-		r = store_prep(db, "SELECT " JOB_COLS " FROM jobs WHERE tenant = ?"
-			       " ORDER BY seq DESC LIMIT ?", "si", &st, tenant, (int64_t)limit);
+		r = store_prep(db, "SELECT " JOB_COLS ", seq FROM jobs WHERE tenant = ?2"
+			       " AND seq < ?3 AND (?1 = '' OR state = ?1 OR (?1 = 'active' AND state"
+			       " IN ('submitted', 'priced', 'queued', 'running', 'paused')))"
+			       " ORDER BY seq DESC LIMIT ?4", "ssii", &st, state, tenant, before,
+			       (int64_t)limit);
 	else
-		r = store_prep(db, "SELECT " JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?", "i",
-			       &st, (int64_t)limit);
+		r = store_prep(db, "SELECT " JOB_COLS ", seq FROM jobs WHERE seq < ?2"
+			       " AND (?1 = '' OR state = ?1 OR (?1 = 'active' AND state"
+			       " IN ('submitted', 'priced', 'queued', 'running', 'paused')))"
+			       " ORDER BY seq DESC LIMIT ?3", "sii", &st, state, before,
+			       (int64_t)limit);
 	if (r < 0)
 		return r;
 	a = json_array();
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		json_array_append_new(a, job_from_row(st));
+		if (++n == limit) /* a full page: there may be more before this one */
+			*next_before = sqlite3_column_int64(st, 23);
+	}
 	store_done(st);
 	if (rc != SQLITE_DONE) {
 		json_decref(a);

@@ -229,10 +229,11 @@ static void on_job_submit(struct httpd_req *req, void *ud)
 static void on_job_list(struct httpd_req *req, void *ud)
 {
 	struct console *c = ud;
-	const char *ls = httpd_req_query(req, "limit");
+	const char *ls = httpd_req_query(req, "limit"), *state = httpd_req_query(req, "state");
+	const char *before = httpd_req_query(req, "before");
 	struct console_user u;
 	json_t *resp = NULL, *jobs, *mine, *j;
-	char path[256];
+	char path[320];
 	long st = 0, limit = API_DEFAULT_JOBS;
 	size_t i;
 
@@ -248,7 +249,19 @@ static void on_job_list(struct httpd_req *req, void *ud)
 			return;
 		}
 	}
-	snprintf(path, sizeof(path), "/v1/jobs?tenant=%s&limit=%ld", u.tenant, limit);
+	/* state and before go on to admitd, which says what is wrong with them;
+	 * here only that they cannot change the query */
+	if ((state && (!*state || strlen(state) > 16 ||
+		       strspn(state, "abcdefghijklmnopqrstuvwxyz") != strlen(state))) ||
+	    (before && (!*before || strlen(before) > 19 ||
+			strspn(before, "0123456789") != strlen(before)))) {
+		httpd_reply_error(req, 400, "'state' must be a job state or active, 'before' the "
+				  "next_before of a previous page");
+		return;
+	}
+	snprintf(path, sizeof(path), "/v1/jobs?tenant=%s&limit=%ld%s%s%s%s", u.tenant, limit,
+		 state ? "&state=" : "", state ? state : "", before ? "&before=" : "",
+		 before ? before : "");
 	if (console_peer_call(req, &u, c->admitd, "admission", "GET", path, NULL, &st, &resp) < 0)
 		return;
 	jobs = json_object_get(resp, "jobs");
@@ -264,8 +277,10 @@ static void on_job_list(struct httpd_req *req, void *ud)
 		if (t && !strcmp(t, u.tenant))
 			json_array_append(mine, j);
 	}
+	j = json_incref(json_object_get(resp, "next_before"));
 	json_decref(resp);
-	httpd_reply_json(req, 200, json_pack("{s:o}", "jobs", mine));
+	httpd_reply_json(req, 200, json_pack("{s:o, s:o}", "jobs", mine, "next_before",
+					     j ? j : json_null()));
 }
 
 static void on_job_get(struct httpd_req *req, void *ud)

@@ -20,7 +20,7 @@ static const char usage[] =
 	"                          upload a bundle (directory or tar/tar.gz/tar.zst) and start a job\n"
 	"  estimate BUNDLE_DIR|BUNDLE_ID [--set KEY=VALUE]... [--format table|json]\n"
 	"                          price a bundle without submitting it\n"
-	"  jobs                    list your tenant's jobs\n"
+	"  jobs [--state S] [--all] list your tenant's jobs (newest 500; S: active, queued...)\n"
 	"  watch JOB               follow a job's progress until it ends\n"
 	"  cancel JOB              cancel a queued or running job\n"
 	"  bill JOB [--format table|json]\n"

@@ -177,17 +177,21 @@ static double num(json_t *o, const char *k)
 	return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-int cmd_jobs(struct ctl *c, int argc, char **argv)
+/* Prints one page of the job list; *before: the next page's cursor (0: none). */
+static int jobs_page(struct ctl *c, const char *state, long long *before)
 {
 	json_t *resp, *job;
+	char path[128];
 	size_t i;
 	int r;
 
-	r = ctl_call(c, "GET", "/api/v1/jobs", NULL, &resp);
+	snprintf(path, sizeof(path), "/api/v1/jobs?limit=500%s%s", state ? "&state=" : "",
+		 state ? state : "");
+	if (*before)
+		snprintf(path + strlen(path), sizeof(path) - strlen(path), "&before=%lld", *before);
+	r = ctl_call(c, "GET", path, NULL, &resp);
 	if (r < 0)
 		return r;
-	printf("%-20s %-10s %5s %11s %8s %9s %9s  %s\n", "JOB", "STATE", "RANKS", "STEP", "LOSS",
-	       "TOK/S", "EST", "NAME");
 	json_array_foreach(json_object_get(resp, "jobs"), i, job) {
 		json_t *p = json_object_get(job, "progress");
 		json_t *e = json_object_get(job, "estimate");
@@ -207,7 +211,47 @@ int cmd_jobs(struct ctl *c, int argc, char **argv)
 		       (long long)json_integer_value(json_object_get(job, "ranks")), step, loss, tps,
 		       est, json_string_value(json_object_get(job, "name")) ?: "");
 	}
+	*before = json_integer_value(json_object_get(resp, "next_before"));
 	json_decref(resp);
+	return 0;
+}
+
+int cmd_jobs(struct ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {{"state", required_argument, NULL, 's'},
+					     {"all", no_argument, NULL, 'a'},
+					     {0}};
+	const char *state = NULL;
+	long long before = 0;
+	int r, o, all = 0, pages = 0;
+
+	while ((o = getopt_long(argc, argv, "s:a", opts, NULL)) != -1) {
+		if (o == 's' && *optarg && strlen(optarg) <= 16 &&
+		    strspn(optarg, "abcdefghijklmnopqrstuvwxyz") == strlen(optarg)) {
+			state = optarg;
+		} else if (o == 'a') {
+			all = 1;
+		} else {
+			optind = argc + 1;
+			break;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "usage: bursarctl jobs [--state active|queued|running|paused|"
+				"succeeded|failed|cancelled] [--all]\n");
+		return -EINVAL;
+	}
+	printf("%-20s %-10s %5s %11s %8s %9s %9s  %s\n", "JOB", "STATE", "RANKS", "STEP", "LOSS",
+	       "TOK/S", "EST", "NAME");
+	/* the newest 500; --all: every page, following next_before */
+	do {
+		r = jobs_page(c, state, &before);
+		if (r < 0)
+			return r;
+	} while (all && before && ++pages < 100000);
+	if (before && !all)
+		printf("(older jobs: bursarctl jobs --all%s%s)\n", state ? " --state " : "",
+		       state ? state : "");
 	return 0;
 }
 

@@ -287,5 +287,27 @@ api GET '/v1/jobs?tenant=big&limit=1000'
 want "list capped" "$(j 'len(d["jobs"])')" 1000
 end
 
+begin job_list_pages_and_filters
+# the 1000 jobs of tenant big, 300 at a time through next_before: every job
+# once, newest first; a state filter; bad cursors and states refused
+seen=
+before=
+for _ in 1 2 3 4 5; do
+	api GET "/v1/jobs?tenant=big&limit=300${before:+&before=$before}"
+	seen="$seen $(j '" ".join(x["id"] for x in d["jobs"])')"
+	before=$(j 'd["next_before"] or ""')
+	[ -n "$before" ] || break
+done
+want "every job once" "$(tr ' ' '\n' <<<"$seen" | grep -c .) $(tr ' ' '\n' <<<"$seen" | grep . | sort -u | wc -l)" "1000 1000"
+api GET '/v1/jobs?tenant=big&limit=5&state=active'
+want "active filter" "$CODE $(j 'len(d["jobs"]), set(x["state"] for x in d["jobs"]) <= {"submitted", "priced", "queued", "running", "paused"}')" "200 (5, True)"
+api GET '/v1/jobs?tenant=acme&state=succeeded'
+want "state filter" "$CODE $(j 'all(x["state"] == "succeeded" for x in d["jobs"])')" "200 True"
+api GET '/v1/jobs?tenant=big&state=bogus'
+want "bad state" "$CODE" 400
+api GET '/v1/jobs?tenant=big&before=x1'
+want "bad cursor" "$CODE" 400
+end
+
 echo "admitd log: $(grep -c . "$T/admitd.log") lines" >&2
 [ "$FAILS" -eq 0 ]

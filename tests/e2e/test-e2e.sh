@@ -83,4 +83,12 @@ j2=$(curl -sf -H "Authorization: Bearer $TOKEN" "$URL/api/v1/jobs/$job2")
 check e2e-overrides-reach-the-trainer test \
 	"$(echo "$j2" | jq -r '[.state, .params.steps, .progress.step, .progress.steps] | join(" ")')" = \
 	"succeeded 9 9 9"
+
+# the job list by state, through consoled and bursarctl
+out=$("$BIN/bursarctl" jobs --state succeeded 2>&1)
+check e2e-jobs-by-state test "$(grep -cE "^($job|$job2) +succeeded" <<<"$out")" = 2
+out=$("$BIN/bursarctl" jobs --state running 2>&1)
+check e2e-jobs-filtered test "$(grep -c "^j-" <<<"$out")" = 0
+out=$("$BIN/bursarctl" jobs --state bogus 2>&1)
+check e2e-jobs-bad-state grep -q "'state' must be active" <<<"$out"
 exit $FAILED
