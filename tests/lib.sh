@@ -56,7 +56,7 @@ stack_start_daemon() {
 		rm -f "$run/consoled.port"
 		"$BIN/bursar-consoled" --state "$STATE/consoled" --listen 127.0.0.1:0 \
 			--port-file "$run/consoled.port" --admitd "unix:$run/admitd.sock" \
-			--ledgerd "unix:$run/ledgerd.sock" --www "$ROOT/services/consoled/www" \
+			--ledgerd "unix:$run/ledgerd.sock" --www "$ROOT/services/consoled/www" ${CONSOLED_ARGS:-} \
 			>>"$STATE/logs/consoled.log" 2>&1 &
 		STACK_PID[consoled]=$!
 		stack_wait "test -s $run/consoled.port" 20 || return 1

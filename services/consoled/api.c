@@ -146,6 +146,14 @@ static void on_bundle_get(struct httpd_req *req, void *ud)
 		httpd_reply_json(req, 200, b);
 }
 
+static void on_bundle_delete(struct httpd_req *req, void *ud)
+{
+	struct console_user u;
+
+	if (console_authed(ud, req, &u) == 0)
+		bundles_delete(ud, req, &u);
+}
+
 /* Builds admitd's job request from a bundle and the caller's overrides. */
 static int job_request(struct console *c, struct httpd_req *req, const struct console_user *u,
 		       json_t *in, json_t **out)
@@ -471,6 +479,7 @@ size_t api_routes(struct console *c, struct httpd_route *routes, size_t max)
 		{"POST", "/api/v1/bundles", on_bundle_upload, 1, c->max_upload, on_bundle_upload_pre},
 		{"GET", "/api/v1/bundles", on_bundle_list, 0, 0},
 		{"GET", "/api/v1/bundles/{}", on_bundle_get, 0, 0},
+		{"DELETE", "/api/v1/bundles/{}", on_bundle_delete, 0, 0},
 		{"POST", "/api/v1/jobs", on_job_submit, 0, 0},
 		{"GET", "/api/v1/jobs", on_job_list, 0, 0},
 		{"GET", "/api/v1/jobs/{}", on_job_get, 0, 0},

@@ -30,6 +30,10 @@ static const char *const migrations[] = {
 	"  params TEXT NOT NULL,"
 	"  created_us INTEGER NOT NULL);"
 	"CREATE INDEX bundles_tenant ON bundles (tenant, created_us);",
+	/* 2: bytes on disk once extracted, for the tenant's storage quota
+	 * (older rows: their data bytes, the bulk of a bundle) */
+	"ALTER TABLE bundles ADD COLUMN extracted INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE bundles SET extracted = data_bytes;",
 };
 
 int auth_db_open(const char *state, sqlite3 **out)

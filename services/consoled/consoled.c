@@ -28,7 +28,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: bursar-consoled --state DIR [--listen ADDR]... [--admitd ADDR] "
 		   "[--ledgerd ADDR]\n"
 		   "                       [--www DIR] [--max-upload SIZE] [--max-bundle-bytes SIZE]\n"
-		   "                       [--max-files N] [--port-file PATH] [-v]\n"
+		   "                       [--max-files N] [--max-tenant-bytes SIZE] [--port-file PATH] [-v]\n"
 		   "       bursar-consoled adduser --state DIR --tenant T --user U "
 		   "[--role user|operator] [--token TOKEN]\n"
 		   "ADDR: 127.0.0.1:8080 (default), tcp:HOST:PORT or unix:/path.sock; peers: "
@@ -160,11 +160,12 @@ int main(int argc, char **argv)
 		{"state", 1, 0, 's'}, {"listen", 1, 0, 'l'}, {"admitd", 1, 0, 'a'},
 		{"ledgerd", 1, 0, 'L'}, {"www", 1, 0, 'w'}, {"max-upload", 1, 0, 'U'},
 		{"max-bundle-bytes", 1, 0, 'B'}, {"max-files", 1, 0, 'F'},
+		{"max-tenant-bytes", 1, 0, 'T'},
 		{"port-file", 1, 0, 'p'}, {"verbose", 0, 0, 'v'}, {"help", 0, 0, 'h'},
 		{0, 0, 0, 0},
 	};
 	struct console c = {.www = CONSOLED_WWW, .max_upload = 1ull << 30,
-			    .max_bundle = 4ull << 30, .max_files = 10000};
+			    .max_bundle = 4ull << 30, .max_tenant = 64ull << 30, .max_files = 10000};
 	const char *listen[CONSOLE_MAX_LISTEN], *state = NULL, *port_file = NULL;
 	char admitd[4200], ledgerd[4200];
 	struct httpd_route routes[API_MAX_ROUTES];
@@ -191,6 +192,7 @@ int main(int argc, char **argv)
 		case 'U': if (parse_size_arg("--max-upload", optarg, 1, &c.max_upload)) return 2; break;
 		case 'B': if (parse_size_arg("--max-bundle-bytes", optarg, 1, &c.max_bundle)) return 2; break;
 		case 'F': if (parse_size_arg("--max-files", optarg, 1, &c.max_files)) return 2; break;
+		case 'T': if (parse_size_arg("--max-tenant-bytes", optarg, 1, &c.max_tenant)) return 2; break;
 		case 'p': port_file = optarg; break;
 		case 'v': log_set_level(LOG_DEBUG); break;
 		case 'h': usage(stdout); return 0;

@@ -32,6 +32,7 @@ struct console {
 	const char *www;	 /* folder of index.html, app.js, style.css */
 	uint64_t max_upload;	 /* bytes of one uploaded archive */
 	uint64_t max_bundle;	 /* extracted bytes of one bundle */
+	uint64_t max_tenant;	 /* extracted bytes of all of a tenant's bundles */
 	uint64_t max_files;	 /* entries of one bundle */
 };
 
@@ -74,10 +75,13 @@ void bundles_upload(struct console *c, struct httpd_req *req, const struct conso
 void bundles_list(struct console *c, struct httpd_req *req, const struct console_user *u);
 /* Loads the caller's bundle; 0, -ENOENT (not found or another tenant's). */
 int bundles_get(struct console *c, const char *tenant, const char *id, json_t **out);
+/* DELETE /api/v1/bundles/{id}: the caller's tenant's bundle, when no
+ * unfinished job uses it (admitd is asked). */
+void bundles_delete(struct console *c, struct httpd_req *req, const struct console_user *u);
 
 /* api.c: fills routes (at most max) for c; returns how many. */
 size_t api_routes(struct console *c, struct httpd_route *routes, size_t max);
-#define API_MAX_ROUTES 24
+#define API_MAX_ROUTES 32
 
 /* money.c: balance, tenant bills, credits and rates (proxied to ledgerd). */
 void money_on_balance(struct httpd_req *req, void *ud);

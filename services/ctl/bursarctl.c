@@ -21,6 +21,8 @@ static const char usage[] =
 	"  estimate BUNDLE_DIR|BUNDLE_ID [--set KEY=VALUE]... [--format table|json]\n"
 	"                          price a bundle without submitting it\n"
 	"  jobs [--state S] [--all] list your tenant's jobs (newest 500; S: active, queued...)\n"
+	"  bundles [rm BUNDLE_ID]  your tenant's uploaded bundles, or delete one (not while a\n"
+	"                          queued or running job uses it)\n"
 	"  watch JOB               follow a job's progress until it ends\n"
 	"  cancel JOB              cancel a queued or running job\n"
 	"  bill JOB [--format table|json]\n"
@@ -96,7 +98,7 @@ static const struct {
 	{"submit", cmd_submit}, {"jobs", cmd_jobs},  {"watch", cmd_watch},
 	{"cancel", cmd_cancel}, {"bill", cmd_bill}, {"ledger", cmd_ledger},
 	{"estimate", cmd_estimate}, {"balance", cmd_balance}, {"credit", cmd_credit},
-	{"rates", cmd_rates}, {"nodes", cmd_nodes},
+	{"rates", cmd_rates}, {"nodes", cmd_nodes}, {"bundles", cmd_bundles},
 };
 
 int main(int argc, char **argv)

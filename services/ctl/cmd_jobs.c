@@ -356,3 +356,49 @@ int cmd_cancel(struct ctl *c, int argc, char **argv)
 	json_decref(job);
 	return 0;
 }
+
+/* bundles [rm ID]: the tenant's uploaded bundles, or delete one. */
+int cmd_bundles(struct ctl *c, int argc, char **argv)
+{
+	json_t *resp, *b;
+	char path[160], sz[32];
+	size_t i;
+	int r;
+
+	if (argc == 3 && !strcmp(argv[1], "rm")) {
+		if (!util_valid_name(argv[2], 64)) {
+			fprintf(stderr, "bursarctl: '%s' is not a bundle id\n", argv[2]);
+			return -EINVAL;
+		}
+		snprintf(path, sizeof(path), "/api/v1/bundles/%s", argv[2]);
+		r = ctl_call(c, "DELETE", path, NULL, &resp);
+		if (r < 0)
+			return r;
+		json_decref(resp);
+		printf("bundle %s deleted\n", argv[2]);
+		return 0;
+	}
+	if (argc != 1) {
+		fprintf(stderr, "usage: bursarctl bundles [rm BUNDLE_ID]\n");
+		return -EINVAL;
+	}
+	r = ctl_call(c, "GET", "/api/v1/bundles", NULL, &resp);
+	if (r < 0)
+		return r;
+	printf("%-20s %10s %7s  %s\n", "BUNDLE", "SIZE", "FILES", "NAME");
+	json_array_foreach(json_object_get(resp, "bundles"), i, b) {
+		double bytes = (double)json_integer_value(json_object_get(b, "bytes"));
+
+		if (bytes >= 1073741824.0)
+			snprintf(sz, sizeof(sz), "%.1f GiB", bytes / 1073741824.0);
+		else if (bytes >= 1048576.0)
+			snprintf(sz, sizeof(sz), "%.1f MiB", bytes / 1048576.0);
+		else
+			snprintf(sz, sizeof(sz), "%.1f KiB", bytes / 1024.0);
+		printf("%-20s %10s %7lld  %s\n", json_string_value(json_object_get(b, "id")), sz,
+		       (long long)json_integer_value(json_object_get(b, "files")),
+		       json_string_value(json_object_get(b, "name")) ?: "");
+	}
+	json_decref(resp);
+	return 0;
+}

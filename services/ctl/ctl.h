@@ -21,6 +21,7 @@ int ctl_pack_dir(const char *dir, const char *dest);
 
 int cmd_submit(struct ctl *c, int argc, char **argv);
 int cmd_jobs(struct ctl *c, int argc, char **argv);
+int cmd_bundles(struct ctl *c, int argc, char **argv);
 int cmd_watch(struct ctl *c, int argc, char **argv);
 int cmd_cancel(struct ctl *c, int argc, char **argv);
 int cmd_bill(struct ctl *c, int argc, char **argv);
