@@ -536,8 +536,6 @@ int httpd_new(sd_event *ev, const struct httpd_config *cfg, struct httpd **out)
 		h->cfg.timeout_s = 30;
 	if (!h->cfg.max_conns)
 		h->cfg.max_conns = 256;
-	if (!h->cfg.max_conns_per_ip)
-		h->cfg.max_conns_per_ip = h->cfg.max_conns / 4 ? h->cfg.max_conns / 4 : 1;
 	if (cfg->upload_dir) {
 		h->upload_dir = strdup(cfg->upload_dir);
 		if (!h->upload_dir) {

@@ -31,8 +31,9 @@ struct httpd_config {
 	uint64_t max_body;      /* default body cap (default 1 MiB) */
 	unsigned timeout_s;     /* idle deadline per connection (default 30 s) */
 	unsigned max_conns;     /* concurrent connections (default 256) */
-	unsigned max_conns_per_ip; /* of them from one address on a TCP listener
-				    * (default a quarter: one client cannot hold them all) */
+	unsigned max_conns_per_ip; /* of them from one address on a TCP listener (0: no
+				    * cap; the console's users set one so a client cannot
+				    * hold them all; daemons' peers share addresses) */
 	const char *upload_dir; /* where body_to_file bodies are written */
 };
 

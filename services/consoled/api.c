@@ -499,6 +499,8 @@ size_t api_routes(struct console *c, struct httpd_route *routes, size_t max)
 	};
 	size_t n = ARRAY_SIZE(table) < max ? ARRAY_SIZE(table) : max;
 
+	_Static_assert(ARRAY_SIZE(table) <= API_MAX_ROUTES, "raise API_MAX_ROUTES");
+
 	memcpy(routes, table, n * sizeof(*routes));
 	return n;
 }

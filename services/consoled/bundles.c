@@ -321,16 +321,7 @@ void bundles_delete(struct console *c, struct httpd_req *req, const struct conso
 	}
 	json_decref(resp);
 	/* the row first: once it is gone no new job can name the bundle; a
-	 * crash before the files go leaves a .partial- directory that the next
-	 * start removes */
-	snprintf(dir, sizeof(dir), "%s/%s", c->bundles_dir, id);
-	snprintf(gone, sizeof(gone), "%s/.partial-%s", c->bundles_dir, id);
-	if (rename(dir, gone) < 0 && errno != ENOENT) {
-		r = -errno;
-		log_err_errno(r, "cannot remove bundle %s", dir);
-		httpd_reply_error(req, 500, "cannot remove bundle %s: %s", id, strerror(-r));
-		return;
-	}
+	 * crash before the files go leaves only a directory nothing refers to */
 	r = db_prepare(c->db, "DELETE FROM bundles WHERE id = ? AND tenant = ?", &st);
 	if (r == 0) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -339,11 +330,13 @@ void bundles_delete(struct console *c, struct httpd_req *req, const struct conso
 		sqlite3_finalize(st);
 	}
 	if (r < 0) {
-		if (rename(gone, dir) < 0)
-			log_err("cannot put bundle %s back: %m", dir);
 		httpd_reply_error(req, 500, "cannot remove bundle %s from the database", id);
 		return;
 	}
+	snprintf(dir, sizeof(dir), "%s/%s", c->bundles_dir, id);
+	snprintf(gone, sizeof(gone), "%s/.partial-%s", c->bundles_dir, id);
+	if (rename(dir, gone) < 0)
+		log_warn("bundle %s: cannot move %s aside: %m; its files stay", id, dir);
 	util_rm_rf(gone);
 	log_info("bundle %s of %s deleted by %s", id, u->tenant, u->user);
 	httpd_reply_json(req, 200, json_pack("{s:s, s:b}", "id", id, "deleted", 1));

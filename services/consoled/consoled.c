@@ -226,7 +226,9 @@ int main(int argc, char **argv)
 		struct httpd_config cfg = {.routes = routes,
 					   .n_routes = api_routes(&c, routes, API_MAX_ROUTES),
 					   .userdata = &c, .max_body = 1 << 20,
-					   .upload_dir = c.uploads_dir};
+					   /* a quarter of the 256: one client (a slowloris)
+					    * cannot hold them all */
+					   .max_conns_per_ip = 64, .upload_dir = c.uploads_dir};
 
 		r = httpd_new(svc.ev, &cfg, &h);
 		if (r < 0) {

@@ -230,12 +230,11 @@ int data_load(const char *bundle_dir, int vocab_size, int seq_len, uint64_t budg
 
 		fi = i;
 		/* the file's bytes next to the tokens so far, checked before reading */
-		if (budget && stat(ps.v[i], &st) == 0 &&
-		    (uint64_t)st.st_size + (uint64_t)d.n * sizeof(int) > budget) {
+		d.file_bytes = budget && stat(ps.v[i], &st) == 0 ? (uint64_t)st.st_size : 0;
+		if (budget && d.file_bytes + (uint64_t)d.n * sizeof(int) > budget) {
 			r = -EDQUOT;
 			break;
 		}
-		d.file_bytes = budget ? (uint64_t)st.st_size : 0;
 		r = util_read_file(ps.v[i], (size_t)DATA_MAX_TOKENS + 1, &buf, &len);
 		if (r < 0) {
 			r = util_fail(err, errlen, r, "cannot read '%s': %s", ps.v[i], strerror(-r));

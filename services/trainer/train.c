@@ -170,6 +170,8 @@ static int run_local(int n, char **argv, int argc, const sigset_t *usr1)
 	sigaction(SIGUSR1, &su, NULL);
 	/* the ranks start with SIGUSR1 held (the mask survives exec) and let it
 	 * in once their handler is in; here it is let in after the forks */
+	pid_t parent = getpid();
+
 	for (int r = 0; r < n; r++) {
 		pids[r] = fork();
 		if (pids[r] < 0) {
@@ -181,7 +183,7 @@ static int run_local(int n, char **argv, int argc, const sigset_t *usr1)
 		}
 		if (pids[r] == 0) {
 			/* a rank does not outlive this parent (kill -9 included) */
-			if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1)
+			if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
 				_exit(127);
 			snprintf(num, sizeof(num), "%d", r);
 			setenv("BURSAR_RANK", num, 1);
