@@ -252,6 +252,17 @@ int util_parse_double(const char *s, double lo, double hi, double *out)
 	return 0;
 }
 
+const char *util_fmt_bytes(uint64_t n, char *buf, size_t len)
+{
+	if (n >= 1ull << 30)
+		snprintf(buf, len, "%.1f GiB", n / 1073741824.0);
+	else if (n >= 1ull << 20)
+		snprintf(buf, len, "%.1f MiB", n / 1048576.0);
+	else
+		snprintf(buf, len, "%.1f KiB", n / 1024.0);
+	return buf;
+}
+
 int util_parse_size(const char *s, uint64_t *out)
 {
 	char *end;

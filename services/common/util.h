@@ -32,5 +32,7 @@ int util_fail(char *err, size_t errlen, int r, const char *fmt, ...)
 int util_parse_double(const char *s, double lo, double hi, double *out);
 /* Parses a decimal size with optional K/M/G suffix (binary). */
 int util_parse_size(const char *s, uint64_t *out);
+/* n bytes as "12.3 GiB", "4.5 MiB" or "6.7 KiB" in buf; returns buf. */
+const char *util_fmt_bytes(uint64_t n, char *buf, size_t len);
 /* True when s is 1..max chars of [A-Za-z0-9_.-] and not "." or "..". */
 int util_valid_name(const char *s, size_t max);

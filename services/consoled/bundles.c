@@ -122,17 +122,6 @@ static int64_t count_bundles(struct console *c, const char *tenant)
 	return n;
 }
 
-static const char *fmt_bytes(uint64_t n, char *buf, size_t len)
-{
-	if (n >= 1ull << 30)
-		snprintf(buf, len, "%.1f GiB", n / 1073741824.0);
-	else if (n >= 1ull << 20)
-		snprintf(buf, len, "%.1f MiB", n / 1048576.0);
-	else
-		snprintf(buf, len, "%.1f KiB", n / 1024.0);
-	return buf;
-}
-
 /* Bytes the tenant's bundles take on disk (0 when it cannot be read: the
  * per-bundle cap still holds). */
 static uint64_t tenant_bytes(struct console *c, const char *tenant)
@@ -179,7 +168,7 @@ void bundles_upload(struct console *c, struct httpd_req *req, const struct conso
 
 		httpd_reply_error(req, 409, "tenant '%s' has %s of bundles, its limit "
 				  "(--max-tenant-bytes); delete some first (DELETE "
-				  "/api/v1/bundles/{id})", u->tenant, fmt_bytes(used, a, sizeof(a)));
+				  "/api/v1/bundles/{id})", u->tenant, util_fmt_bytes(used, a, sizeof(a)));
 		return;
 	}
 	if (c->max_tenant - used < lim.max_bytes)
@@ -208,8 +197,8 @@ void bundles_upload(struct console *c, struct httpd_req *req, const struct conso
 
 		snprintf(err + strlen(err), sizeof(err) - strlen(err), "; that is what is left of "
 			 "tenant '%s''s storage (%s of %s used; delete bundles to make room)",
-			 u->tenant, fmt_bytes(used, a, sizeof(a)),
-			 fmt_bytes(c->max_tenant, b, sizeof(b)));
+			 u->tenant, util_fmt_bytes(used, a, sizeof(a)),
+			 util_fmt_bytes(c->max_tenant, b, sizeof(b)));
 	}
 	if (r < 0) {
 		log_info("upload of '%s' by %s/%s rejected: %s", name, u->tenant, u->user, err);

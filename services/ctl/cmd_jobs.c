@@ -387,14 +387,8 @@ int cmd_bundles(struct ctl *c, int argc, char **argv)
 		return r;
 	printf("%-20s %10s %7s  %s\n", "BUNDLE", "SIZE", "FILES", "NAME");
 	json_array_foreach(json_object_get(resp, "bundles"), i, b) {
-		double bytes = (double)json_integer_value(json_object_get(b, "bytes"));
-
-		if (bytes >= 1073741824.0)
-			snprintf(sz, sizeof(sz), "%.1f GiB", bytes / 1073741824.0);
-		else if (bytes >= 1048576.0)
-			snprintf(sz, sizeof(sz), "%.1f MiB", bytes / 1048576.0);
-		else
-			snprintf(sz, sizeof(sz), "%.1f KiB", bytes / 1024.0);
+		util_fmt_bytes((uint64_t)json_integer_value(json_object_get(b, "bytes")), sz,
+			       sizeof(sz));
 		printf("%-20s %10s %7lld  %s\n", json_string_value(json_object_get(b, "id")), sz,
 		       (long long)json_integer_value(json_object_get(b, "files")),
 		       json_string_value(json_object_get(b, "name")) ?: "");
