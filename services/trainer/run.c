@@ -220,6 +220,15 @@ int train_load_bundle(const struct train_opts *o, struct bundle_info *bi, char *
 	return 0;
 }
 
+int train_batch_splits(const struct train_params *p, int n)
+{
+	if (p->batch % n == 0)
+		return 0;
+	log_err("the global batch of %d sequences cannot be split evenly across %d ranks; "
+		"set \"batch\" in bursar.json to a multiple of %d", p->batch, n, n);
+	return -EINVAL;
+}
+
 /* Bundle, batch split, memory budget, data. Returns an exit status. */
 static int setup_model(struct rank_state *s)
 {
@@ -227,6 +236,7 @@ static int setup_model(struct rank_state *s)
 	struct train_params *p = &s->bi.params;
 	char err[512] = "", path[PATH_MAX];
 	struct stat st;
+	uint64_t limit;
 	int r;
 
 	if (train_load_bundle(o, &s->bi, err, sizeof(err)) < 0) {
@@ -242,12 +252,8 @@ static int setup_model(struct rank_state *s)
 	if (o->rank == 0 && p->warmup > 0 && p->warmup >= p->steps)
 		log_warn("the warmup (%ld steps) is as long as the run (%ld steps): the learning rate "
 			 "never reaches \"lr\"", (long)p->warmup, (long)p->steps);
-	if (p->batch % o->size) {
-		log_err("the global batch of %d sequences cannot be split evenly across %d ranks; "
-			"set \"batch\" in bursar.json to a multiple of %d", p->batch, o->size,
-			o->size);
+	if (train_batch_splits(p, o->size) < 0)
 		return 2;
-	}
 	s->T = p->seq_len;
 	r = gpu_rank_select(&s->gpu, o->device ? o->device : p->device, &s->bi.model, o->rank, err,
 			    sizeof(err));
@@ -287,9 +293,9 @@ static int setup_model(struct rank_state *s)
 	}
 	if (s->gpu.on) /* the host holds the weights, gradients and moments */
 		s->host_need = modelcfg_n_params(&s->bi.model) * 16;
+	limit = memory_limit();
 	r = data_load(o->bundle, s->bi.model.vocab_size, s->T,
-		      memory_limit() > s->host_need ? memory_limit() - s->host_need : 1, &s->data,
-		      err, sizeof(err));
+		      limit > s->host_need ? limit - s->host_need : 1, &s->data, err, sizeof(err));
 	if (r < 0) {
 		log_err("cannot load the training data of '%s': %s", o->bundle, err);
 		return 2;

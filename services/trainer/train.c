@@ -134,12 +134,7 @@ static int local_batch_ok(const struct train_opts *o, int n)
 		log_err("%s", err);
 		return 2;
 	}
-	if (bi.params.batch % n) {
-		log_err("the global batch of %d sequences cannot be split evenly across %d ranks; "
-			"set \"batch\" in bursar.json to a multiple of %d", bi.params.batch, n, n);
-		return 2;
-	}
-	return 0;
+	return train_batch_splits(&bi.params, n) < 0 ? 2 : 0;
 }
 
 /* Forks n ranks of this same program (exec, so each starts clean) meeting in
@@ -151,6 +146,7 @@ static int run_local(int n, char **argv, int argc, const sigset_t *usr1)
 	pid_t pids[TRAIN_MAX_LOCAL_RANKS] = {0};
 	int left = n, status = 0, na = 0, threads, ckpted = 0;
 	struct sigaction sa = {.sa_handler = on_term_parent}, su = {.sa_handler = on_usr1_parent};
+	pid_t parent = getpid(); /* a rank checks it still has this parent */
 
 	for (int i = 0; i < argc && na < 30; i++) {
 		if (!strcmp(argv[i], "--ranks")) {
@@ -170,8 +166,6 @@ static int run_local(int n, char **argv, int argc, const sigset_t *usr1)
 	sigaction(SIGUSR1, &su, NULL);
 	/* the ranks start with SIGUSR1 held (the mask survives exec) and let it
 	 * in once their handler is in; here it is let in after the forks */
-	pid_t parent = getpid();
-
 	for (int r = 0; r < n; r++) {
 		pids[r] = fork();
 		if (pids[r] < 0) {

@@ -26,6 +26,8 @@ struct train_opts {
  * bursar.json, then --steps. 0, or -errno with a sentence in err. */
 int train_load_bundle(const struct train_opts *o, struct bundle_info *bi, char *err,
 		      size_t errlen);
+/* 0 when the global batch splits evenly across n ranks; else logs why, -EINVAL. */
+int train_batch_splits(const struct train_params *p, int n);
 
 /* Exit status of a rank that checkpointed on request (SIGUSR1) and stopped
  * before its last step: "checkpointed, resume later" (EX_TEMPFAIL). */
