@@ -204,6 +204,9 @@ struct store_fresh {
 	} events[3];
 };
 json_t *store_job_fresh(const struct store_fresh *f);
+/* The states of a job that has not ended, as SQL ("state IN " this). */
+#define STORE_UNFINISHED "('submitted', 'priced', 'queued', 'running', 'paused')"
+
 /* The newest jobs first, at most limit, of tenant (NULL: all) in state
  * ("": any, "active": unfinished) with seq < before (0: from the newest);
  * *next_before: the cursor of the next page when this one is full, else 0. */

@@ -124,8 +124,8 @@ static int insert_job(struct admitd *a, const char *id, json_t *b, const char *n
 	if (r < 0)
 		goto out_sync;
 	/* unfinished jobs, through the (tenant, state) index: never the tenant's history */
-	r = store_prep(a->db, "SELECT count(*) FROM jobs WHERE tenant = ? AND state IN"
-		       " ('submitted', 'priced', 'queued', 'running', 'paused')", "s", &st, tenant);
+	r = store_prep(a->db, "SELECT count(*) FROM jobs WHERE tenant = ? AND state IN "
+		       STORE_UNFINISHED, "s", &st, tenant);
 	if (r < 0)
 		goto out_rollback;
 	if (sqlite3_step(st) == SQLITE_ROW)

@@ -444,18 +444,18 @@ int store_job_list(sqlite3 *db, const char *tenant, const char *state, int64_t b
 	*next_before = 0;
 	if (before <= 0)
 		before = INT64_MAX;
+	/* ?1 the state filter in both: "" any, "active" the unfinished ones */
+#define LIST_STATE " AND (?1 = '' OR state = ?1 OR (?1 = 'active' AND state IN " \
+		   STORE_UNFINISHED "))"
 	if (tenant)
 		r = store_prep(db, "SELECT " JOB_COLS ", seq FROM jobs WHERE tenant = ?2"
-			       " AND seq < ?3 AND (?1 = '' OR state = ?1 OR (?1 = 'active' AND state"
-			       " IN ('submitted', 'priced', 'queued', 'running', 'paused')))"
-			       " ORDER BY seq DESC LIMIT ?4", "ssii", &st, state, tenant, before,
-			       (int64_t)limit);
+			       " AND seq < ?3" LIST_STATE " ORDER BY seq DESC LIMIT ?4", "ssii", &st,
+			       state, tenant, before, (int64_t)limit);
 	else
-		r = store_prep(db, "SELECT " JOB_COLS ", seq FROM jobs WHERE seq < ?2"
-			       " AND (?1 = '' OR state = ?1 OR (?1 = 'active' AND state"
-			       " IN ('submitted', 'priced', 'queued', 'running', 'paused')))"
+		r = store_prep(db, "SELECT " JOB_COLS ", seq FROM jobs WHERE seq < ?2" LIST_STATE
 			       " ORDER BY seq DESC LIMIT ?3", "sii", &st, state, before,
 			       (int64_t)limit);
+#undef LIST_STATE
 	if (r < 0)
 		return r;
 	a = json_array();
