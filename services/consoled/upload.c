@@ -324,6 +324,19 @@ static int compressed(const char *path)
 	       (n == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd);
 }
 
+/* libarchive could not go on after n entries: nothing read as tar and not a
+ * gzip or zstd stream is another format (415); else a damaged upload, a
+ * stream or tar that breaks off (400) */
+static int read_failed(struct archive *a, const char *archive, uint64_t n, char *err,
+		       size_t errlen)
+{
+	if (n == 0 && archive_format(a) == 0 && !compressed(archive))
+		return util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, tar.gz or "
+				 "tar.zst): %s", archive_error_string(a));
+	return util_fail(err, errlen, -EBADMSG, "corrupt or truncated archive after %llu "
+			 "entries: %s", (unsigned long long)n, archive_error_string(a));
+}
+
 int upload_extract(const char *archive, const char *dest, const struct upload_limits *lim,
 		   uint64_t *files, uint64_t *bytes, char *err, size_t errlen)
 {
@@ -346,27 +359,14 @@ int upload_extract(const char *archive, const char *dest, const struct upload_li
 	archive_read_support_filter_gzip(a);
 	archive_read_support_filter_zstd(a);
 	if (archive_read_open_filename(a, archive, UPLOAD_BLOCK) != ARCHIVE_OK) {
-		if (compressed(archive)) /* a gzip or zstd stream that breaks off */
-			r = util_fail(err, errlen, -EBADMSG, "corrupt or truncated archive: %s",
-				      archive_error_string(a));
-		else
-			r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, tar.gz "
-				      "or tar.zst): %s", archive_error_string(a));
+		r = read_failed(a, archive, 0, err, errlen);
 		goto out_free;
 	}
 	while ((k = archive_read_next_header(a, &e)) != ARCHIVE_EOF) {
 		const char *name, *why;
 
 		if (k < ARCHIVE_WARN) {
-			/* a gzip or zstd stream that breaks off is a damaged upload,
-			 * not an unsupported format */
-			if (n == 0 && archive_format(a) == 0 && !compressed(archive))
-				r = util_fail(err, errlen, -EPROTONOSUPPORT, "not a tar archive (tar, "
-					 "tar.gz or tar.zst): %s", archive_error_string(a));
-			else
-				r = util_fail(err, errlen, -EBADMSG, "corrupt or truncated archive after "
-					 "%llu entries: %s", (unsigned long long)n,
-					 archive_error_string(a));
+			r = read_failed(a, archive, n, err, errlen);
 			goto out_free;
 		}
 		if (++n > lim->max_files) {
