@@ -8,6 +8,7 @@
 #   stack_start_daemon N  (re)start one daemon: ledgerd admitd noded consoled
 #   stack_kill N [SIG]    signal one daemon
 #   stack_stop            stop everything; keeps $STATE when KEEP_STATE=1
+#   stack_cases [PREFIX]  pass/fail case lines and FAILED
 #   make_sample_bundle D  a small GPT-2 bundle trained on text the machine has
 
 BUILD=${BUILD:-build}
@@ -80,6 +81,16 @@ stack_kill() {
 	wait "$pid" 2>/dev/null
 	unset "STACK_PID[$name]"
 	return 0
+}
+
+# stack_cases [PREFIX]: the case lines of a stack test. pass NAME and
+# fail NAME WHY print "PASS PREFIX_NAME" / "FAIL PREFIX_NAME: WHY" (no
+# PREFIX: just NAME); fail sets FAILED=1, which the script exits with.
+stack_cases() {
+	CASE_PREFIX=${1:+${1}_}
+	FAILED=0
+	pass() { echo "PASS $CASE_PREFIX$1"; }
+	fail() { echo "FAIL $CASE_PREFIX$1: $2"; FAILED=1; }
 }
 
 # Adds a user and prints its token.

@@ -9,9 +9,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 . tests/lib.sh
-FAILED=0
-pass() { echo "PASS bundles_$1"; }
-fail() { echo "FAIL bundles_$1: $2"; FAILED=1; }
+stack_cases bundles
 for b in bursar-ledgerd bursar-admitd bursar-consoled bursarctl; do
 	[ -x "$BIN/$b" ] || { echo "FAIL bundles_built: $BIN/$b is missing"; exit 1; }
 done

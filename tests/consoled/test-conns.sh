@@ -6,9 +6,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 . tests/lib.sh
-FAILED=0
-pass() { echo "PASS conns_$1"; }
-fail() { echo "FAIL conns_$1: $2"; FAILED=1; }
+stack_cases conns
 [ -x "$BIN/bursar-consoled" ] || { echo "FAIL conns_built: bursar-consoled is missing"; exit 1; }
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/test-conns.XXXXXX")
 export STATE

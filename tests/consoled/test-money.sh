@@ -17,9 +17,7 @@ CTL=${CTL_BIN:-$BIN/bursarctl}
 for b in bursar-ledgerd bursar-admitd bursar-consoled bursarctl; do
 	[ -x "$BIN/$b" ] || { echo "FAIL money_built: $BIN/$b is missing (run make)"; exit 1; }
 done
-FAILED=0
-pass() { echo "PASS money_$1"; }
-fail() { echo "FAIL money_$1: $2"; FAILED=1; }
+stack_cases money
 trap stack_stop EXIT
 
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/test-money.XXXXXX")

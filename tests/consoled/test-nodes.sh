@@ -16,9 +16,7 @@ CTL=${CTL_BIN:-$BIN/bursarctl}
 for b in bursar-ledgerd bursar-admitd bursar-noded bursar-train bursar-consoled bursarctl; do
 	[ -x "$BIN/$b" ] || { echo "FAIL nodes_built: $BIN/$b is missing (run make)"; exit 1; }
 done
-FAILED=0
-pass() { echo "PASS nodes_$1"; }
-fail() { echo "FAIL nodes_$1: $2"; FAILED=1; }
+stack_cases nodes
 trap stack_stop EXIT
 
 STATE=$(mktemp -d "${TMPDIR:-/tmp}/test-nodes.XXXXXX")

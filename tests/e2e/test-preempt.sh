@@ -11,10 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 . tests/lib.sh
 
-pass() { echo "PASS $1"; }
-fail() { echo "FAIL $1: $2"; FAILED=1; }
+stack_cases
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
-FAILED=0
 trap '[ $FAILED -ne 0 ] && KEEP_STATE=1; stack_stop' EXIT
 
 for b in bursar-ledgerd bursar-admitd bursar-noded bursar-consoled bursar-train bursarctl; do
