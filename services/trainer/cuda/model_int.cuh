@@ -104,7 +104,7 @@ static inline void mark(struct gpu_model *m, int cat)
  * accumulation; D fp32 (f32) or bf16; bias (M) bf16 added when not NULL. */
 int gemm(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda, const bf16 *Bm,
 	 int tb, int ldb, int M, int N, int K, int ldd, int accum, const bf16 *bias);
-/* The same with an epilogue; -ENOTSUP (and nothing done, no error kept)
+/* The same with an epilogue; -ENOTSUP (nothing done; the reason in m->err)
  * when cuBLASLt has no kernel for it: the caller does it the unfused way. */
 int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int lda,
 	    const bf16 *Bm, int tb, int ldb, int M, int N, int K, int ldd, int accum,
@@ -113,6 +113,27 @@ int gemm_ex(struct gpu_model *m, void *D, int f32, const bf16 *A, int ta, int ld
 /* logits of lnf against tensor head (Vp rows), the mean loss into dloss and,
  * with grad, the logits' gradient in place (model.cu) */
 int logits_and_loss(struct gpu_model *m, int head, int grad, float grad_scale);
+
+/* model.cu, for checks.cu too: a model (gpu.h's create/destroy), the
+ * vocabulary padded to a multiple of 64, and the MLP's GELU layer forward
+ * (pre = inp @ w + bias, out = gelu(pre)) and any linear layer's backward
+ * (dinp, times gelu'(pre) when pre is given; dw += ; dbias += ), each fused
+ * in cuBLASLt's epilogues under BURSAR_CUDA_FUSED where it offers them */
+int gpu_create(struct gpu_model **out, const struct gpu_dims *d, int B, int T, char *err,
+	       size_t errlen);
+void gpu_destroy(struct gpu_model *m);
+int pad_v(int V);
+int linear_gelu_forward(struct gpu_model *m, bf16 *out, bf16 *pre, const bf16 *inp,
+			const bf16 *w, const bf16 *bias, int N, int IC, int OC);
+int linear_backward(struct gpu_model *m, bf16 *dinp, float *dw, float *dbias, const bf16 *dout,
+		    const float *dout_f32, const bf16 *inp, const bf16 *w, int N, int IC, int OC,
+		    const bf16 *pre);
+
+/* checks.cu: gpu.h's attn_check and fused_check */
+int gpu_attn_check(int B, int T, int NH, int HS, uint64_t seed, double *err_out,
+		   double *err_grad, char *err, size_t errlen);
+int gpu_fused_check(int which, int N, int M, int K, uint64_t seed, double err_out[3],
+		    char *err, size_t errlen);
 
 /* llama.cu */
 int llama_alloc(struct gpu_model *m, char *err, size_t errlen);
